@@ -1,0 +1,179 @@
+"""The few libbpf calls that bcc's Python bindings do not expose.
+
+libbpf.so.1 is a dependency of libbcc, so it is present wherever bcc is.
+Used for: BPF_PROG_TEST_RUN (tests, benchmarks), batch map reads, pinning and
+fetching objects by id. Pure ctypes, no compile step.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from typing import Optional
+
+from .errors import DependencyError, TcflowError
+
+_lib: Optional[ctypes.CDLL] = None
+
+
+def lib() -> ctypes.CDLL:
+    global _lib
+    if _lib is None:
+        name = ctypes.util.find_library("bpf") or "libbpf.so.1"
+        try:
+            _lib = ctypes.CDLL(name, use_errno=True)
+        except OSError as e:
+            raise DependencyError(
+                f"cannot load libbpf ({e})", hint="apt-get install libbpf1"
+            ) from None
+        _declare(_lib)
+    return _lib
+
+
+class TestRunOpts(ctypes.Structure):
+    """struct bpf_test_run_opts (libbpf >= 0.7)."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("data_in", ctypes.c_void_p),
+        ("data_out", ctypes.c_void_p),
+        ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_void_p),
+        ("ctx_out", ctypes.c_void_p),
+        ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32),
+        ("repeat", ctypes.c_int),
+        ("duration", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32),
+    ]
+
+
+class MapBatchOpts(ctypes.Structure):
+    _fields_ = [("sz", ctypes.c_size_t), ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+
+
+class SkBuff(ctypes.Structure):
+    """The leading part of struct __sk_buff (UAPI), as BPF_PROG_TEST_RUN takes it.
+
+    The kernel accepts a prefix of its own struct; only the fields it allows
+    (ifindex, gso_segs, gso_size, wire_len, ...) may be non-zero.
+    """
+
+    _fields_ = [
+        ("len", ctypes.c_uint32),
+        ("pkt_type", ctypes.c_uint32),
+        ("mark", ctypes.c_uint32),
+        ("queue_mapping", ctypes.c_uint32),
+        ("protocol", ctypes.c_uint32),
+        ("vlan_present", ctypes.c_uint32),
+        ("vlan_tci", ctypes.c_uint32),
+        ("vlan_proto", ctypes.c_uint32),
+        ("priority", ctypes.c_uint32),
+        ("ingress_ifindex", ctypes.c_uint32),
+        ("ifindex", ctypes.c_uint32),
+        ("tc_index", ctypes.c_uint32),
+        ("cb", ctypes.c_uint32 * 5),
+        ("hash", ctypes.c_uint32),
+        ("tc_classid", ctypes.c_uint32),
+        ("data", ctypes.c_uint32),
+        ("data_end", ctypes.c_uint32),
+        ("napi_id", ctypes.c_uint32),
+        ("family", ctypes.c_uint32),
+        ("remote_ip4", ctypes.c_uint32),
+        ("local_ip4", ctypes.c_uint32),
+        ("remote_ip6", ctypes.c_uint32 * 4),
+        ("local_ip6", ctypes.c_uint32 * 4),
+        ("remote_port", ctypes.c_uint32),
+        ("local_port", ctypes.c_uint32),
+        ("data_meta", ctypes.c_uint32),
+        ("flow_keys", ctypes.c_uint64),
+        ("tstamp", ctypes.c_uint64),
+        ("wire_len", ctypes.c_uint32),
+        ("gso_segs", ctypes.c_uint32),
+        ("sk", ctypes.c_uint64),
+        ("gso_size", ctypes.c_uint32),
+    ]
+
+
+def _declare(lb: ctypes.CDLL) -> None:
+    lb.bpf_prog_test_run_opts.argtypes = [ctypes.c_int, ctypes.POINTER(TestRunOpts)]
+    lb.bpf_map_lookup_batch.argtypes = [
+        ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+        ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32), ctypes.POINTER(MapBatchOpts),
+    ]
+    lb.bpf_obj_pin.argtypes = [ctypes.c_int, ctypes.c_char_p]
+    lb.bpf_obj_get.argtypes = [ctypes.c_char_p]
+    lb.bpf_prog_get_fd_by_id.argtypes = [ctypes.c_uint32]
+    lb.bpf_enable_stats.argtypes = [ctypes.c_int]
+    lb.libbpf_num_possible_cpus.argtypes = []
+
+
+def _check(ret: int, what: str) -> int:
+    if ret < 0:
+        err = ctypes.get_errno() or -ret
+        raise TcflowError(f"{what} failed: {os.strerror(err)}", errno=err)
+    return ret
+
+
+def num_possible_cpus() -> int:
+    return _check(lib().libbpf_num_possible_cpus(), "libbpf_num_possible_cpus")
+
+
+def test_run(prog_fd: int, data: bytes, *, ctx: Optional[ctypes.Structure] = None,
+             repeat: int = 1) -> tuple[int, int]:
+    """Run a loaded program on one frame. Returns (retval, ns per run)."""
+    buf = ctypes.create_string_buffer(data, len(data))
+    out = ctypes.create_string_buffer(len(data) + 256)
+    opts = TestRunOpts()
+    opts.sz = ctypes.sizeof(TestRunOpts)
+    opts.data_in = ctypes.cast(buf, ctypes.c_void_p)
+    opts.data_size_in = len(data)
+    opts.data_out = ctypes.cast(out, ctypes.c_void_p)
+    opts.data_size_out = len(out)
+    opts.repeat = repeat
+    if ctx is not None:
+        opts.ctx_in = ctypes.cast(ctypes.pointer(ctx), ctypes.c_void_p)
+        opts.ctx_size_in = ctypes.sizeof(ctx)
+    _check(lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "BPF_PROG_TEST_RUN")
+    return opts.retval, opts.duration
+
+
+def lookup_batch(map_fd: int, key_size: int, value_size: int, count: int) -> tuple[bytes, bytes, int]:
+    """Read up to ``count`` entries from the start of an array map.
+
+    Returns (keys, values, n). For per-CPU maps ``value_size`` is the
+    per-CPU stride times the number of possible CPUs.
+    """
+    keys = ctypes.create_string_buffer(key_size * count)
+    values = ctypes.create_string_buffer(value_size * count)
+    out_batch = ctypes.c_uint32(0)
+    n = ctypes.c_uint32(count)
+    opts = MapBatchOpts(sz=ctypes.sizeof(MapBatchOpts))
+    ret = lib().bpf_map_lookup_batch(map_fd, None, ctypes.byref(out_batch), keys, values,
+                                     ctypes.byref(n), ctypes.byref(opts))
+    # ENOENT means "end of map reached", with n entries filled in.
+    if ret < 0 and ctypes.get_errno() != 2:
+        _check(ret, "BPF_MAP_LOOKUP_BATCH")
+    return keys.raw, values.raw, n.value
+
+
+def obj_pin(fd: int, path: str) -> None:
+    _check(lib().bpf_obj_pin(fd, path.encode()), f"pinning {path}")
+
+
+def obj_get(path: str) -> int:
+    return _check(lib().bpf_obj_get(path.encode()), f"opening pinned {path}")
+
+
+def prog_fd_by_id(prog_id: int) -> int:
+    return _check(lib().bpf_prog_get_fd_by_id(prog_id), f"opening BPF program id {prog_id}")
+
+
+def enable_stats() -> int:
+    """BPF_STATS_RUN_TIME on while the returned fd is open."""
+    return _check(lib().bpf_enable_stats(0), "BPF_ENABLE_STATS")

@@ -1,0 +1,234 @@
+"""Attach and detach tcflow's programs with pyroute2 (netlink).
+
+recv: XDP (native where the driver has it, else generic), or clsact ingress.
+send: clsact egress, direct-action. Detach removes only what tcflow added: a
+clsact qdisc that existed before stays, with its other filters, and an XDP
+program is removed only if it is still the one tcflow put there.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .errors import AttachError, InterfaceError, PermissionError_
+from .netns import Netns
+
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+XDP_FLAGS_REPLACE = 1 << 4
+XDP_MODE_FLAGS = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
+
+TC_INGRESS = 0xFFFFFFF2  # ffff:fff2, clsact ingress
+TC_EGRESS = 0xFFFFFFF3   # ffff:fff3, clsact egress
+# tcflow's filters: their own handle and priority, so that they never collide
+# with a filter someone else added, and detach can name exactly them. Filters
+# with a lower prio run first; a packet one of them drops is not counted.
+TC_HANDLE = 0x7CF1
+TC_PRIO = 1999
+TC_NAME_INGRESS = "tcflow_ingress"
+TC_NAME_EGRESS = "tcflow_egress"
+
+
+def ipr_for(ns: Netns) -> Any:
+    """An IPRoute in ``ns``. flags=0: never create a namespace by accident."""
+    from pyroute2 import IPRoute
+
+    if not ns.name:
+        return IPRoute()
+    return IPRoute(netns=ns.path, flags=0)
+
+
+@dataclass
+class Link:
+    """One interface as tcflow attached it."""
+
+    ifname: str
+    ifindex: int
+    netns: Netns
+    kind: str = ""
+    ingress: str = "xdp"          # "xdp" or "tc"
+    xdp_mode: Optional[str] = None  # "native" or "generic" once attached
+    created_clsact: bool = False
+    attached: dict[str, bool] = field(default_factory=dict)
+
+
+def _code(e: Exception) -> int:
+    return int(getattr(e, "code", 0) or getattr(e, "errno", 0) or 0)
+
+
+def lookup(ipr: Any, ns: Netns, ifname: str) -> Link:
+    found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        where = f" in namespace {ns.name}" if ns.name else ""
+        raise InterfaceError(f"no such interface{where}", ifname=ifname,
+                             hint="list interfaces with `ip link`" + (f" -n {ns.name}" if ns.name else ""))
+    idx = found[0]
+    msg = ipr.link("get", index=idx)[0]
+    kind = ""
+    info = msg.get_attr("IFLA_LINKINFO")
+    if info is not None:
+        kind = info.get_attr("IFLA_INFO_KIND") or ""
+    return Link(ifname, idx, ns, kind)
+
+
+def xdp_state(ipr: Any, ifindex: int) -> tuple[Optional[int], Optional[str]]:
+    """(program id, mode) of the XDP program on a link, or (None, None)."""
+    msg = ipr.link("get", index=ifindex)[0]
+    xdp = msg.get_attr("IFLA_XDP")
+    if xdp is None:
+        return None, None
+    mode = xdp.get_attr("IFLA_XDP_ATTACHED")
+    pid = xdp.get_attr("IFLA_XDP_PROG_ID")
+    if not mode:
+        return None, None
+    return pid, {"xdp": "native", "xdpgeneric": "generic", "xdpoffload": "offload"}.get(mode, mode)
+
+
+def prog_name(prog_id: Optional[int]) -> str:
+    """The name the kernel holds for a BPF program id, best effort."""
+    if not prog_id:
+        return "?"
+    try:
+        from bcc import BPF  # noqa: F401
+
+        import ctypes
+
+        from . import _libbpf
+
+        fd = _libbpf.prog_fd_by_id(prog_id)
+        try:
+            info = (ctypes.c_uint8 * 256)()
+            ln = ctypes.c_uint32(256)
+            lb = _libbpf.lib()
+            lb.bpf_obj_get_info_by_fd.argtypes = [ctypes.c_int, ctypes.c_void_p,
+                                                  ctypes.POINTER(ctypes.c_uint32)]
+            if lb.bpf_obj_get_info_by_fd(fd, info, ctypes.byref(ln)) == 0:
+                # struct bpf_prog_info: name is char[16] at offset 64
+                return bytes(info[64:80]).split(b"\0")[0].decode() or "?"
+        finally:
+            import os
+
+            os.close(fd)
+    except Exception:
+        pass
+    return "?"
+
+
+def attach_xdp(ipr: Any, link: Link, prog_fd: int, mode: str = "auto") -> str:
+    """Attach XDP, never over another program. Returns the mode used."""
+    prog_id, _ = xdp_state(ipr, link.ifindex)
+    if prog_id:
+        raise AttachError(
+            f"{link.ifname} already has an XDP program ({prog_name(prog_id)}, id {prog_id})",
+            ifname=link.ifname,
+            hint="tcflow does not replace it; use --ingress tc to count on clsact ingress instead",
+        )
+    tries = ["native", "generic"] if mode == "auto" else [mode]
+    last: Optional[Exception] = None
+    for m in tries:
+        flags = XDP_MODE_FLAGS[m] | XDP_FLAGS_UPDATE_IF_NOEXIST
+        try:
+            ipr.link("set", index=link.ifindex,
+                     xdp={"attrs": [("IFLA_XDP_FD", prog_fd), ("IFLA_XDP_FLAGS", flags)]})
+        except Exception as e:  # NetlinkError
+            last = e
+            if _code(e) == errno.EPERM:
+                raise PermissionError_("attaching XDP needs root", hint="run tcflow with sudo") from None
+            if _code(e) == errno.EBUSY:
+                prog_id, _ = xdp_state(ipr, link.ifindex)
+                raise AttachError(f"{link.ifname} already has an XDP program ({prog_name(prog_id)})",
+                                  ifname=link.ifname, hint="use --ingress tc") from None
+            continue
+        link.xdp_mode = m
+        link.attached["xdp"] = True
+        return m
+    raise AttachError(f"could not attach XDP ({mode}): {last}", ifname=link.ifname,
+                      hint="try --xdp-mode generic or --ingress tc")
+
+
+def detach_xdp(ipr: Any, link: Link, prog_fd: int) -> None:
+    """Remove our XDP program; if someone replaced it meanwhile, leave theirs."""
+    if not link.attached.get("xdp"):
+        return
+    flags = XDP_MODE_FLAGS.get(link.xdp_mode or "", 0) | XDP_FLAGS_REPLACE
+    try:
+        ipr.link("set", index=link.ifindex,
+                 xdp={"attrs": [("IFLA_XDP_FD", -1), ("IFLA_XDP_FLAGS", flags),
+                                ("IFLA_XDP_EXPECTED_FD", prog_fd)]})
+    except Exception as e:
+        if _code(e) not in (errno.ENODEV, errno.EEXIST, errno.ENOENT):
+            raise
+    link.attached["xdp"] = False
+
+
+def _ensure_clsact(ipr: Any, link: Link) -> None:
+    try:
+        ipr.tc("add", "clsact", link.ifindex)
+        link.created_clsact = True
+    except Exception as e:
+        if _code(e) == errno.EEXIST:
+            return
+        if _code(e) == errno.EPERM:
+            raise PermissionError_("adding a clsact qdisc needs root", hint="run tcflow with sudo") from None
+        raise AttachError(f"could not add a clsact qdisc: {e}", ifname=link.ifname,
+                          hint="check that the kernel has CONFIG_NET_SCH_INGRESS") from None
+
+
+def filters(ipr: Any, ifindex: int, parent: int) -> list[dict[str, Any]]:
+    """The filters on one clsact hook, as plain dicts (handle, prio, kind, name)."""
+    out = []
+    try:
+        msgs = ipr.get_filters(index=ifindex, parent=parent)
+    except Exception:
+        return out
+    for m in msgs:
+        if not m.get("handle"):
+            continue  # the per-priority header entry
+        opts = m.get_attr("TCA_OPTIONS")
+        name = opts.get_attr("TCA_BPF_NAME") if opts is not None else None
+        out.append({"handle": m["handle"], "prio": m["info"] >> 16,
+                    "kind": m.get_attr("TCA_KIND"), "name": name})
+    return out
+
+
+def attach_tc(ipr: Any, link: Link, prog_fd: int, hook: str) -> None:
+    parent, name = (TC_EGRESS, TC_NAME_EGRESS) if hook == "egress" else (TC_INGRESS, TC_NAME_INGRESS)
+    _ensure_clsact(ipr, link)
+    try:
+        ipr.tc("add-filter", "bpf", link.ifindex, TC_HANDLE, fd=prog_fd, name=name,
+               parent=parent, prio=TC_PRIO, direct_action=True)
+    except Exception as e:
+        if _code(e) == errno.EEXIST:
+            raise AttachError(f"{link.ifname} already has a tcflow {hook} filter", ifname=link.ifname,
+                              hint="another tcflow is attached here; see `tcflow status`") from None
+        raise AttachError(f"could not add the {hook} filter: {e}", ifname=link.ifname) from None
+    link.attached[f"tc_{hook}"] = True
+
+
+def detach_tc(ipr: Any, link: Link, hook: str) -> None:
+    if not link.attached.get(f"tc_{hook}"):
+        return
+    parent = TC_EGRESS if hook == "egress" else TC_INGRESS
+    try:
+        ipr.tc("del-filter", "bpf", link.ifindex, TC_HANDLE, parent=parent, prio=TC_PRIO)
+    except Exception as e:
+        if _code(e) not in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
+            raise
+    link.attached[f"tc_{hook}"] = False
+
+
+def drop_clsact_if_ours(ipr: Any, link: Link) -> None:
+    """Remove the clsact qdisc only if tcflow made it and nobody else uses it."""
+    if not link.created_clsact:
+        return
+    if filters(ipr, link.ifindex, TC_INGRESS) or filters(ipr, link.ifindex, TC_EGRESS):
+        return
+    try:
+        ipr.tc("del", "clsact", link.ifindex)
+    except Exception as e:
+        if _code(e) not in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
+            raise
+    link.created_clsact = False

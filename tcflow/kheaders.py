@@ -1,0 +1,142 @@
+"""Find kernel headers for bcc, with a fallback for kernels that ship none.
+
+bcc compiles at run time and looks for headers at
+``/lib/modules/$(uname -r)/build`` (and ``source`` beside it), or wherever
+``BCC_KERNEL_SOURCE`` points. tcflow's programs use only stable UAPI structs
+(ethhdr, iphdr, ipv6hdr, __sk_buff, xdp_md), so headers of another kernel
+version do as well; only the layout of the kernel's own structs would differ,
+and tcflow reads none.
+
+Order, first match wins:
+  1. ``BCC_KERNEL_SOURCE`` set by the user: respected as it is.
+  2. Real headers for the running kernel under /lib/modules: nothing to do.
+  3. ``/sys/kernel/kheaders.tar.xz`` (CONFIG_IKHEADERS): bcc unpacks it itself.
+  4. Debian's split header packages (``linux-headers-*-common`` plus the
+     ``-<arch>`` flavour) for another version: tcflow builds a small tree of
+     symlinks that merges the two (bcc's ``BCC_KERNEL_SOURCE`` takes a single
+     tree) under ``/var/cache/tcflow`` and sets ``BCC_KERNEL_SOURCE`` for its own
+     process only. Nothing outside that cache directory is changed.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import platform
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from .errors import DependencyError
+
+CACHE_DIR = os.environ.get("TCFLOW_CACHE_DIR", "/var/cache/tcflow")
+_ARCH = {"x86_64": ("amd64", "x86"), "aarch64": ("arm64", "arm64")}
+
+
+@dataclass(frozen=True)
+class Headers:
+    """Where bcc will find kernel headers, and how tcflow found them.
+
+    ``source`` is "env", "modules", "kheaders" or "fallback"; ``note`` is one
+    line for the user (empty when nothing unusual happened).
+    """
+
+    source: str
+    path: str
+    note: str = ""
+
+
+def _has_kconfig(tree: str) -> bool:
+    return os.path.isfile(os.path.join(tree, "include/linux/kconfig.h"))
+
+
+def _version_key(path: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", os.path.basename(path)))
+
+
+def find_debian_split(usr_src: str = "/usr/src", machine: Optional[str] = None) -> Optional[tuple[str, str]]:
+    """The newest (common, flavour) pair of Debian header dirs, if any."""
+    machine = machine or platform.machine()
+    if machine not in _ARCH:
+        return None
+    flavour = _ARCH[machine][0]
+    pairs = []
+    for common in glob.glob(os.path.join(usr_src, "linux-headers-*-common")):
+        flav = common[: -len("-common")] + "-" + flavour
+        if os.path.isdir(flav) and _has_kconfig(common):
+            pairs.append((common, flav))
+    if not pairs:
+        return None
+    return max(pairs, key=lambda p: _version_key(p[0]))
+
+
+def build_merged_tree(common: str, flavour: str, dest: str, machine: Optional[str] = None) -> str:
+    """Symlink ``common`` and ``flavour`` into one tree at ``dest``.
+
+    Only the directories bcc's include flags name are merged: ``include``
+    (plus the flavour's generated/ and config/) and ``arch/<arch>/include``
+    (plus the flavour's generated/). Idempotent; safe to call concurrently.
+    """
+    arch = _ARCH[machine or platform.machine()][1]
+    pairs = [
+        ("include", ["generated", "config"]),
+        (f"arch/{arch}/include", ["generated"]),
+    ]
+    tmp = f"{dest}.tmp{os.getpid()}"
+    for sub, from_flavour in pairs:
+        os.makedirs(os.path.join(tmp, sub), exist_ok=True)
+        for entry in sorted(os.listdir(os.path.join(common, sub))):
+            os.symlink(os.path.join(common, sub, entry), os.path.join(tmp, sub, entry))
+        for entry in from_flavour:
+            src = os.path.join(flavour, sub, entry)
+            if os.path.exists(src):
+                os.symlink(src, os.path.join(tmp, sub, entry))
+    try:
+        os.rename(tmp, dest)
+    except OSError:
+        # Another process made it first; ours is identical.
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def locate(environ: Optional[dict[str, str]] = None, release: Optional[str] = None,
+           modules_dir: str = "/lib/modules", usr_src: str = "/usr/src",
+           cache_dir: Optional[str] = None) -> Headers:
+    """Decide where bcc gets headers; builds the fallback tree when needed."""
+    env = os.environ if environ is None else environ
+    release = release or platform.release()
+    if env.get("BCC_KERNEL_SOURCE"):
+        return Headers("env", env["BCC_KERNEL_SOURCE"])
+    kdir = os.path.join(modules_dir, release)
+    for sub in ("source", "build"):
+        if _has_kconfig(os.path.join(kdir, sub)):
+            return Headers("modules", os.path.join(kdir, sub))
+    if os.path.exists("/sys/kernel/kheaders.tar.xz"):
+        return Headers("kheaders", "/sys/kernel/kheaders.tar.xz")
+    split = find_debian_split(usr_src)
+    if split is None:
+        raise DependencyError(
+            f"no kernel headers for {release}",
+            hint="install them (Debian: apt-get install linux-headers-amd64), "
+            "or set BCC_KERNEL_SOURCE to a kernel header tree",
+        )
+    common, flavour = split
+    base = os.path.basename(flavour)[len("linux-headers-"):]
+    dest = os.path.join(cache_dir or CACHE_DIR, "kernel-headers", base)
+    if not _has_kconfig(dest):
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        build_merged_tree(common, flavour, dest)
+    return Headers(
+        "fallback",
+        dest,
+        f"no headers for kernel {release}; using Debian's {base} headers "
+        f"(tcflow needs only UAPI structs) via BCC_KERNEL_SOURCE={dest}",
+    )
+
+
+def apply(headers: Headers) -> None:
+    """Make bcc, in this process, use what ``locate`` found."""
+    if headers.source == "fallback":
+        os.environ["BCC_KERNEL_SOURCE"] = headers.path

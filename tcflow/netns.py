@@ -1,0 +1,108 @@
+"""Network namespaces: name or pid -> a path, an identity, and a cookie.
+
+Every netns argument is normalised here, once, before it reaches netlink.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Callable, Optional, TypeVar
+
+from .errors import InterfaceError
+
+NETNS_RUN_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
+SO_NETNS_COOKIE = 71  # Linux >= 5.14
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Netns:
+    """A network namespace as tcflow refers to it.
+
+    ``name`` is what the user typed ("" for the namespace tcflow runs in);
+    ``path`` a file that pins it (``/run/netns/NAME``, ``/proc/PID/ns/net``);
+    ``inode`` the kernel's namespace inode (what ``ip netns identify`` and
+    ``lsns`` show). ``cookie`` is the kernel's 64-bit netns cookie, the key the
+    BPF programs see; both are read when the Netns is resolved.
+    """
+
+    name: str
+    path: str
+    inode: int
+    cookie: int
+
+    @property
+    def label(self) -> str:
+        return self.name or "-"
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def run_in(path: str, fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a thread that has entered the netns at ``path``.
+
+    setns(CLONE_NEWNET) affects only the calling thread, so the rest of the
+    process stays where it is; sockets made by ``fn`` stay in that netns.
+    """
+    box: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                if _libc().setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, os.strerror(err), path)
+            finally:
+                os.close(fd)
+            box["value"] = fn()
+        except BaseException as e:  # handed back to the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=target, name="tcflow-netns")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]  # type: ignore[return-value]
+
+
+def cookie_of_current() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        raw = s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
+    return int.from_bytes(raw, "little")
+
+
+def resolve(name: Optional[str] = None, pid: Optional[int] = None) -> Netns:
+    """The namespace named by ``ip netns`` name, by a process id, or ours."""
+    if name and pid:
+        raise InterfaceError("give a namespace name or a pid, not both")
+    if pid is not None:
+        path = f"/proc/{int(pid)}/ns/net"
+        if not os.path.exists(path):
+            raise InterfaceError("no such process", pid=pid, hint="check the pid with `ps`")
+        label = f"pid:{pid}"
+    elif name:
+        path = name if "/" in name else os.path.join(NETNS_RUN_DIR, name)
+        if not os.path.exists(path):
+            raise InterfaceError(
+                "no such network namespace", netns=name, hint="list them with `ip netns list`"
+            )
+        label = name
+    else:
+        path = "/proc/self/ns/net"
+        label = ""
+    try:
+        inode = os.stat(path).st_ino
+        cookie = run_in(path, cookie_of_current) if label else cookie_of_current()
+    except OSError as e:
+        raise InterfaceError(f"cannot enter network namespace: {e.strerror}",
+                             netns=label or None, hint="run tcflow as root") from None
+    return Netns(label, path, inode, cookie)
