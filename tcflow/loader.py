@@ -113,8 +113,8 @@ class Datapath:
         self._types = {PROG_XDP: BPF.XDP, PROG_TC_INGRESS: BPF.SCHED_CLS, PROG_TC_EGRESS: BPF.SCHED_CLS}
         self._progs: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
-        self.ifaces = self.bpf["ifaces"]
-        self.counters = self.bpf["counters"]
+        self.ifaces = self.bpf[b"ifaces"]
+        self.counters = self.bpf[b"counters"]
 
     def _load(self, name: str, prog_type: int, insns: bytes) -> int:
         from bcc import libbcc
@@ -151,7 +151,7 @@ class Datapath:
         return len(self._progs)
 
     def map_fd(self, name: str) -> int:
-        return int(self.bpf[name].get_fd())
+        return int(self.bpf[name.encode()].get_fd())
 
 
 _cache: dict[Options, Datapath] = {}

@@ -233,6 +233,9 @@ static __always_inline int parse_ipv6(void *data, void *data_end, void *pos,
 		if (hoff > len)
 			return R_MALFORMED;
 	}
+	/* again: the fragment case leaves the loop before the check above */
+	if (hoff > len)
+		return R_MALFORMED;
 	m->l3_len = len;
 	m->ip_hlen = hoff;
 	m->proto = nh;
