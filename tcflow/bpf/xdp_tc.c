@@ -138,6 +138,11 @@ struct meta {
 		}                                                    \
 	} while (0)
 
+static __always_inline int is_vlan(__be16 proto)
+{
+	return proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD);
+}
+
 static __always_inline int is_v4_loopback(__be32 a)
 {
 	return (bpf_ntohl(a) >> 24) == 127;
@@ -257,8 +262,7 @@ static __always_inline int parse(void *data, void *data_end, u64 frame_len,
 
 #pragma unroll
 	for (int i = 0; i < VLAN_MAX_DEPTH; i++) {
-		if (proto != bpf_htons(ETH_P_8021Q) &&
-		    proto != bpf_htons(ETH_P_8021AD))
+		if (!is_vlan(proto))
 			break;
 		struct vlan_hdr *vh = pos;
 		NEED(vh, sizeof(*vh));
@@ -403,11 +407,29 @@ static __always_inline int tc_count(struct __sk_buff *skb, int dir)
 		return TC_ACT_UNSPEC;
 
 	u64 frame_len = skb->len;
+	/* other/malformed count wire bytes: a tag held in metadata is one */
+	u64 wire_len = frame_len + (skb->vlan_present ? 4 : 0);
 	u32 segs = skb->gso_segs;
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct meta m = {};
-	int r = parse(data, data_end, frame_len, segs, &m);
+	int r;
+
+	/* The kernel moves the outer VLAN tag into skb metadata before clsact
+	 * ingress (and a VLAN device may do so on send). It counts toward
+	 * SPEC's two tags: with one outside, two more in the frame make three.
+	 * Checked here rather than in parse() to keep the verifier's state
+	 * count down (the parser is inlined twice in this program). */
+	if (skb->vlan_present) {
+		struct ethhdr *eth = data;
+		struct vlan_hdr *vh = (void *)(eth + 1);
+		if ((void *)(vh + 1) <= data_end && is_vlan(eth->h_proto) &&
+		    is_vlan(vh->encap_proto)) {
+			account(c, flags, dir, R_OTHER, &m, wire_len, segs);
+			return TC_ACT_UNSPEC;
+		}
+	}
+	r = parse(data, data_end, frame_len, segs, &m);
 
 	/* Headers beyond the linear data: pull just what the parser needs and
 	 * parse again. Pulling unconditionally would unclone every TCP skb. */
@@ -423,7 +445,7 @@ static __always_inline int tc_count(struct __sk_buff *skb, int dir)
 			m = m2;
 		}
 	}
-	account(c, flags, dir, r, &m, frame_len, segs);
+	account(c, flags, dir, r, &m, r == R_IP ? frame_len : wire_len, segs);
 	return TC_ACT_UNSPEC;
 }
 

@@ -37,13 +37,17 @@ def _need(frame: bytes, end: int) -> None:
         raise Malformed(f"header runs past the frame ({end} > {len(frame)})")
 
 
-def parse(frame: bytes, segs: int = 1, frame_len: Optional[int] = None) -> Optional[dict]:
-    """None for a non-IP frame; raises Malformed; else the packet's facts."""
+def parse(frame: bytes, segs: int = 1, frame_len: Optional[int] = None, tags_outside: int = 0) -> Optional[dict]:
+    """None for a non-IP frame; raises Malformed; else the packet's facts.
+
+    ``tags_outside``: VLAN tags already in skb metadata; they count toward
+    the two tags SPEC parses.
+    """
     flen = len(frame) if frame_len is None else frame_len
     _need(frame, 14)
     (proto,) = struct.unpack_from("!H", frame, 12)
     off = 14
-    for _ in range(VLAN_MAX_DEPTH):
+    for _ in range(VLAN_MAX_DEPTH - tags_outside):
         if proto not in (ETH_P_8021Q, ETH_P_8021AD):
             break
         _need(frame, off + 4)

@@ -1,0 +1,35 @@
+# tcflow: `make help` lists the targets. Everything runs as root.
+PY := .venv/bin/python
+.DEFAULT_GOAL := help
+
+.PHONY: help setup demo test test-unit test-bpf test-netns fuzz lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
+
+setup: ## install Debian packages and build .venv (idempotent, quick when done)
+	@bash scripts/setup.sh
+
+demo: setup ## attach to veths in throwaway namespaces, generate traffic, print the counters
+	@$(PY) -m tcflow demo
+
+test: setup ## run all three test tiers (unit, bpf, netns)
+	@$(PY) -m pytest -q -p no:cacheprovider tests
+
+test-unit: setup ## unit tier only (no root needed once set up)
+	@$(PY) -m pytest -q tests/unit
+
+test-bpf: setup ## BPF_PROG_TEST_RUN tier
+	@$(PY) -m pytest -q tests/bpf
+
+test-netns: setup ## network-namespace tier (veth pairs, real traffic)
+	@$(PY) -m pytest -q tests/netns
+
+fuzz: setup ## differential fuzz: 100,000 hostile frames per program vs the reference
+	@TCFLOW_FUZZ_COUNT=100000 $(PY) -m pytest -q tests/bpf -k hostile
+
+lint: setup ## ruff and mypy on the package
+	@$(PY) -m pip install -q ruff mypy && $(PY) -m ruff check tcflow && $(PY) -m mypy --ignore-missing-imports tcflow
+
+clean: ## remove the venv and caches
+	rm -rf .venv *.egg-info .pytest_cache

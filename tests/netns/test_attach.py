@@ -1,0 +1,93 @@
+"""Namespaces never mix, detach removes only tcflow's objects, failures roll back."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Callable
+
+import pytest
+
+import tcflow
+from tcflow.errors import InterfaceError
+from tests.netns.conftest import VethPair, make_pair, sh
+from tests.netns.test_frames import FRAMES, settle, totals
+from tests.traffic_gen.inject import send_frames
+
+
+def ifindex(ns: str, dev: str) -> int:
+    return int(sh(f"ip -n {ns} -o link show {dev}").split(":")[0])
+
+
+def hooks_left(ns: str, dev: str) -> str:
+    return sh(f"ip -n {ns} link show {dev}") + sh(f"tc -n {ns} qdisc show dev {dev}") + \
+        sh(f"tc -n {ns} filter show dev {dev} ingress") + sh(f"tc -n {ns} filter show dev {dev} egress")
+
+
+@pytest.mark.parametrize("ingress", ["xdp", "tc"])
+def test_same_ifindex_in_two_namespaces_never_mix(netns: Callable[[], str], ingress: str) -> None:
+    one, two = make_pair(netns, addresses=False), make_pair(netns, addresses=False)
+    assert ifindex(one.ns_a, one.dev_a) == ifindex(two.ns_a, two.dev_a)
+    with tcflow.Monitor([one.dev_a], netns=one.ns_a, ingress=ingress) as m1, \
+            tcflow.Monitor([two.dev_a], netns=two.ns_a, ingress=ingress) as m2:
+        send_frames(one.ns_b, one.dev_b, FRAMES)
+        c1 = settle(m1, f"{one.ns_a}/{one.dev_a}")
+        c2 = m2.snapshot().interfaces[f"{two.ns_a}/{two.dev_a}"]
+    assert +__import__("collections").Counter(c1.bytes) == totals(FRAMES, "recv")[0]
+    assert not any(c2.bytes.values()) and not any(c2.packets.values())
+
+
+def test_detach_leaves_nothing_when_it_made_the_qdisc(silent_pair: VethPair) -> None:
+    p = silent_pair
+    for ingress in ("xdp", "tc"):
+        with tcflow.Monitor([p.dev_a], netns=p.ns_a, ingress=ingress):
+            state = hooks_left(p.ns_a, p.dev_a)
+            assert "tcflow_egress" in state and "clsact" in state
+            assert ("prog/xdp" in state) == (ingress == "xdp")
+        state = hooks_left(p.ns_a, p.dev_a)
+        assert "clsact" not in state and "tcflow" not in state and "xdp" not in state
+
+
+FOREIGN = r"""
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/pkt_cls.h>
+int foreign(struct __sk_buff *skb) { return TC_ACT_UNSPEC; }
+"""
+
+
+def test_detach_keeps_a_foreign_clsact_and_its_filters(silent_pair: VethPair) -> None:
+    """Someone else's clsact with a bpf filter on each hook (this kernel has
+    no other classifier built in) survives tcflow's attach and detach."""
+    from bcc import BPF
+    from pyroute2 import IPRoute
+
+    from tcflow import netns as tns
+
+    p = silent_pair
+    prog = BPF(text=FOREIGN).load_func(b"foreign", BPF.SCHED_CLS)
+    with IPRoute(netns=tns.resolve(p.ns_a).path, flags=0) as ipr:
+        idx = ipr.link_lookup(ifname=p.dev_a)[0]
+        ipr.tc("add", "clsact", idx)
+        for parent in ("ffff:fff2", "ffff:fff3"):
+            ipr.tc("add-filter", "bpf", idx, 1, fd=prog.fd, name="foreign", parent=parent, prio=5,
+                   direct_action=True)
+    with tcflow.Monitor([p.dev_a], netns=p.ns_a, ingress="tc"):
+        assert "tcflow_ingress" in hooks_left(p.ns_a, p.dev_a)
+    state = hooks_left(p.ns_a, p.dev_a)
+    assert "clsact" in state and "tcflow" not in state
+    for hook in ("ingress", "egress"):
+        assert "foreign" in sh(f"tc -n {p.ns_a} filter show dev {p.dev_a} {hook}")
+
+
+def test_failed_attach_rolls_back(silent_pair: VethPair) -> None:
+    p = silent_pair
+    with pytest.raises(InterfaceError, match="no such interface"):
+        tcflow.Monitor([p.dev_a, "tcf-nope"], netns=p.ns_a).attach()
+    state = hooks_left(p.ns_a, p.dev_a)
+    assert "clsact" not in state and "xdp" not in state
+
+
+def test_unknown_namespace_is_not_created() -> None:
+    with pytest.raises(InterfaceError, match="no such network namespace"):
+        tcflow.Monitor(["eth0"], netns="tcft-does-not-exist").attach()
+    assert "tcft-does-not-exist" not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                                      text=True).stdout
