@@ -91,3 +91,33 @@ def test_unknown_namespace_is_not_created() -> None:
         tcflow.Monitor(["eth0"], netns="tcft-does-not-exist").attach()
     assert "tcft-does-not-exist" not in subprocess.run(["ip", "netns", "list"], capture_output=True,
                                                       text=True).stdout
+
+
+DROP_ALL = FOREIGN.replace("int foreign", "int dropper").replace("TC_ACT_UNSPEC", "TC_ACT_SHOT")
+
+
+def rx_packets(ns: str, dev: str) -> int:
+    return int(sh(f"ip netns exec {ns} cat /sys/class/net/{dev}/statistics/rx_packets"))
+
+
+def test_send_counts_packets_dropped_after_the_hook(silent_pair: VethPair) -> None:
+    """SPEC: send is counted where the hook sees it, so a later drop (here a
+    filter after tcflow's that drops everything) still counts."""
+    from bcc import BPF
+    from pyroute2 import IPRoute
+
+    from tcflow import netns as tns
+    from tcflow.attach import TC_PRIO
+
+    p = silent_pair
+    with tcflow.Monitor([p.dev_a], netns=p.ns_a, ingress="tc") as m:
+        prog = BPF(text=DROP_ALL).load_func(b"dropper", BPF.SCHED_CLS)
+        with IPRoute(netns=tns.resolve(p.ns_a).path, flags=0) as ipr:
+            idx = ipr.link_lookup(ifname=p.dev_a)[0]
+            ipr.tc("add-filter", "bpf", idx, 2, fd=prog.fd, name="dropper", parent="ffff:fff3",
+                   prio=TC_PRIO + 1, direct_action=True)
+        before = rx_packets(p.ns_b, p.dev_b)
+        send_frames(p.ns_a, p.dev_a, FRAMES, expect_drops=True)
+        got = settle(m, f"{p.ns_a}/{p.dev_a}")
+    assert rx_packets(p.ns_b, p.dev_b) == before  # all dropped after our hook
+    assert +__import__("collections").Counter(got.bytes) == totals(FRAMES, "send")[0]
