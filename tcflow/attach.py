@@ -92,8 +92,6 @@ def prog_name(prog_id: Optional[int]) -> str:
     if not prog_id:
         return "?"
     try:
-        from bcc import BPF  # noqa: F401
-
         import ctypes
 
         from . import _libbpf
