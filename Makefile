@@ -28,8 +28,8 @@ test-netns: setup ## network-namespace tier (veth pairs, real traffic)
 fuzz: setup ## differential fuzz: 100,000 hostile frames per program vs the reference
 	@TCFLOW_FUZZ_COUNT=100000 $(PY) -m pytest -q tests/bpf -k hostile
 
-lint: setup ## ruff and mypy on the package
-	@$(PY) -m pip install -q ruff mypy && $(PY) -m ruff check tcflow && $(PY) -m mypy --ignore-missing-imports tcflow
+lint: setup ## ruff (package and tests) and mypy (package)
+	@$(PY) -m pip install -q ruff mypy && $(PY) -m ruff check tcflow tests && $(PY) -m mypy tcflow
 
 clean: ## remove the venv and caches
 	rm -rf .venv *.egg-info .pytest_cache

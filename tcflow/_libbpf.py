@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-from typing import Optional
+from typing import Any, Optional
 
 from .errors import DependencyError, TcflowError
 
@@ -111,6 +111,11 @@ def _declare(lb: ctypes.CDLL) -> None:
     lb.bpf_prog_get_fd_by_id.argtypes = [ctypes.c_uint32]
     lb.bpf_enable_stats.argtypes = [ctypes.c_int]
     lb.libbpf_num_possible_cpus.argtypes = []
+    for fn in ("bpf_map_lookup_elem", "bpf_map_get_next_key"):
+        getattr(lb, fn).argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+    lb.bpf_map_update_elem.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64]
+    lb.bpf_map_delete_elem.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    lb.bpf_obj_get_info_by_fd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)]
 
 
 def _check(ret: int, what: str) -> int:
@@ -177,3 +182,70 @@ def prog_fd_by_id(prog_id: int) -> int:
 def enable_stats() -> int:
     """BPF_STATS_RUN_TIME on while the returned fd is open."""
     return _check(lib().bpf_enable_stats(0), "BPF_ENABLE_STATS")
+
+
+class MapInfo(ctypes.Structure):
+    """The head of struct bpf_map_info (the kernel fills only what fits)."""
+
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
+                ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32),
+                ("map_flags", ctypes.c_uint32), ("name", ctypes.c_char * 16)]
+
+
+class ProgInfo(ctypes.Structure):
+    """The head of struct bpf_prog_info, up to its name."""
+
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("tag", ctypes.c_uint8 * 8),
+                ("jited_prog_len", ctypes.c_uint32), ("xlated_prog_len", ctypes.c_uint32),
+                ("jited_prog_insns", ctypes.c_uint64), ("xlated_prog_insns", ctypes.c_uint64),
+                ("load_time", ctypes.c_uint64), ("created_by_uid", ctypes.c_uint32),
+                ("nr_map_ids", ctypes.c_uint32), ("map_ids", ctypes.c_uint64), ("name", ctypes.c_char * 16)]
+
+
+def map_info(fd: int) -> MapInfo:
+    info = MapInfo()
+    ln = ctypes.c_uint32(ctypes.sizeof(info))
+    _check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(ln)), "BPF_OBJ_GET_INFO_BY_FD")
+    return info
+
+
+def prog_info(fd: int) -> ProgInfo:
+    info = ProgInfo()
+    ln = ctypes.c_uint32(ctypes.sizeof(info))
+    _check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(ln)), "BPF_OBJ_GET_INFO_BY_FD")
+    return info
+
+
+def map_lookup(fd: int, key: ctypes.Structure | ctypes.c_uint32, value: ctypes.Array | ctypes.Structure) -> bool:
+    """Fill ``value`` with the entry for ``key``; False if there is none."""
+    ret = lib().bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(value))
+    if ret < 0 and ctypes.get_errno() == 2:
+        return False
+    _check(ret, "BPF_MAP_LOOKUP_ELEM")
+    return True
+
+
+def map_update(fd: int, key: ctypes.Structure | ctypes.c_uint32, value: ctypes.Array | ctypes.Structure) -> None:
+    _check(lib().bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(value), 0), "BPF_MAP_UPDATE_ELEM")
+
+
+def map_delete(fd: int, key: ctypes.Structure | ctypes.c_uint32) -> bool:
+    ret = lib().bpf_map_delete_elem(fd, ctypes.byref(key))
+    if ret < 0 and ctypes.get_errno() == 2:
+        return False
+    _check(ret, "BPF_MAP_DELETE_ELEM")
+    return True
+
+
+def map_keys(fd: int, key_type: type) -> list:
+    """Every key of a hash map (a snapshot: entries may change meanwhile)."""
+    out: list[Any] = []
+    prev, cur = None, key_type()
+    while True:
+        ret = lib().bpf_map_get_next_key(fd, None if prev is None else ctypes.byref(prev), ctypes.byref(cur))
+        if ret < 0:
+            if ctypes.get_errno() == 2:
+                return out
+            _check(ret, "BPF_MAP_GET_NEXT_KEY")
+        out.append(cur)
+        prev, cur = cur, key_type()

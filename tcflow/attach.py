@@ -91,36 +91,49 @@ def prog_name(prog_id: Optional[int]) -> str:
     """The name the kernel holds for a BPF program id, best effort."""
     if not prog_id:
         return "?"
+    import os
+
+    from . import _libbpf
+
     try:
-        import ctypes
-
-        from . import _libbpf
-
         fd = _libbpf.prog_fd_by_id(prog_id)
-        try:
-            info = (ctypes.c_uint8 * 256)()
-            ln = ctypes.c_uint32(256)
-            lb = _libbpf.lib()
-            lb.bpf_obj_get_info_by_fd.argtypes = [ctypes.c_int, ctypes.c_void_p,
-                                                  ctypes.POINTER(ctypes.c_uint32)]
-            if lb.bpf_obj_get_info_by_fd(fd, info, ctypes.byref(ln)) == 0:
-                # struct bpf_prog_info: name is char[16] at offset 64
-                return bytes(info[64:80]).split(b"\0")[0].decode() or "?"
-        finally:
-            import os
-
-            os.close(fd)
     except Exception:
-        pass
-    return "?"
+        return "?"
+    try:
+        return _libbpf.prog_info(fd).name.decode(errors="replace") or "?"
+    except Exception:
+        return "?"
+    finally:
+        os.close(fd)
+
+
+# The kernel keeps 15 characters of a program's name.
+TCFLOW_PROG_NAMES = ("tcflow_xdp", "tcflow_tc_ingre", "tcflow_tc_egres")
+
+
+class NativeRefused(AttachError):
+    """The driver (or the device) would not take native XDP."""
+
+
+def _already_tcflow(ifname: str) -> AttachError:
+    return AttachError(f"{ifname} already has tcflow attached (a running or pinned tcflow, or one that was "
+                       f"killed)", ifname=ifname,
+                       hint=f"see `tcflow status`; `tcflow detach {ifname}` removes it")
 
 
 def attach_xdp(ipr: Any, link: Link, prog_fd: int, mode: str = "auto") -> str:
-    """Attach XDP, never over another program. Returns the mode used."""
+    """Attach XDP, never over another program. Returns the mode used.
+
+    With mode "native", a driver that refuses raises NativeRefused, so that
+    the caller can fall back to clsact ingress.
+    """
     prog_id, _ = xdp_state(ipr, link.ifindex)
     if prog_id:
+        name = prog_name(prog_id)
+        if name in TCFLOW_PROG_NAMES:
+            raise _already_tcflow(link.ifname)
         raise AttachError(
-            f"{link.ifname} already has an XDP program ({prog_name(prog_id)}, id {prog_id})",
+            f"{link.ifname} already has an XDP program ({name}, id {prog_id})",
             ifname=link.ifname,
             hint="tcflow does not replace it; use --ingress tc to count on clsact ingress instead",
         )
@@ -143,8 +156,73 @@ def attach_xdp(ipr: Any, link: Link, prog_fd: int, mode: str = "auto") -> str:
         link.xdp_mode = m
         link.attached["xdp"] = True
         return m
+    if mode == "native":
+        raise NativeRefused(f"the driver refused native XDP: {last}", ifname=link.ifname,
+                            hint="use --xdp-mode generic, or --ingress tc")
     raise AttachError(f"could not attach XDP ({mode}): {last}", ifname=link.ifname,
                       hint="try --xdp-mode generic or --ingress tc")
+
+
+def list_links(ipr: Any) -> list[tuple[int, str, str]]:
+    """(ifindex, name, kind) of every link in the IPRoute's namespace."""
+    out: list[tuple[int, str, str]] = []
+    for msg in ipr.get_links():
+        info = msg.get_attr("IFLA_LINKINFO")
+        kind = (info.get_attr("IFLA_INFO_KIND") or "") if info is not None else ""
+        out.append((msg["index"], msg.get_attr("IFLA_IFNAME"), kind))
+    return out
+
+
+def tcflow_hooks(ipr: Any, ifindex: int) -> dict[str, Any]:
+    """Which of tcflow's hooks are on a link, and everything else found there.
+
+    ``xdp``/``xdp_mode``/``xdp_id``: tcflow's XDP program; ``tc_ingress`` and
+    ``tc_egress``: tcflow's filters; ``others``: (hook, description) of any
+    other program on the same hooks.
+    """
+    out: dict[str, Any] = {"xdp": False, "xdp_mode": None, "xdp_id": None,
+                           "tc_ingress": False, "tc_egress": False, "others": []}
+    prog_id, mode = xdp_state(ipr, ifindex)
+    if prog_id:
+        name = prog_name(prog_id)
+        if name == "tcflow_xdp":
+            out.update(xdp=True, xdp_mode=mode, xdp_id=prog_id)
+        else:
+            out["others"].append(("xdp", f"XDP {name} (id {prog_id}, {mode})"))
+    for hook, parent, ours in (("ingress", TC_INGRESS, TC_NAME_INGRESS), ("egress", TC_EGRESS, TC_NAME_EGRESS)):
+        for f in filters(ipr, ifindex, parent):
+            if f["handle"] == TC_HANDLE and f["prio"] == TC_PRIO and f["name"] == ours:
+                out[f"tc_{hook}"] = True
+            else:
+                out["others"].append((hook, f"tc {hook} {f['kind']} {f['name'] or ''} "
+                                            f"(prio {f['prio']}, handle {f['handle']:#x})".replace("  ", " ")))
+    return out
+
+
+def remove_found(ipr: Any, link: Link, created_clsact: bool) -> dict[str, Any]:
+    """Remove whatever tcflow hooks are on ``link``, whoever attached them.
+
+    For `tcflow detach`, which holds no program fds: the XDP program is found
+    by id and removed only if it is still that program. Returns what was found.
+    """
+    import os
+
+    from . import _libbpf
+
+    found = tcflow_hooks(ipr, link.ifindex)
+    link.attached = {"tc_ingress": found["tc_ingress"], "tc_egress": found["tc_egress"]}
+    detach_tc(ipr, link, "egress")
+    detach_tc(ipr, link, "ingress")
+    if found["xdp"]:
+        fd = _libbpf.prog_fd_by_id(found["xdp_id"])
+        try:
+            link.attached["xdp"], link.xdp_mode = True, found["xdp_mode"]
+            detach_xdp(ipr, link, fd)
+        finally:
+            os.close(fd)
+    link.created_clsact = created_clsact
+    drop_clsact_if_ours(ipr, link)
+    return found
 
 
 def detach_xdp(ipr: Any, link: Link, prog_fd: int) -> None:
@@ -177,7 +255,7 @@ def _ensure_clsact(ipr: Any, link: Link) -> None:
 
 def filters(ipr: Any, ifindex: int, parent: int) -> list[dict[str, Any]]:
     """The filters on one clsact hook, as plain dicts (handle, prio, kind, name)."""
-    out = []
+    out: list[dict[str, Any]] = []
     try:
         msgs = ipr.get_filters(index=ifindex, parent=parent)
     except Exception:
@@ -200,8 +278,9 @@ def attach_tc(ipr: Any, link: Link, prog_fd: int, hook: str) -> None:
                parent=parent, prio=TC_PRIO, direct_action=True)
     except Exception as e:
         if _code(e) == errno.EEXIST:
-            raise AttachError(f"{link.ifname} already has a tcflow {hook} filter", ifname=link.ifname,
-                              hint="another tcflow is attached here; see `tcflow status`") from None
+            raise _already_tcflow(link.ifname) from None
+        if _code(e) == errno.EPERM:
+            raise PermissionError_("adding a tc filter needs root", hint="run tcflow with sudo") from None
         raise AttachError(f"could not add the {hook} filter: {e}", ifname=link.ifname) from None
     link.attached[f"tc_{hook}"] = True
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Callable
 
 from .exporters.table import render
 from .monitor import Monitor
@@ -26,8 +27,11 @@ def _traffic(ns_a: str, ns_b: str, seconds: float) -> None:
     a, b = resolve(ns_a).path, resolve(ns_b).path
     end = time.monotonic() + seconds
     pairs = [(socket.AF_INET, "198.18.0.1", "198.18.0.2"), (socket.AF_INET6, "2001:db8::1", "2001:db8::2")]
-    for fam, src, dst in pairs:
-        srv = run_in(b, lambda f=fam: socket.socket(f, socket.SOCK_STREAM))
+    for fam, _src, dst in pairs:
+        def sock(kind: int, f: int = fam) -> Callable[[], socket.socket]:
+            return lambda: socket.socket(f, kind)
+
+        srv = run_in(b, sock(socket.SOCK_STREAM))
         srv.bind((dst, 0))
         srv.listen(1)
 
@@ -38,10 +42,10 @@ def _traffic(ns_a: str, ns_b: str, seconds: float) -> None:
                     pass
 
         threading.Thread(target=sink, daemon=True).start()
-        cli = run_in(a, lambda f=fam: socket.socket(f, socket.SOCK_STREAM))
+        cli = run_in(a, sock(socket.SOCK_STREAM))
         cli.connect(srv.getsockname()[:2])
-        usrc = run_in(a, lambda f=fam: socket.socket(f, socket.SOCK_DGRAM))
-        udst = run_in(b, lambda f=fam: socket.socket(f, socket.SOCK_DGRAM))
+        usrc = run_in(a, sock(socket.SOCK_DGRAM))
+        udst = run_in(b, sock(socket.SOCK_DGRAM))
         udst.bind((dst, 0))
         share = seconds / 2
         stop = time.monotonic() + share

@@ -52,3 +52,7 @@ class AttachError(TcflowError):
 
 class LimitError(TcflowError):
     """More interfaces than the maps hold."""
+
+
+class PinError(TcflowError):
+    """bpffs missing, pins unreadable, or pinned maps of another layout."""

@@ -108,7 +108,11 @@ def locate(environ: Optional[dict[str, str]] = None, release: Optional[str] = No
     env = os.environ if environ is None else environ
     release = release or platform.release()
     if env.get("BCC_KERNEL_SOURCE"):
-        return Headers("env", env["BCC_KERNEL_SOURCE"])
+        path = env["BCC_KERNEL_SOURCE"]
+        if not os.path.isdir(path):
+            raise DependencyError(f"BCC_KERNEL_SOURCE={path} is not a directory",
+                                  hint="point it at a kernel header tree, or unset it to let tcflow find one")
+        return Headers("env", path)
     kdir = os.path.join(modules_dir, release)
     for sub in ("source", "build"):
         if _has_kconfig(os.path.join(kdir, sub)):

@@ -115,6 +115,19 @@ class Datapath:
         self._lock = threading.Lock()
         self.ifaces = self.bpf[b"ifaces"]
         self.counters = self.bpf[b"counters"]
+        if options.pin_dir:
+            self._check_pinned(options)
+
+    def _check_pinned(self, options: Options) -> None:
+        """bcc reuses maps already pinned at the path, whatever their size."""
+        from . import _libbpf
+        from .errors import PinError
+
+        held = _libbpf.map_info(self.map_fd("counters")).max_entries
+        if held != options.max_ifaces:
+            raise PinError(f"the maps pinned under {options.pin_dir} hold {held} interfaces, not "
+                           f"{options.max_ifaces}", hint=f"use --max-interfaces {held}, or `tcflow detach --all` "
+                           "first")
 
     def _load(self, name: str, prog_type: int, insns: bytes) -> int:
         from bcc import libbcc

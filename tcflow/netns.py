@@ -106,3 +106,59 @@ def resolve(name: Optional[str] = None, pid: Optional[int] = None) -> Netns:
         raise InterfaceError(f"cannot enter network namespace: {e.strerror}",
                              netns=label or None, hint="run tcflow as root") from None
     return Netns(label, path, inode, cookie)
+
+
+def find(inode: int, hint_path: str = "") -> Optional[str]:
+    """A path that opens the namespace with this inode, or None if it is gone.
+
+    Tries ``hint_path`` (where it was found before), then ``ip netns`` names,
+    then every process's namespace.
+    """
+    candidates = [hint_path] if hint_path else []
+    if os.path.isdir(NETNS_RUN_DIR):
+        candidates += [os.path.join(NETNS_RUN_DIR, n) for n in sorted(os.listdir(NETNS_RUN_DIR))]
+    for path in candidates:
+        try:
+            if os.stat(path).st_ino == inode:
+                return path
+        except OSError:
+            continue
+    for pid in _pids():
+        path = f"/proc/{pid}/ns/net"
+        try:
+            if os.stat(path).st_ino == inode:
+                return path
+        except OSError:
+            continue
+    return None
+
+
+def _pids() -> list[int]:
+    return sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+
+
+def all_namespaces() -> list[tuple[str, str, int]]:
+    """(label, path, inode) of every network namespace tcflow can reach.
+
+    Ours first (label ""), then ``ip netns`` names, then namespaces only a
+    process holds (label ``pid:N``, the lowest such pid).
+    """
+    seen: dict[int, tuple[str, str, int]] = {}
+    own = os.stat("/proc/self/ns/net").st_ino
+    seen[own] = ("", "/proc/self/ns/net", own)
+    if os.path.isdir(NETNS_RUN_DIR):
+        for n in sorted(os.listdir(NETNS_RUN_DIR)):
+            path = os.path.join(NETNS_RUN_DIR, n)
+            try:
+                ino = os.stat(path).st_ino
+            except OSError:
+                continue
+            seen.setdefault(ino, (n, path, ino))
+    for pid in _pids():
+        path = f"/proc/{pid}/ns/net"
+        try:
+            ino = os.stat(path).st_ino
+        except OSError:
+            continue
+        seen.setdefault(ino, (f"pid:{pid}", path, ino))
+    return list(seen.values())

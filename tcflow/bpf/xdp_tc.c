@@ -13,7 +13,8 @@
  *
  * Compile-time switches (passed by tcflow/loader.py as cflags):
  *   TCFLOW_MAX_IFACES  size of the interface and counter maps
- *   TCFLOW_PIN_DIR     pin both maps under this bpffs directory (string)
+ *   TCFLOW_PIN_DIR     pin the maps under this bpffs directory (string), and
+ *                      add a third, meta, that describes each attachment
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
@@ -94,6 +95,29 @@ BPF_TABLE_PINNED("hash", struct iface_key, struct iface_val, ifaces,
 		 TCFLOW_MAX_IFACES, TCFLOW_PIN_DIR "/ifaces");
 BPF_TABLE_PINNED("percpu_array", u32, struct counters, counters,
 		 TCFLOW_MAX_IFACES, TCFLOW_PIN_DIR "/counters");
+
+/*
+ * What a pinned attachment is, for `tcflow show/status/detach` after the
+ * process that attached it is gone. Written and read by user space only
+ * (tcflow/pins.py mirrors this layout); no program touches it.
+ */
+struct iface_meta {
+	u64 netns_cookie;
+	u64 netns_inode;
+	u64 attached_ns;  /* CLOCK_REALTIME, ns */
+	u32 ifindex;
+	u32 pid;          /* of the tcflow that attached it */
+	u8 in_use;
+	u8 ingress;       /* 1 xdp, 2 tc */
+	u8 xdp_mode;      /* 0 none, 1 native, 2 generic */
+	u8 created_clsact;
+	u32 flags;        /* IFACE_F_* as in ifaces */
+	char ifname[16];
+	char netns[112];  /* the label the user gave, or "" */
+	char netns_path[128];
+};
+BPF_TABLE_PINNED("array", u32, struct iface_meta, meta,
+		 TCFLOW_MAX_IFACES, TCFLOW_PIN_DIR "/meta");
 #else
 BPF_HASH(ifaces, struct iface_key, struct iface_val, TCFLOW_MAX_IFACES);
 BPF_PERCPU_ARRAY(counters, struct counters, TCFLOW_MAX_IFACES);

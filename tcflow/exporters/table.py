@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import time
+from typing import Any, Mapping, Optional
 
 from ..counters import InterfaceCounters, Snapshot
 
@@ -21,12 +22,22 @@ ROWS = [("TCP payload sent", "L4_TCP_SEND"), ("TCP payload recv", "L4_TCP_RECV")
         ("IP bytes sent, other", "L3_RAW_SEND")]
 
 
+def hooks_text(hooks: Mapping[str, Any]) -> str:
+    recv = f"recv: {hooks.get('ingress')}"
+    if hooks.get("xdp_mode"):
+        recv += f" ({hooks['xdp_mode']})"
+    return f"{recv}, send: {hooks.get('egress', 'tc')}" + (", pinned" if hooks.get("pinned") else "")
+
+
 def render_interface(ic: InterfaceCounters, rates: Optional[dict[str, float]] = None) -> str:
-    hooks = f"recv: {ic.hooks.get('ingress')}"
-    if ic.hooks.get("xdp_mode"):
-        hooks += f" ({ic.hooks['xdp_mode']})"
-    lines = [f"{ic.key} (ifindex {ic.ifindex}, {hooks}, send: tc)",
-             f"  {'class':<22}{'IPv4':>13}{'IPv6':>13}{'IPv4/s':>14}{'IPv6/s':>14}"]
+    hooks = hooks_text(ic.hooks)
+    title = f"{ic.key} (ifindex {ic.ifindex}; {hooks})"
+    if len(title) <= 80:
+        lines = [title]
+    else:  # a long namespace name: the hooks get a line of their own
+        name = f"{ic.key} (ifindex {ic.ifindex})"
+        lines = [name if len(name) <= 80 else name[:79] + "~", f"  {hooks}"]
+    lines.append(f"  {'class':<22}{'IPv4':>13}{'IPv6':>13}{'IPv4/s':>14}{'IPv6/s':>14}")
     for label, stem in ROWS:
         v4, v6 = ic.bytes[f"{stem}_V4"], ic.bytes[f"{stem}_V6"]
         r4 = human(rates[f"{stem}_V4"], "B/s") if rates else "-"
@@ -39,5 +50,16 @@ def render_interface(ic: InterfaceCounters, rates: Optional[dict[str, float]] = 
 
 
 def render(snap: Snapshot, previous: Optional[Snapshot] = None) -> str:
+    """Every interface of ``snap``; rates since ``previous`` when given."""
     rates = snap.rates(previous) if previous else {}
+    if not snap.interfaces:
+        return "(no interface attached)"
     return "\n\n".join(render_interface(ic, rates.get(key)) for key, ic in snap.interfaces.items())
+
+
+def header(snap: Snapshot, interval: float, footer: str = "Ctrl-C stops") -> str:
+    """The line above the live table: when, how often, how to stop."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snap.time))
+    n = len(snap.interfaces)
+    text = f"tcflow  {when}  {n} interface{'s' if n != 1 else ''}  every {interval:g} s  {footer}"
+    return text[:80]

@@ -31,7 +31,8 @@ def out_segs(ns: str) -> int:
 
 
 def capture(ns: str, dev: str, path: str) -> subprocess.Popen:
-    proc = subprocess.Popen(["ip", "netns", "exec", ns, "tcpdump", "-i", dev, "-Q", "out", "-s", "128", "-B", "16384", "--immediate-mode",
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, "tcpdump", "-i", dev, "-Q", "out", "-s", "128", "-B", "16384",
+                             "--immediate-mode",
                              "-U", "-w", path, "tcp"], stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     line = proc.stderr.readline()  # "listening on ...": the capture is live

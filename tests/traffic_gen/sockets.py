@@ -13,7 +13,8 @@ def _sock(ns: str, family: int, kind: int) -> socket.socket:
     return run_in(resolve(ns).path, lambda: socket.socket(family, kind))
 
 
-def tcp_exchange(ns_a: str, ns_b: str, family: int, addr_b: str, count: int, size_ab: int, size_ba: int) -> tuple[int, int]:
+def tcp_exchange(ns_a: str, ns_b: str, family: int, addr_b: str, count: int, size_ab: int,
+                 size_ba: int) -> tuple[int, int]:
     """A sends ``count`` messages of ``size_ab`` bytes, B answers each with
     ``size_ba``. Returns (bytes A sent, bytes A received), as the sockets saw them."""
     srv = _sock(ns_b, family, socket.SOCK_STREAM)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import struct
-from collections import Counter
 
 import pytest
 
@@ -107,7 +106,9 @@ def _debian_tree(root: str) -> None:
 
 
 def test_headers_prefer_env_then_modules(tmp_path) -> None:  # noqa: ANN001
-    assert locate({"BCC_KERNEL_SOURCE": "/x"}).source == "env"
+    assert locate({"BCC_KERNEL_SOURCE": str(tmp_path)}).source == "env"
+    with pytest.raises(DependencyError, match="BCC_KERNEL_SOURCE=/nonexistent is not a directory"):
+        locate({"BCC_KERNEL_SOURCE": "/nonexistent"})
     mod = tmp_path / "modules/9.9.9/build/include/linux"
     mod.mkdir(parents=True)
     (mod / "kconfig.h").touch()
@@ -145,8 +146,9 @@ def test_reference_agrees_with_hand_figures(case) -> None:  # noqa: ANN001
 
 
 def test_reference_vlan_in_metadata_counts_toward_two() -> None:
-    from tests.traffic_gen.frames import A4, B4, eth, pl
     from scapy.layers.inet import IP, UDP
+
+    from tests.traffic_gen.frames import A4, B4, eth, pl
 
     two = eth(IP(src=A4, dst=B4) / UDP() / pl(5), [(0x8100, 1), (0x8100, 2)])
     assert classify(two, "recv")[0]["L4_UDP_RECV_V4"] == 5

@@ -1,0 +1,191 @@
+"""`tcflow status` and `tcflow detach`: find tcflow's hooks, wherever they are.
+
+Two sources, reconciled: the pinned maps (what a --pin tcflow recorded) and
+the kernel (what is really on each interface's XDP and clsact hooks, in
+every network namespace tcflow can reach). Neither needs bcc.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Optional
+
+from . import attach as _attach
+from . import netns as _netns
+from . import pins as _pins
+from .errors import InterfaceError, TcflowError
+
+
+def _ipr(label: str, path: str) -> Any:
+    from pyroute2 import IPRoute
+
+    return IPRoute() if not label else IPRoute(netns=path, flags=0)
+
+
+def _hooks_text(found: dict[str, Any]) -> tuple[str, str]:
+    recv = "xdp (" + str(found["xdp_mode"]) + ")" if found["xdp"] else ("tc" if found["tc_ingress"] else "-")
+    return recv, "tc" if found["tc_egress"] else "-"
+
+
+def collect(pin_dir: str) -> dict[str, Any]:
+    """Everything `tcflow status` reports, as plain data."""
+    from .monitor import pid_alive
+
+    pinned: list[_pins.Entry] = []
+    pin_error = None
+    if _pins.exists(pin_dir):
+        try:
+            with _pins.Store(pin_dir) as store:
+                pinned = store.entries()
+        except TcflowError as err:
+            pin_error = str(err)
+    by_key = {(e.netns_inode, e.ifindex): e for e in pinned}
+    rows, others = [], []
+    seen = set()
+    for label, path, inode in _netns.all_namespaces():
+        try:
+            ipr = _ipr(label, path)
+        except Exception:
+            continue
+        try:
+            for ifindex, ifname, kind in _attach.list_links(ipr):
+                found = _attach.tcflow_hooks(ipr, ifindex)
+                if not (found["xdp"] or found["tc_ingress"] or found["tc_egress"]):
+                    continue
+                e = by_key.get((inode, ifindex))
+                seen.add((inode, ifindex))
+                recv, send = _hooks_text(found)
+                rows.append({
+                    "netns": label or "-", "interface": ifname, "ifindex": ifindex, "kind": kind or "device",
+                    "recv": recv, "send": send, "pinned": e is not None,
+                    "since": e.attached_at if e else None,
+                    "by_pid": e.pid if e else None,
+                    "by_pid_running": pid_alive(e.pid) if e and e.pid else None,
+                    "complete": bool(found["tc_egress"] and (found["xdp"] or found["tc_ingress"])),
+                })
+                for hook, desc in found["others"]:
+                    others.append({"netns": label or "-", "interface": ifname, "hook": hook, "program": desc})
+        finally:
+            ipr.close()
+    stale = [{"netns": e.netns or "-", "interface": e.ifname, "ifindex": e.ifindex, "slot": e.slot}
+             for e in pinned if (e.netns_inode, e.ifindex) not in seen]
+    return {"pin_dir": pin_dir, "pinned": len(pinned), "pin_error": pin_error, "attached": rows,
+            "other_programs": others, "stale_pins": stale}
+
+
+def render_status(r: dict[str, Any]) -> str:
+    out = []
+    if r["attached"]:
+        out.append(f"{'NETNS':<16} {'IFACE':<15} {'RECV':<14} {'SEND':<4} {'PINNED':<6} SINCE")
+        for a in r["attached"]:
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a["since"])) if a["since"] else "-"
+            pinned = "yes" if a["pinned"] else "no"
+            line = f"{a['netns'][:16]:<16} {a['interface']:<15} {a['recv']:<14} {a['send']:<4} {pinned:<6} {since}"
+            if a["by_pid"]:
+                line += f" (pid {a['by_pid']}{'' if a['by_pid_running'] else ', exited'})"
+            if not a["complete"]:
+                line += "  INCOMPLETE: a hook was removed by hand; `tcflow detach` it"
+            out.append(line)
+        unpinned = [a for a in r["attached"] if not a["pinned"]]
+        if unpinned:
+            out.append("")
+            out.append(f"{len(unpinned)} not pinned: held by a running `tcflow attach`, or left by one that was "
+                       "killed; `tcflow detach [--netns NS] IFACE` removes them.")
+    else:
+        out.append("tcflow is not attached to any interface.")
+    if r["other_programs"]:
+        out.append("")
+        out.append("other programs on the same hooks:")
+        for o in r["other_programs"]:
+            out.append(f"  {o['netns']}/{o['interface']}: {o['program']}")
+    if r["stale_pins"]:
+        out.append("")
+        out.append("pinned entries whose interface is gone (`tcflow detach --all` clears them): "
+                   + ", ".join(f"{s['netns']}/{s['interface']}" for s in r["stale_pins"]))
+    if r["pin_error"]:
+        out.append(f"\npins under {r['pin_dir']}: {r['pin_error']}")
+    elif r["pinned"]:
+        out.append(f"\npins: {r['pin_dir']} ({r['pinned']} interface{'s' if r['pinned'] != 1 else ''})")
+    return "\n".join(out)
+
+
+def _remove(entry_ns_path: Optional[str], label: str, ifindex: int, ifname: str,
+            created_clsact: bool) -> Optional[dict[str, Any]]:
+    """Remove tcflow's hooks from one link; None if the link is gone."""
+    if entry_ns_path is None:
+        return None
+    ns = _netns.Netns(label, entry_ns_path, 0, 0)
+    ipr = _attach.ipr_for(ns) if label else _ipr("", "")
+    try:
+        if not any(i == ifindex for i, _, _ in _attach.list_links(ipr)):
+            return None
+        link = _attach.Link(ifname, ifindex, ns)
+        return _attach.remove_found(ipr, link, created_clsact)
+    finally:
+        ipr.close()
+
+
+def detach_all(pin_dir: str) -> list[str]:
+    """Every pinned attachment: hooks off, entries gone, then the pins."""
+    if not os.path.isdir(pin_dir):
+        return [f"nothing is pinned under {pin_dir}"]
+    lines = []
+    with _pins.Lock(pin_dir):
+        if _pins.exists(pin_dir):
+            with _pins.Store(pin_dir) as store:
+                for e in store.entries():
+                    own = os.stat("/proc/self/ns/net").st_ino == e.netns_inode
+                    path = "/proc/self/ns/net" if own else _netns.find(e.netns_inode, e.netns_path)
+                    label = "" if own else (e.netns or f"inode:{e.netns_inode}")
+                    found = _remove(path, label, e.ifindex, e.ifname, e.created_clsact)
+                    where = f"{e.netns}/{e.ifname}" if e.netns else e.ifname
+                    lines.append(f"detached {where}" if found else f"forgot {where} (interface or namespace gone)")
+                    store.remove(e)
+    _pins.unpin(pin_dir)
+    left = list(_pins.iter_pin_files(pin_dir))
+    if left:
+        lines.append(f"left {pin_dir} in place: it holds files tcflow did not make: {', '.join(left)}")
+    else:
+        lines.append(f"removed the pins under {pin_dir}")
+    return lines
+
+
+def detach_named(names: list[str], netns: Optional[str], pid: Optional[int], pin_dir: str) -> list[str]:
+    """Remove tcflow from these interfaces, pinned or not; error if none had it."""
+    ns = _netns.resolve(netns, pid)
+    ipr = _attach.ipr_for(ns)
+    lines = []
+    try:
+        links = [_attach.lookup(ipr, ns, n) for n in names]
+    finally:
+        ipr.close()
+    store = None
+    lock = None
+    if _pins.exists(pin_dir):
+        lock = _pins.Lock(pin_dir).__enter__()
+        store = _pins.Store(pin_dir)
+    try:
+        entries = {(e.netns_inode, e.ifindex): e for e in store.entries()} if store else {}
+        for link in links:
+            e = entries.get((ns.inode, link.ifindex))
+            path = ns.path if ns.name else "/proc/self/ns/net"
+            found = _remove(path, ns.name, link.ifindex, link.ifname, e.created_clsact if e else False)
+            had = bool(found and (found["xdp"] or found["tc_ingress"] or found["tc_egress"]))
+            if e is not None and store is not None:
+                store.remove(e)
+            if not had and e is None:
+                raise InterfaceError("tcflow is not attached here", ifname=link.ifname,
+                                     hint="`tcflow status` lists where it is")
+            lines.append(f"detached {link.ifname}" + (" (and its pin)" if e else ""))
+        if store is not None and not store.entries():
+            store.close()
+            store = None
+            _pins.unpin(pin_dir)
+            lines.append(f"no pinned interface left: removed the pins under {pin_dir}")
+    finally:
+        if store is not None:
+            store.close()
+        if lock is not None:
+            lock.__exit__(None, None, None)
+    return lines

@@ -1,0 +1,433 @@
+"""The command line against test namespaces: exact counts, --pin, detach, errors.
+
+Counts are compared with the reference classifier (SPEC) over crafted frames
+on a silent veth, where nothing but the injected frames crosses the link.
+Every test that attaches checks that nothing is left afterwards.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from tcflow.cli import main
+from tests.netns.cli_helpers import Live, env_with, leftovers, nonzero, run, sh
+from tests.netns.conftest import Cleanup, VethPair, make_pair
+from tests.netns.test_frames import FRAMES, totals
+from tests.traffic_gen.inject import send_frames
+
+RECV_B, RECV_P = totals(FRAMES, "recv")
+SEND_B, SEND_P = totals(FRAMES, "send")
+
+
+@pytest.fixture
+def pin_dir(cleanup: Cleanup) -> Iterator[str]:
+    """A pin directory of the test's own: a real deployment's pins are never touched."""
+    path = f"/sys/fs/bpf/tcflow-test-{uuid.uuid4().hex[:8]}"
+    cleanup.add(lambda: sh(f"rm -rf {path}", check=False))
+    cleanup.add(lambda: run("detach", "--all", "--pin-dir", path))
+    yield path
+
+
+@pytest.fixture
+def env(pin_dir: str) -> dict[str, str]:
+    return env_with(TCFLOW_PIN_DIR=pin_dir)
+
+
+def key(p: VethPair) -> str:
+    return f"{p.ns_a}/{p.dev_a}"
+
+
+def both_ways(p: VethPair) -> None:
+    send_frames(p.ns_b, p.dev_b, FRAMES)  # arrive on A: recv
+    send_frames(p.ns_a, p.dev_a, FRAMES)  # leave A: send
+
+
+# -- attach --json: SPEC's exact counts ------------------------------------------
+
+@pytest.mark.parametrize("ingress", ["xdp", "tc"])
+def test_attach_json_subprocess_exact_counts_and_clean_exit(silent_pair: VethPair, env: dict[str, str],
+                                                            ingress: str) -> None:
+    p = silent_pair
+    live = Live("attach", "--netns", p.ns_a, p.dev_a, "--json", "--interval", "0.2", "--ingress", ingress,
+                env=env)
+    try:
+        first = live.next()
+        ic = first["interfaces"][key(p)]
+        assert set(ic["bytes"]) >= set(__import__("tcflow").SEED_NAMES)  # all 14 by name
+        assert not any(ic["bytes"].values()) and not any(ic["packets"].values())  # zeros at once
+        assert ic["hook"]["ingress"] == ingress and ic["hook"]["egress"] == "tc"
+        both_ways(p)
+        want = RECV_B + SEND_B
+        live.until(lambda s: nonzero(s["interfaces"][key(p)]["bytes"]) == want)
+        live.signal(signal.SIGTERM)
+        rest = live.rest()
+        assert live.p.returncode == 0
+        final = rest[-1]["interfaces"][key(p)]
+        assert nonzero(final["bytes"]) == want
+        assert nonzero(final["packets"]) == RECV_P + SEND_P
+    finally:
+        live.kill()
+    assert leftovers(p.ns_a, p.dev_a, env["TCFLOW_PIN_DIR"]) == []
+
+
+def test_attach_json_count_in_process(silent_pair: VethPair, pin_dir: str) -> None:
+    """main() in this process: --count N stops after N snapshots, values cumulative."""
+    p = silent_pair
+    out = _Lines()
+    started = threading.Event()
+    out.on_first = started.set
+
+    def traffic() -> None:
+        started.wait(60)
+        both_ways(p)
+
+    t = threading.Thread(target=traffic)
+    t.start()
+    saved = sys.stdout
+    sys.stdout = out  # type: ignore[assignment]
+    try:
+        rc = main(["attach", "--netns", p.ns_a, p.dev_a, "--json", "--count", "15", "--interval", "0.2",
+                   "--pin-dir", pin_dir])
+    finally:
+        sys.stdout = saved
+        t.join()
+    assert rc == 0
+    snaps = out.json()
+    assert len(snaps) == 15
+    last = snaps[-1]["interfaces"][key(p)]
+    assert nonzero(last["bytes"]) == RECV_B + SEND_B
+    assert nonzero(last["packets"]) == RECV_P + SEND_P
+    for earlier, later in zip(snaps, snaps[1:]):  # cumulative: never goes down
+        a, b = earlier["interfaces"][key(p)]["bytes"], later["interfaces"][key(p)]["bytes"]
+        assert all(b[n] >= a[n] for n in a)
+    assert leftovers(p.ns_a, p.dev_a, pin_dir) == []
+
+
+class _Lines(io.StringIO):
+    on_first: Callable[[], None] = staticmethod(lambda: None)
+
+    def write(self, s: str) -> int:
+        n = super().write(s)
+        if "\n" in s:
+            self.on_first()
+        return n
+
+    def isatty(self) -> bool:
+        return False
+
+    def json(self) -> list[dict[str, Any]]:
+        import json
+
+        return [json.loads(ln) for ln in self.getvalue().splitlines() if ln.strip()]
+
+
+def test_sigint_prints_a_last_snapshot_then_detaches(silent_pair: VethPair, env: dict[str, str]) -> None:
+    p = silent_pair
+    live = Live("attach", "--netns", p.ns_a, p.dev_a, "--json", "--interval", "30", env=env)
+    try:
+        live.next()
+        send_frames(p.ns_a, p.dev_a, FRAMES)
+        time.sleep(0.5)  # the interval is 30 s: only the signal can print the counts
+        live.signal(signal.SIGINT)
+        rest = live.rest()
+        assert live.p.returncode == 0
+        assert len(rest) == 1 and nonzero(rest[0]["interfaces"][key(p)]["bytes"]) == SEND_B
+    finally:
+        live.kill()
+    assert leftovers(p.ns_a, p.dev_a, env["TCFLOW_PIN_DIR"]) == []
+
+
+def test_table_output_when_not_a_terminal(silent_pair: VethPair, env: dict[str, str]) -> None:
+    p = silent_pair
+    r = run("attach", "--netns", p.ns_a, p.dev_a, "--count", "2", "--interval", "0.1", env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count(f"{key(p)} (ifindex") == 2 and "TCP payload sent" in r.stdout
+    assert all(len(line) <= 80 for line in r.stdout.splitlines())
+    assert "recv: tc" in r.stdout  # a veth: the default is clsact, not native XDP
+    assert leftovers(p.ns_a, p.dev_a) == []
+
+
+def test_native_xdp_on_a_veth_gives_the_notice(silent_pair: VethPair, env: dict[str, str]) -> None:
+    p = silent_pair
+    r = run("attach", "--netns", p.ns_a, p.dev_a, "--count", "1", "--ingress", "xdp", "--xdp-mode", "native",
+            "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "native XDP on veth" in r.stderr and "--ingress tc" in r.stderr and "Gbit/s" in r.stderr
+    r = run("attach", "--netns", p.ns_a, p.dev_a, "--count", "1", "--json", env=env)
+    assert "native XDP on veth" not in r.stderr
+
+
+# -- --match / --follow ----------------------------------------------------------------
+
+def test_follow_attaches_new_matches_and_drops_gone_ones(netns: Callable[[], str], env: dict[str, str]) -> None:
+    ns_a, ns_b = netns(), netns()
+    live = Live("attach", "--netns", ns_a, "--match", "tcfx*", "--follow", "--json", "--interval", "0.2",
+                env=env)
+    try:
+        assert live.next()["interfaces"] == {}  # nothing matches yet; --follow waits
+        sh(f"ip link add tcfx0 netns {ns_a} type veth peer name tcfy0 netns {ns_b}")
+        for ns, dev in ((ns_a, "tcfx0"), (ns_b, "tcfy0")):
+            sh(f"ip netns exec {ns} sysctl -qw net.ipv6.conf.{dev}.disable_ipv6=1")
+            sh(f"ip -n {ns} link set {dev} up")
+        k = f"{ns_a}/tcfx0"
+        live.until(lambda s: k in s["interfaces"])
+        send_frames(ns_b, "tcfy0", FRAMES)
+        live.until(lambda s: nonzero(s["interfaces"][k]["bytes"]) == RECV_B)
+        sh(f"ip -n {ns_a} link del tcfx0")
+        live.until(lambda s: k not in s["interfaces"])
+        live.signal(signal.SIGTERM)
+        live.rest()
+        assert live.p.returncode == 0
+        assert "tcfx0" in live.stderr() and "disappeared" in live.stderr()
+    finally:
+        live.kill()
+
+
+def test_lost_interface_is_reported_and_others_keep_counting(netns: Callable[[], str],
+                                                             env: dict[str, str]) -> None:
+    """(issue 6) an interface deleted while attached: tcflow carries on with the rest."""
+    one = make_pair(netns, addresses=False)
+    sh(f"ip link add tcfc netns {one.ns_a} type veth peer name tcfd netns {one.ns_b}")
+    sh(f"ip -n {one.ns_a} link set tcfc up")
+    live = Live("attach", "--netns", one.ns_a, one.dev_a, "tcfc", "--json", "--interval", "0.2", env=env)
+    try:
+        live.next()
+        sh(f"ip -n {one.ns_a} link del tcfc")
+        live.until(lambda s: f"{one.ns_a}/tcfc" not in s["interfaces"])
+        send_frames(one.ns_b, one.dev_b, FRAMES)
+        live.until(lambda s: nonzero(s["interfaces"][key(one)]["bytes"]) == RECV_B)
+        live.signal(signal.SIGTERM)
+        live.rest()
+        assert "tcfc" in live.stderr() and "disappeared" in live.stderr()
+    finally:
+        live.kill()
+    assert leftovers(one.ns_a, one.dev_a) == []
+
+
+# -- --pin, kill -9, show, status, detach ----------------------------------------------
+
+@pytest.mark.parametrize("ingress", ["xdp", "tc"])
+def test_pin_survives_kill_9_show_reads_restart_adopts_detach_all_cleans(
+        silent_pair: VethPair, env: dict[str, str], pin_dir: str, ingress: str) -> None:
+    p = silent_pair
+    live = Live("attach", "--pin", "--netns", p.ns_a, p.dev_a, "--json", "--ingress", ingress, env=env)
+    try:
+        live.next()
+        live.p.send_signal(signal.SIGKILL)
+        live.p.wait()
+    finally:
+        live.kill()
+    # tcflow is gone; its programs keep counting into the pinned maps
+    both_ways(p)
+    shown = _settled_show(env, key(p))
+    assert nonzero(shown["bytes"]) == RECV_B + SEND_B
+    assert nonzero(shown["packets"]) == RECV_P + SEND_P
+    assert shown["hook"]["ingress"] == ingress and shown["hook"]["pinned"] == "yes"
+
+    st = run("status", "--json", env=env)
+    import json
+
+    rows = [a for a in json.loads(st.stdout)["attached"] if a["netns"] == p.ns_a]
+    assert len(rows) == 1 and rows[0]["pinned"] and rows[0]["complete"] and not rows[0]["by_pid_running"]
+
+    # start again: it adopts, the counters carry on, nothing is attached twice
+    live = Live("attach", "--pin", "--netns", p.ns_a, p.dev_a, "--json", "--ingress", ingress,
+                "--interval", "0.2", env=env)
+    try:
+        again = live.next()["interfaces"][key(p)]
+        assert nonzero(again["bytes"]) == RECV_B + SEND_B  # no reset
+        send_frames(p.ns_a, p.dev_a, FRAMES)
+        live.until(lambda s: nonzero(s["interfaces"][key(p)]["bytes"]) == RECV_B + SEND_B + SEND_B)
+        live.signal(signal.SIGTERM)
+        live.rest()
+        assert live.p.returncode == 0
+    finally:
+        live.kill()
+    for hook in ("ingress", "egress"):
+        filt = sh(f"tc -n {p.ns_a} filter show dev {p.dev_a} {hook}")
+        assert filt.count("handle 0x7cf1") == (1 if hook == "egress" or ingress == "tc" else 0)
+
+    r = run("detach", "--all", env=env)
+    assert r.returncode == 0, r.stderr
+    assert f"detached {p.ns_a}/{p.dev_a}" in r.stdout
+    assert leftovers(p.ns_a, p.dev_a, pin_dir) == []
+
+
+def _settled_show(env: dict[str, str], k: str) -> dict[str, Any]:
+    import json
+
+    last = None
+    for _ in range(50):
+        r = run("show", "--json", env=env)
+        assert r.returncode == 0, r.stderr
+        cur = json.loads(r.stdout)["interfaces"][k]
+        if last is not None and cur["bytes"] == last["bytes"]:
+            return cur
+        last = cur
+        time.sleep(0.1)
+    return cur
+
+
+def test_detach_named_interface_and_status_sees_other_programs(silent_pair: VethPair, env: dict[str, str],
+                                                               pin_dir: str) -> None:
+    from tests.netns.test_attach import FOREIGN
+
+    p = silent_pair
+    _foreign_filter(p, FOREIGN, b"foreign", "ffff:fff3", prio=5)
+    r = run("attach", "--pin", "--netns", p.ns_a, p.dev_a, "--count", "1", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    st = run("status", env=env)
+    assert p.dev_a in st.stdout and "yes" in st.stdout
+    assert "other programs on the same hooks" in st.stdout and "foreign" in st.stdout
+    r = run("detach", "--netns", p.ns_a, p.dev_a, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "detached" in r.stdout and not os.path.exists(pin_dir)
+    assert "foreign" in sh(f"tc -n {p.ns_a} filter show dev {p.dev_a} egress")  # theirs stays
+    assert "tcflow" not in sh(f"tc -n {p.ns_a} filter show dev {p.dev_a} egress")
+    r = run("detach", "--netns", p.ns_a, p.dev_a, env=env)
+    assert r.returncode == 1 and "tcflow is not attached here" in r.stderr
+
+
+def test_detach_removes_what_a_killed_unpinned_tcflow_left(silent_pair: VethPair, env: dict[str, str]) -> None:
+    p = silent_pair
+    live = Live("attach", "--netns", p.ns_a, p.dev_a, "--json", env=env)
+    live.next()
+    live.p.send_signal(signal.SIGKILL)
+    live.p.wait()
+    assert leftovers(p.ns_a, p.dev_a) != []
+    st = run("status", env=env)
+    assert "not pinned" in st.stdout
+    again = run("attach", "--netns", p.ns_a, p.dev_a, "--count", "1", env=env)
+    assert again.returncode == 1 and "already has tcflow attached" in again.stderr
+    r = run("detach", "--netns", p.ns_a, p.dev_a, env=env)
+    assert r.returncode == 0, r.stderr
+    assert [x for x in leftovers(p.ns_a, p.dev_a) if "clsact" not in x] == []
+
+
+def _foreign_filter(p: VethPair, src: str, fn: bytes, parent: str, prio: int) -> Any:
+    from bcc import BPF
+    from pyroute2 import IPRoute
+
+    from tcflow import netns as tns
+
+    prog = BPF(text=src).load_func(fn, BPF.SCHED_CLS)
+    with IPRoute(netns=tns.resolve(p.ns_a).path, flags=0) as ipr:
+        idx = ipr.link_lookup(ifname=p.dev_a)[0]
+        try:
+            ipr.tc("add", "clsact", idx)
+        except Exception:
+            pass
+        ipr.tc("add-filter", "bpf", idx, 1, fd=prog.fd, name=fn.decode(), parent=parent, prio=prio,
+               direct_action=True)
+    return prog
+
+
+# -- errors: one line, non-zero, nothing left -------------------------------------------------
+
+def _one_line_error(r: Any, *phrases: str) -> None:
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tcflow: error: "), r.stderr
+    assert "Traceback" not in r.stderr
+    for ph in phrases:
+        assert ph in lines[0], (ph, lines[0])
+
+
+def test_error_unknown_interface(silent_pair: VethPair, env: dict[str, str]) -> None:
+    p = silent_pair
+    r = run("attach", "--netns", p.ns_a, p.dev_a, "tcf-nope", env=env)
+    _one_line_error(r, "no such interface", "tcf-nope", "ip link")
+    assert leftovers(p.ns_a, p.dev_a, env["TCFLOW_PIN_DIR"]) == []
+    r = run("--debug", "attach", "--netns", p.ns_a, "tcf-nope", env=env)
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_error_unknown_namespace_and_pid(env: dict[str, str]) -> None:
+    _one_line_error(run("attach", "--netns", "tcft-nope", "eth0", env=env), "no such network namespace",
+                    "ip netns list")
+    assert "tcft-nope" not in sh("ip netns list")
+    _one_line_error(run("attach", "--pid", "999999999", "eth0", env=env), "no such process", "ps")
+    assert not os.path.exists(env["TCFLOW_PIN_DIR"])
+
+
+@pytest.mark.parametrize("how", ["nobody", "no-capabilities"])
+def test_error_not_root(silent_pair: VethPair, env: dict[str, str], how: str) -> None:
+    p = silent_pair
+    prefix = (("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups") if how == "nobody"
+              else ("setpriv", "--bounding-set=-all", "--inh-caps=-all"))
+    for args in (("attach", "--netns", p.ns_a, p.dev_a), ("attach", "--pin", "--netns", p.ns_a, p.dev_a),
+                 ("detach", "--all")):
+        _one_line_error(run(*args, env=env, prefix=prefix), "needs root", "sudo")
+    assert leftovers(p.ns_a, p.dev_a, env["TCFLOW_PIN_DIR"]) == []
+
+
+def test_error_foreign_xdp_program_refused_unless_tc(silent_pair: VethPair, env: dict[str, str]) -> None:
+    from bcc import BPF
+    from pyroute2 import IPRoute
+
+    from tcflow import netns as tns
+
+    p = silent_pair
+    src = "int other_xdp(struct xdp_md *ctx) { return XDP_PASS; }"
+    prog = BPF(text=src).load_func(b"other_xdp", BPF.XDP)
+    with IPRoute(netns=tns.resolve(p.ns_a).path, flags=0) as ipr:
+        idx = ipr.link_lookup(ifname=p.dev_a)[0]
+        ipr.link("set", index=idx, xdp={"attrs": [("IFLA_XDP_FD", prog.fd), ("IFLA_XDP_FLAGS", 1 << 1)]})
+    r = run("attach", "--netns", p.ns_a, p.dev_a, "--ingress", "xdp", env=env)
+    _one_line_error(r, "already has an XDP program", "other_xdp", "--ingress tc")
+    assert [x for x in leftovers(p.ns_a, p.dev_a) if x != "an XDP program"] == []
+    assert "other_xdp" in sh(f"ip -n {p.ns_a} -d link show {p.dev_a}") or "xdpgeneric" in \
+        sh(f"ip -n {p.ns_a} link show {p.dev_a}")
+    # on clsact ingress, tcflow and the other XDP program coexist
+    r = run("attach", "--netns", p.ns_a, p.dev_a, "--ingress", "tc", "--count", "1", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "xdpgeneric" in sh(f"ip -n {p.ns_a} link show {p.dev_a}")
+
+
+def test_error_bcc_missing(silent_pair: VethPair, env: dict[str, str], tmp_path: Any) -> None:
+    """A Python that cannot import bcc: a package named bcc that fails to import first on the path."""
+    p = silent_pair
+    shim = tmp_path / "bcc"
+    shim.mkdir()
+    (shim / "__init__.py").write_text("raise ImportError('No module named bcc (test shim)')\n")
+    env = dict(env, PYTHONPATH=str(tmp_path))
+    r = run("attach", "--netns", p.ns_a, p.dev_a, env=env)
+    _one_line_error(r, "cannot import bcc", "python3-bpfcc")
+    assert leftovers(p.ns_a, p.dev_a, env["TCFLOW_PIN_DIR"]) == []
+    doc = run("doctor", env=env)
+    assert doc.returncode == 1 and "FAIL" in doc.stdout and "python3-bpfcc" in doc.stdout
+
+
+def test_error_kernel_headers_missing(silent_pair: VethPair, env: dict[str, str], tmp_path: Any) -> None:
+    p = silent_pair
+    r = run("attach", "--netns", p.ns_a, p.dev_a, env=dict(env, BCC_KERNEL_SOURCE="/nonexistent/tcflow-test"))
+    _one_line_error(r, "BCC_KERNEL_SOURCE=/nonexistent/tcflow-test is not a directory")
+    assert leftovers(p.ns_a, p.dev_a, env["TCFLOW_PIN_DIR"]) == []
+    # no headers anywhere: a private mount namespace hides /usr/src and /lib/modules
+    if os.path.exists("/sys/kernel/kheaders.tar.xz"):
+        pytest.skip("this kernel carries its own headers (CONFIG_IKHEADERS)")
+    hide = ("unshare", "-m", "--propagation", "private", "sh", "-c",
+            'mount -t tmpfs none /usr/src && mount -t tmpfs none /lib/modules && exec "$@"', "-")
+    env2 = {k: v for k, v in env.items() if k != "BCC_KERNEL_SOURCE"}
+    env2["TCFLOW_CACHE_DIR"] = str(tmp_path / "cache")
+    r = run("attach", "--netns", p.ns_a, p.dev_a, env=env2, prefix=hide)
+    _one_line_error(r, "no kernel headers", "linux-headers")
+    assert leftovers(p.ns_a, p.dev_a, env["TCFLOW_PIN_DIR"]) == []
+    doc = run("doctor", env=env2, prefix=hide)
+    assert doc.returncode == 1 and "linux-headers" in doc.stdout
+
+
+def test_doctor_passes_here() -> None:
+    r = run("doctor")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for item in ("root", "bpf()", "bcc", "kernel headers", "compile", "clsact", "XDP"):
+        assert item in r.stdout
