@@ -170,6 +170,13 @@ def _attach_loop(args: argparse.Namespace, m: Any, sig: _Signals, live: bool, he
             flush_notices()
         if sig.stop:
             break
+        if not m.namespace_alive():
+            emit(m.snapshot(), prev)
+            raise InterfaceError("the network namespace was deleted", netns=m.ns.name,
+                                 hint="tcflow detached and let it go; attach again in a new namespace")
+        if not m.links and not args.follow:
+            raise InterfaceError("every attached interface is gone", hint="attach again, or use --match "
+                                 "with --follow to wait for interfaces to appear")
         if time.monotonic() >= due:
             snap = m.snapshot()
             emit(snap, prev)

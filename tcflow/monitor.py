@@ -259,6 +259,8 @@ class Monitor:
             with self._lock() if self.dp is not None else _NoLock():
                 for link in reversed(self.links):
                     self._release(link, detach=link.ifindex not in self._adopted)
+                if self.pin and self.dp is not None and self.pin_dir and not len(self.dp.ifaces):
+                    _pins.unpin(self.pin_dir)  # compiling made the maps; nothing is attached to use them
         finally:
             self.links = []
             self._close_handles()
@@ -353,6 +355,20 @@ class Monitor:
             where = f" in {self.ns.name}" if self.ns.name else ""
             self.notices.append(f"{name}{where} disappeared; its counters are no longer reported")
         return added, lost
+
+    def namespace_alive(self) -> bool:
+        """False once the namespace's name (or process) is gone.
+
+        tcflow's own netlink sockets would keep a deleted namespace alive;
+        the caller should close() then, which detaches and lets it go.
+        """
+        assert self.ns is not None
+        if not self.ns.name:
+            return True
+        try:
+            return os.stat(self.ns.path).st_ino == self.ns.inode
+        except OSError:
+            return False
 
     # -- read -------------------------------------------------------------
     def hooks(self, link: _attach.Link) -> dict[str, Any]:

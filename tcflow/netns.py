@@ -108,25 +108,29 @@ def resolve(name: Optional[str] = None, pid: Optional[int] = None) -> Netns:
     return Netns(label, path, inode, cookie)
 
 
-def find(inode: int, hint_path: str = "") -> Optional[str]:
-    """A path that opens the namespace with this inode, or None if it is gone.
+def cookie_of(path: str) -> Optional[int]:
+    """The netns cookie of the namespace at ``path``; None if it cannot be entered."""
+    try:
+        return run_in(path, cookie_of_current)
+    except OSError:
+        return None
 
+
+def find(inode: int, cookie: int, hint_path: str = "") -> Optional[str]:
+    """A path that opens this namespace, or None if it is gone.
+
+    Inode numbers of dead namespaces are handed out again, so a candidate
+    with the right inode counts only if its cookie (never reused) matches too.
     Tries ``hint_path`` (where it was found before), then ``ip netns`` names,
     then every process's namespace.
     """
     candidates = [hint_path] if hint_path else []
     if os.path.isdir(NETNS_RUN_DIR):
         candidates += [os.path.join(NETNS_RUN_DIR, n) for n in sorted(os.listdir(NETNS_RUN_DIR))]
+    candidates += [f"/proc/{pid}/ns/net" for pid in _pids()]
     for path in candidates:
         try:
-            if os.stat(path).st_ino == inode:
-                return path
-        except OSError:
-            continue
-    for pid in _pids():
-        path = f"/proc/{pid}/ns/net"
-        try:
-            if os.stat(path).st_ino == inode:
+            if os.stat(path).st_ino == inode and cookie_of(path) == cookie:
                 return path
         except OSError:
             continue

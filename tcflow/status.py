@@ -40,10 +40,13 @@ def collect(pin_dir: str) -> dict[str, Any]:
                 pinned = store.entries()
         except TcflowError as err:
             pin_error = str(err)
-    by_key = {(e.netns_inode, e.ifindex): e for e in pinned}
+    by_key = {(e.netns_cookie, e.ifindex): e for e in pinned}
     rows, others = [], []
     seen = set()
-    for label, path, inode in _netns.all_namespaces():
+    for label, path, _inode in _netns.all_namespaces():
+        cookie = _netns.cookie_of_current() if not label else _netns.cookie_of(path)
+        if cookie is None:
+            continue  # gone since it was listed
         try:
             ipr = _ipr(label, path)
         except Exception:
@@ -53,8 +56,8 @@ def collect(pin_dir: str) -> dict[str, Any]:
                 found = _attach.tcflow_hooks(ipr, ifindex)
                 if not (found["xdp"] or found["tc_ingress"] or found["tc_egress"]):
                     continue
-                e = by_key.get((inode, ifindex))
-                seen.add((inode, ifindex))
+                e = by_key.get((cookie, ifindex))
+                seen.add((cookie, ifindex))
                 recv, send = _hooks_text(found)
                 rows.append({
                     "netns": label or "-", "interface": ifname, "ifindex": ifindex, "kind": kind or "device",
@@ -69,7 +72,7 @@ def collect(pin_dir: str) -> dict[str, Any]:
         finally:
             ipr.close()
     stale = [{"netns": e.netns or "-", "interface": e.ifname, "ifindex": e.ifindex, "slot": e.slot}
-             for e in pinned if (e.netns_inode, e.ifindex) not in seen]
+             for e in pinned if (e.netns_cookie, e.ifindex) not in seen]
     return {"pin_dir": pin_dir, "pinned": len(pinned), "pin_error": pin_error, "attached": rows,
             "other_programs": others, "stale_pins": stale}
 
@@ -135,8 +138,8 @@ def detach_all(pin_dir: str) -> list[str]:
         if _pins.exists(pin_dir):
             with _pins.Store(pin_dir) as store:
                 for e in store.entries():
-                    own = os.stat("/proc/self/ns/net").st_ino == e.netns_inode
-                    path = "/proc/self/ns/net" if own else _netns.find(e.netns_inode, e.netns_path)
+                    own = _netns.cookie_of_current() == e.netns_cookie
+                    path = "/proc/self/ns/net" if own else _netns.find(e.netns_inode, e.netns_cookie, e.netns_path)
                     label = "" if own else (e.netns or f"inode:{e.netns_inode}")
                     found = _remove(path, label, e.ifindex, e.ifname, e.created_clsact)
                     where = f"{e.netns}/{e.ifname}" if e.netns else e.ifname
@@ -166,9 +169,9 @@ def detach_named(names: list[str], netns: Optional[str], pid: Optional[int], pin
         lock = _pins.Lock(pin_dir).__enter__()
         store = _pins.Store(pin_dir)
     try:
-        entries = {(e.netns_inode, e.ifindex): e for e in store.entries()} if store else {}
+        entries = {(e.netns_cookie, e.ifindex): e for e in store.entries()} if store else {}
         for link in links:
-            e = entries.get((ns.inode, link.ifindex))
+            e = entries.get((ns.cookie, link.ifindex))
             path = ns.path if ns.name else "/proc/self/ns/net"
             found = _remove(path, ns.name, link.ifindex, link.ifname, e.created_clsact if e else False)
             had = bool(found and (found["xdp"] or found["tc_ingress"] or found["tc_egress"]))

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from tests.bpf.conftest import PROGRAMS, Harness, Refused, expected
-from tests.traffic_gen.frames import cases, fragmented_udp, mutations
+from tests.traffic_gen.frames import cases, fragmented_udp, hostile
 
 CASES = cases()
 
@@ -49,13 +49,15 @@ def test_fragmented_udp_counts_exact_payload(harness: Harness, program: str, fam
 
 @pytest.mark.parametrize("program", sorted(PROGRAMS))
 def test_hostile_frames_match_reference(harness: Harness, program: str) -> None:
-    """A seeded differential run; the 100k-frame version is `make fuzz`."""
+    """A seeded differential run of hostile frames (tests/traffic_gen/frames.py
+    hostile()): zero differences from the reference in bytes and packets per
+    class. CI runs 10,000 per program; `make fuzz` runs 100,000."""
     import os
 
-    count = int(os.environ.get("TCFLOW_FUZZ_COUNT", "1500"))
+    count = int(os.environ.get("TCFLOW_FUZZ_COUNT", "10000"))
     direction = PROGRAMS[program][1]
     diffs, refused = [], 0
-    for i, frame in enumerate(mutations(seed=2026, count=count)):
+    for i, frame in enumerate(hostile(seed=int(os.environ.get("TCFLOW_FUZZ_SEED", "2026")), count=count)):
         want = expected(frame, direction)
         try:
             got = harness.run(program, frame)
@@ -67,9 +69,9 @@ def test_hostile_frames_match_reference(harness: Harness, program: str) -> None:
         if got != want:
             diffs.append((i, frame.hex(), got, want))
     assert diffs == []
-    # the kernel refuses frames with a cut IP header (~13% of these
-    # mutations); the rest, the great majority, were compared
-    assert refused < count // 4
+    # the kernel refuses skb test runs of frames with a cut IP header;
+    # the rest, the great majority, were compared
+    assert refused < count // 3
 
 
 def test_gso_packet_count_is_segments(harness: Harness) -> None:

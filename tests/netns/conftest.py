@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -111,6 +112,21 @@ def silent_pair(netns: Callable[[], str]) -> VethPair:
     return make_pair(netns, addresses=False)
 
 
+@pytest.fixture
+def pin_dir(cleanup: Cleanup) -> Iterator[str]:
+    """A pin directory of the test's own: a real deployment's pins are never touched."""
+    path = f"/sys/fs/bpf/tcflow-test-{uuid.uuid4().hex[:8]}"
+    cleanup.add(lambda: sh(f"rm -rf {path}", check=False))
+    cleanup.add(lambda: subprocess.run([sys.executable, "-m", "tcflow", "detach", "--all", "--pin-dir", path],
+                                       capture_output=True))
+    yield path
+
+
+@pytest.fixture
+def env(pin_dir: str) -> dict[str, str]:
+    return dict(os.environ, TCFLOW_PIN_DIR=pin_dir)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # Belt and braces: nothing named like ours survives the session.
     if os.geteuid() == 0:
@@ -118,3 +134,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             name = line.split()[0] if line.strip() else ""
             if name.startswith("tcft-"):
                 sh(f"ip netns del {name}", check=False)
+        sh("rm -rf /sys/fs/bpf/tcflow-test-*", check=False)
+
+
+def foreign_bpf(text: str):  # noqa: ANN201 - a bcc.BPF
+    """Compile someone else's program with bcc, with the headers tcflow found."""
+    from bcc import BPF
+
+    from tcflow import kheaders
+
+    kheaders.apply(kheaders.locate())
+    return BPF(text=text)

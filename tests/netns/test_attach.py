@@ -9,7 +9,7 @@ import pytest
 
 import tcflow
 from tcflow.errors import InterfaceError
-from tests.netns.conftest import VethPair, make_pair, sh
+from tests.netns.conftest import VethPair, foreign_bpf, make_pair, sh
 from tests.netns.test_frames import FRAMES, settle, totals
 from tests.traffic_gen.inject import send_frames
 
@@ -63,7 +63,7 @@ def test_detach_keeps_a_foreign_clsact_and_its_filters(silent_pair: VethPair) ->
     from tcflow import netns as tns
 
     p = silent_pair
-    prog = BPF(text=FOREIGN).load_func(b"foreign", BPF.SCHED_CLS)
+    prog = foreign_bpf(FOREIGN).load_func(b"foreign", BPF.SCHED_CLS)
     with IPRoute(netns=tns.resolve(p.ns_a).path, flags=0) as ipr:
         idx = ipr.link_lookup(ifname=p.dev_a)[0]
         ipr.tc("add", "clsact", idx)
@@ -111,7 +111,7 @@ def test_send_counts_packets_dropped_after_the_hook(silent_pair: VethPair) -> No
 
     p = silent_pair
     with tcflow.Monitor([p.dev_a], netns=p.ns_a, ingress="tc") as m:
-        prog = BPF(text=DROP_ALL).load_func(b"dropper", BPF.SCHED_CLS)
+        prog = foreign_bpf(DROP_ALL).load_func(b"dropper", BPF.SCHED_CLS)
         with IPRoute(netns=tns.resolve(p.ns_a).path, flags=0) as ipr:
             idx = ipr.link_lookup(ifname=p.dev_a)[0]
             ipr.tc("add-filter", "bpf", idx, 2, fd=prog.fd, name="dropper", parent="ffff:fff3",

@@ -13,33 +13,18 @@ import signal
 import sys
 import threading
 import time
-import uuid
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 
 from tcflow.cli import main
-from tests.netns.cli_helpers import Live, env_with, leftovers, nonzero, run, sh
-from tests.netns.conftest import Cleanup, VethPair, make_pair
+from tests.netns.cli_helpers import Live, leftovers, nonzero, run, sh
+from tests.netns.conftest import VethPair, foreign_bpf, make_pair
 from tests.netns.test_frames import FRAMES, totals
 from tests.traffic_gen.inject import send_frames
 
 RECV_B, RECV_P = totals(FRAMES, "recv")
 SEND_B, SEND_P = totals(FRAMES, "send")
-
-
-@pytest.fixture
-def pin_dir(cleanup: Cleanup) -> Iterator[str]:
-    """A pin directory of the test's own: a real deployment's pins are never touched."""
-    path = f"/sys/fs/bpf/tcflow-test-{uuid.uuid4().hex[:8]}"
-    cleanup.add(lambda: sh(f"rm -rf {path}", check=False))
-    cleanup.add(lambda: run("detach", "--all", "--pin-dir", path))
-    yield path
-
-
-@pytest.fixture
-def env(pin_dir: str) -> dict[str, str]:
-    return env_with(TCFLOW_PIN_DIR=pin_dir)
 
 
 def key(p: VethPair) -> str:
@@ -83,24 +68,27 @@ def test_attach_json_count_in_process(silent_pair: VethPair, pin_dir: str) -> No
     """main() in this process: --count N stops after N snapshots, values cumulative."""
     p = silent_pair
     out = _Lines()
-    started = threading.Event()
+    started, quit_ = threading.Event(), threading.Event()
     out.on_first = started.set
+    err = io.StringIO()
 
     def traffic() -> None:
-        started.wait(60)
-        both_ways(p)
+        if started.wait(60) and not quit_.is_set():
+            both_ways(p)
 
     t = threading.Thread(target=traffic)
     t.start()
-    saved = sys.stdout
-    sys.stdout = out  # type: ignore[assignment]
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err  # type: ignore[assignment]
     try:
         rc = main(["attach", "--netns", p.ns_a, p.dev_a, "--json", "--count", "15", "--interval", "0.2",
                    "--pin-dir", pin_dir])
     finally:
-        sys.stdout = saved
+        sys.stdout, sys.stderr = saved
+        quit_.set()
+        started.set()
         t.join()
-    assert rc == 0
+    assert rc == 0, err.getvalue()
     snaps = out.json()
     assert len(snaps) == 15
     last = snaps[-1]["interfaces"][key(p)]
@@ -319,7 +307,7 @@ def _foreign_filter(p: VethPair, src: str, fn: bytes, parent: str, prio: int) ->
 
     from tcflow import netns as tns
 
-    prog = BPF(text=src).load_func(fn, BPF.SCHED_CLS)
+    prog = foreign_bpf(src).load_func(fn, BPF.SCHED_CLS)
     with IPRoute(netns=tns.resolve(p.ns_a).path, flags=0) as ipr:
         idx = ipr.link_lookup(ifname=p.dev_a)[0]
         try:
@@ -378,7 +366,7 @@ def test_error_foreign_xdp_program_refused_unless_tc(silent_pair: VethPair, env:
 
     p = silent_pair
     src = "int other_xdp(struct xdp_md *ctx) { return XDP_PASS; }"
-    prog = BPF(text=src).load_func(b"other_xdp", BPF.XDP)
+    prog = foreign_bpf(src).load_func(b"other_xdp", BPF.XDP)
     with IPRoute(netns=tns.resolve(p.ns_a).path, flags=0) as ipr:
         idx = ipr.link_lookup(ifname=p.dev_a)[0]
         ipr.link("set", index=idx, xdp={"attrs": [("IFLA_XDP_FD", prog.fd), ("IFLA_XDP_FLAGS", 1 << 1)]})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import struct
+from collections import Counter
 
 import pytest
 
@@ -154,3 +155,19 @@ def test_reference_vlan_in_metadata_counts_toward_two() -> None:
     assert classify(two, "recv")[0]["L4_UDP_RECV_V4"] == 5
     from tests.traffic_gen.reference import parse
     assert parse(two, tags_outside=1) is None  # a third tag: not IP to us
+
+
+def test_hostile_generator_reaches_every_outcome() -> None:
+    """The fuzz frames are not all rejected early: every kind of result occurs."""
+    from tests.traffic_gen.frames import MAX_TEST_FRAME, hostile
+
+    seen: Counter = Counter()
+    frames = hostile(2026, 3000)
+    for f in frames:
+        b, _ = classify(f, "send")
+        seen.update(b.keys())
+    for name in ("MALFORMED_SEND", "OTHER_SEND", "LOCAL_SEND", "L4_TCP_SEND_V4", "L4_UDP_SEND_V6",
+                 "L3_RAW_SEND_V4", "L3_RAW_SEND_V6", "L4_UDP_SEND_V4", "L4_TCP_SEND_V6"):
+        assert seen[name] > 0, name
+    assert max(len(f) for f in frames) <= MAX_TEST_FRAME
+    assert hostile(7, 50) == hostile(7, 50)  # seeded: a failure can be replayed
