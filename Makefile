@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 .DEFAULT_GOAL := help
 
-.PHONY: help setup demo test test-unit test-bpf test-netns fuzz lint clean
+.PHONY: help setup demo test test-unit test-bpf test-netns fuzz bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ test-netns: setup ## network-namespace tier (veth pairs, real traffic)
 
 fuzz: setup ## differential fuzz: 100,000 hostile frames per program vs the reference
 	@TCFLOW_FUZZ_COUNT=100000 $(PY) -m pytest -q tests/bpf -k hostile
+
+bench: setup ## benchmarks (about 5 minutes): bench/results/*.json and report.md
+	@$(PY) -m bench.run
 
 lint: setup ## ruff (package and tests) and mypy (package)
 	@$(PY) -m pip install -q ruff mypy && $(PY) -m ruff check tcflow tests && $(PY) -m mypy tcflow

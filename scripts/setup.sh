@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-pkgs="python3-bpfcc python3-venv python3-pip libbpf1 iproute2 ethtool tcpdump iputils-ping"
+pkgs="python3-bpfcc python3-venv python3-pip libbpf1 iproute2 ethtool tcpdump iputils-ping iperf3"
 # Kernel headers for bcc: the running kernel's if Debian has them, else the
 # generic flavour (tcflow then merges Debian's split header tree itself; see
 # tcflow/kheaders.py). Skipped when real headers are installed already.

@@ -1,0 +1,39 @@
+"""The benchmark runs end to end (tiny counts), so that `make bench` cannot rot.
+
+It checks shapes and sanity, never speed: figures are not asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.netns.cli_helpers import REPO
+
+
+def test_bench_smoke_writes_every_result_and_the_report(tmp_path) -> None:  # noqa: ANN001
+    r = subprocess.run([sys.executable, "-m", "bench.run", "--smoke", "--out", str(tmp_path)], cwd=REPO,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for name in ("perpacket", "throughput", "scale", "startup"):
+        with open(tmp_path / f"{name}.json") as f:
+            doc = json.load(f)
+        assert doc["smoke"] is True and doc["machine"]["kernel"]
+        if name != "startup":
+            assert isinstance(doc["target"]["met"], bool)
+    pp = json.load(open(tmp_path / "perpacket.json"))
+    assert {r["program"] for r in pp["results"]} == {"xdp", "tc_ingress", "tc_egress"}
+    assert len({r["frame"] for r in pp["results"]}) == 6
+    assert all(r["ns"] > 0 and r["floor_ns"] > 0 for r in pp["results"])
+    sc = json.load(open(tmp_path / "scale.json"))
+    assert [x["interfaces"] for x in sc["results"]] == [1, 3]
+    assert all(x["programs_loaded"] == 2 for x in sc["results"])  # one load per namespace, not per interface
+    report = (tmp_path / "report.md").read_text()
+    for heading in ("Per-packet", "Throughput", "Scale", "Start-up"):
+        assert heading in report
+    assert "not met" in report or "**met**" in report
+    assert not [ln for ln in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+                .splitlines() if ln.startswith("tcfb-")]
+    assert os.path.exists(tmp_path / "report.md")
