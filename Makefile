@@ -31,8 +31,8 @@ fuzz: setup ## differential fuzz: 100,000 hostile frames per program vs the refe
 bench: setup ## benchmarks (about 5 minutes): bench/results/*.json and report.md
 	@$(PY) -m bench.run
 
-lint: setup ## ruff (package and tests) and mypy (package)
-	@$(PY) -m pip install -q ruff mypy && $(PY) -m ruff check tcflow tests && $(PY) -m mypy tcflow
+lint: setup ## ruff (package, bench, tests) and mypy (package, bench)
+	@$(PY) -m pip install -q ruff mypy && $(PY) -m ruff check tcflow bench tests && $(PY) -m mypy tcflow bench
 
 clean: ## remove the venv and caches
 	rm -rf .venv *.egg-info .pytest_cache

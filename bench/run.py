@@ -17,20 +17,22 @@ import sys
 import time
 from typing import Any, Callable
 
-from bench import perpacket, scale, startup, throughput
+from bench import perpacket, scale, scrape, startup, throughput
 from bench.netns_env import leftover_namespaces, sh
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KPROBE_ANCHOR_NS = (100, 300)  # per-call cost published for kprobe-based counting (issue 5)
 
-FULL = {"perpacket": {"repeat": 1_000_000, "rounds": 5},
+FULL: dict[str, dict[str, Any]] = {"perpacket": {"repeat": 1_000_000, "rounds": 5},
         "throughput": {"pairs": 5, "seconds": 3.0},
         "scale": {"sizes": (1, 10, 100, 1000)},
-        "startup": {"runs": 5}}
-SMOKE = {"perpacket": {"repeat": 1000, "rounds": 1},
+        "startup": {"runs": 5},
+        "scrape": {"clients": 50, "scrapes": 200, "interfaces": 100}}
+SMOKE: dict[str, dict[str, Any]] = {"perpacket": {"repeat": 1000, "rounds": 1},
          "throughput": {"pairs": 1, "seconds": 1, "configs": ("tc_ingress",)},
          "scale": {"sizes": (1, 3)},
-         "startup": {"runs": 1}}
+         "startup": {"runs": 1},
+         "scrape": {"clients": 3, "scrapes": 5, "interfaces": 3}}
 
 
 def machine() -> dict[str, Any]:
@@ -102,6 +104,13 @@ def report(res: dict[str, Any]) -> str:
             f"`tcflow attach --json` to its first snapshot, in a new process: median {st['median_s']:.2f} s "
             f"over {st['runs']} runs (Python start, bcc compile, verification, attach). Compile cache: "
             f"{st['cache']}.", ""]
+    sc2 = res["scrape"]
+    out += ["## 5. /metrics under load (`tcflow serve`)", "",
+            f"{sc2['clients']} concurrent clients x {sc2['scrapes_each']} scrapes, {sc2['interfaces']} interfaces "
+            f"attached, gzip as Prometheus asks ({sc2['gzip_body_bytes']:,} bytes a scrape): "
+            f"**p99 {sc2['p99_ms']:.0f} ms**, p50 {sc2['p50_ms']:.0f} ms, max {sc2['max_ms']:.0f} ms; "
+            f"{sc2['scrapes_per_s']:.0f} scrapes/s; errors: {sc2['errors']}. Concurrent scrapes share one read "
+            "and one rendering, each started after they arrived.", ""]
     return "\n".join(out)
 
 
@@ -119,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, Any] = {"smoke": args.smoke, "machine": machine()}
     steps: list[tuple[str, Callable[..., dict[str, Any]]]] = [
         ("perpacket", perpacket.run), ("throughput", throughput.run), ("scale", scale.run),
-        ("startup", startup.run)]
+        ("startup", startup.run), ("scrape", scrape.run)]
     try:
         for name, fn in steps:
             t0 = time.monotonic()

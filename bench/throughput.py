@@ -17,7 +17,7 @@ from typing import Any, Optional  # noqa: F401
 
 from bench.netns_env import Pair
 
-CONFIGS = {
+CONFIGS: dict[str, dict[str, Any]] = {
     "tc_ingress": {"ingress": "tc"},
     "xdp_native": {"ingress": "xdp", "xdp_mode": "native"},
     "xdp_generic": {"ingress": "xdp", "xdp_mode": "generic"},

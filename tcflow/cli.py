@@ -189,6 +189,89 @@ def _attach_loop(args: argparse.Namespace, m: Any, sig: _Signals, live: bool, he
     return Exit.OK
 
 
+def parse_listen(text: str) -> tuple[str, int]:
+    """HOST:PORT, [IPV6]:PORT -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InterfaceError(f"--listen {text!r} is not HOST:PORT", hint="e.g. --listen 127.0.0.1:8080")
+    return host, int(port)
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from . import _libbpf
+    from .doctor import require_root
+    from .exporters.http import Source, make_server
+
+    host, port = parse_listen(args.listen)
+    if args.xdp_mode != "auto" and args.ingress == "auto":
+        args.ingress = "xdp"
+    args.interval = 1.0
+    m = _monitor_from(args)
+    require_root()
+    try:
+        server = make_server(host, port, Source(lambda: m.snapshot(), lambda: m.dp.program_stats()))
+    except OSError as e:
+        raise InterfaceError(f"cannot listen on {host}:{port}: {e.strerror}",
+                             hint="choose another port with --listen HOST:PORT") from None
+    stats_fd = -1
+    with _Signals() as sig:
+        try:
+            m.attach()
+            try:
+                stats_fd = _libbpf.enable_stats()
+            except TcflowError as e:
+                note(f"BPF run-time statistics unavailable ({e}); /metrics leaves out tcflow's own cost")
+            for text in m.notices:
+                note(text)
+            m.notices.clear()
+            import threading
+
+            thread = threading.Thread(target=server.serve_forever, name="tcflow-http", daemon=True)
+            thread.start()
+            shown = f"[{host}]" if ":" in host else host
+            if not _is_loopback(host):
+                note(f"listening on {shown}:{port}, reachable from other hosts (read-only endpoints)")
+            names = ", ".join(ln.ifname for ln in m.links) or "nothing yet"
+            note(f"attached to {names}; serving http://{shown}:{port}/ (/traffic, /metrics, /healthz); "
+                 "Ctrl-C stops")
+            sig.looping = True
+            events = m.events_fd()
+            while not sig.stop:
+                ready, _, _ = select.select([sig.rfd, events], [], [], 1.0)
+                if events in ready:
+                    with server.source.lock:
+                        m.drain_events()
+                        m.sync()
+                    for text in m.notices:
+                        note(text)
+                    m.notices.clear()
+                if not m.namespace_alive():
+                    raise InterfaceError("the network namespace was deleted", netns=m.ns.name,
+                                         hint="tcflow detached and let it go")
+            return Exit.OK
+        finally:
+            server.shutdown() if sig.looping else None
+            server.server_close()
+            if stats_fd >= 0:
+                os.close(stats_fd)  # the kernel goes back to its previous setting
+            pinned = m.pin
+            m.close()
+            if pinned and m.dp is not None:
+                note(f"left attached; counters stay pinned under {m.pin_dir}")
+
+
 def _pinned_snapshot(pin_dir: str) -> Snapshot:
     from .counters import make_snapshot
     from .pins import Store
@@ -292,6 +375,28 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--max-interfaces", type=int, default=DEFAULT_MAX_IFACES, metavar="N",
                    help=f"size of the interface maps (default {DEFAULT_MAX_IFACES})")
     a.set_defaults(func=cmd_attach)
+
+    sv = sub.add_parser("serve", help="attach, and serve /traffic (JSON), /metrics (Prometheus) and a dashboard",
+                        description="Attach like `attach`, then serve the counters over HTTP until stopped.",
+                        epilog="examples:\n  sudo tcflow serve eth1\n"
+                               "  sudo tcflow serve --pin --match 'veth*' --follow --listen 127.0.0.1:9462\n"
+                               "  curl -s localhost:8080/traffic | jq .\n  curl -s localhost:8080/metrics\n\n"
+                               "Binds 127.0.0.1:8080 unless --listen says otherwise. Endpoints are read-only:\n"
+                               "GET/HEAD /, /traffic, /metrics, /healthz; other paths 404, other methods 405.",
+                        formatter_class=fmt)
+    sv.add_argument("interfaces", nargs="*", metavar="IFACE")
+    _add_where(sv)
+    sv.add_argument("--match", action="append", metavar="GLOB", help="also every interface whose name matches")
+    sv.add_argument("--follow", action="store_true", help="with --match: take interfaces that appear later")
+    sv.add_argument("--ingress", choices=["auto", "xdp", "tc"], default="auto", help="recv hook (as for attach)")
+    sv.add_argument("--xdp-mode", choices=["auto", "native", "generic"], default="auto")
+    sv.add_argument("--include-local", action="store_true")
+    sv.add_argument("--pin", action="store_true", help="pin, adopt pinned programs, leave attached on exit")
+    _add_pin_dir(sv)
+    sv.add_argument("--max-interfaces", type=int, default=DEFAULT_MAX_IFACES, metavar="N")
+    sv.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+                    help="where to serve (default 127.0.0.1:8080; anything else must be asked for)")
+    sv.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("show", help="print the counters that --pin left running",
                        epilog="examples:\n  sudo tcflow show\n  sudo tcflow show --json | jq .",

@@ -159,6 +159,21 @@ class Datapath:
                 self._progs[(name, netns_cookie)] = fd
             return fd
 
+    def program_stats(self) -> dict[str, tuple[int, int]]:
+        """{program: (runs, run time in ns)} summed over the namespaces it was
+        loaded for. The kernel counts only while BPF statistics are enabled."""
+        from . import _libbpf
+
+        out: dict[str, tuple[int, int]] = {}
+        with self._lock:
+            items = list(self._progs.items())
+        for (name, _cookie), fd in items:
+            info = _libbpf.prog_info(fd)
+            short = name[len("tcflow_"):]
+            cnt, ns = out.get(short, (0, 0))
+            out[short] = (cnt + info.run_cnt, ns + info.run_time_ns)
+        return out
+
     @property
     def programs_loaded(self) -> int:
         return len(self._progs)

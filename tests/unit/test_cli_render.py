@@ -100,3 +100,39 @@ def test_usage_errors_are_one_line_and_need_no_root(capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(ln.startswith("tcflow: error: ") for ln in err)
     assert "--all" in err[0] and "--match" in err[1] and "--interval" in err[2]
+
+
+def test_coalesced_calls_are_fresh_and_shared() -> None:
+    """Callers that arrive during a call share the next one, never the current."""
+    import threading
+    import time
+
+    from tcflow.exporters.http import Coalesced
+
+    calls: list[float] = []
+    gate = threading.Event()
+
+    def fn() -> bytes:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            gate.wait(5)  # hold the first call until the others are waiting
+        return str(len(calls)).encode()
+
+    c = Coalesced(fn)
+    got: dict[int, tuple[float, bytes]] = {}
+    first = threading.Thread(target=lambda: got.__setitem__(0, (time.monotonic(), c())))
+    first.start()
+    while not calls:
+        time.sleep(0.001)
+    arrived = time.monotonic()
+    others = [threading.Thread(target=lambda i=i: got.__setitem__(i, (arrived, c()))) for i in range(1, 6)]
+    for t in others:
+        t.start()
+    time.sleep(0.1)
+    gate.set()
+    for t in [first, *others]:
+        t.join()
+    assert got[0][1] == b"1"
+    assert {got[i][1] for i in range(1, 6)} == {b"2"}  # one shared call, begun after they arrived
+    assert len(calls) == 2 and calls[1] >= arrived
+    assert c() == b"3"  # a lone caller gets its own call

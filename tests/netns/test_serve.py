@@ -1,0 +1,312 @@
+"""`tcflow serve`: /traffic and /metrics equal SPEC's counts; promtool; safe
+defaults; counters never go down across a --pin restart; the dashboard in
+headless Chromium; a bounded load test."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from typing import Any, Optional
+
+import pytest
+
+from tests.netns.cli_helpers import REPO, leftovers, nonzero
+from tests.netns.conftest import VethPair
+from tests.netns.test_cli import RECV_B, RECV_P, SEND_B, SEND_P, both_ways, key
+from tests.netns.test_frames import FRAMES
+from tests.traffic_gen.inject import send_frames
+
+ARTIFACTS = os.path.join(REPO, "tests", "artifacts")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Serve:
+    """A `tcflow serve` subprocess on a free loopback port."""
+
+    def __init__(self, *args: str, env: dict[str, str], port: Optional[int] = None):
+        self.port = port or free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.p = subprocess.Popen([sys.executable, "-m", "tcflow", "serve", "--listen", f"127.0.0.1:{self.port}",
+                                   *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                                  env=env)
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            if self.p.poll() is not None:
+                raise AssertionError(f"serve exited {self.p.returncode}: {self.p.stderr.read()}")  # type: ignore
+            try:
+                if self.get("/healthz")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise AssertionError("serve did not come up")
+
+    def get(self, path: str, method: str = "GET", gzip_ok: bool = False,
+            decompress: bool = True) -> tuple[int, dict[str, str], bytes]:
+        req = urllib.request.Request(self.base + path, method=method,
+                                     headers={"Accept-Encoding": "gzip"} if gzip_ok else {})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                body = r.read()
+                if r.headers.get("Content-Encoding") == "gzip" and decompress:
+                    import gzip
+
+                    body = gzip.decompress(body)
+                return r.status, dict(r.headers), body
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    def traffic(self) -> dict[str, Any]:
+        return json.loads(self.get("/traffic")[2])
+
+    def metrics(self) -> str:
+        return self.get("/metrics")[2].decode()
+
+    def stop(self, sig: int = signal.SIGTERM) -> str:
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+        _, err = self.p.communicate(timeout=30)
+        return err
+
+
+def parse_metrics(text: str) -> dict[tuple[str, frozenset], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def class_from_metrics(m: dict[tuple[str, frozenset], float], iface: str, what: str = "bytes") -> Counter:
+    """Back from Prometheus labels to tcflow class names, to compare with SPEC."""
+    from tcflow.exporters.prometheus import CLASS_LABELS, REASONS
+
+    out: Counter = Counter()
+    for name, (direction, family, proto, layer) in CLASS_LABELS.items():
+        labels = {"interface": iface, "direction": direction, "family": family, "protocol": proto, "layer": layer}
+        for (mname, lab), v in m.items():
+            d = dict(lab)
+            if mname == f"tcflow_{what}_total" and all(d.get(k) == val for k, val in labels.items()):
+                out[name] += int(v)
+    for kind, reason in REASONS.items():
+        for direction in ("recv", "send"):
+            for (mname, lab), v in m.items():
+                d = dict(lab)
+                if mname == f"tcflow_excluded_{what}_total" and d.get("interface") == iface and \
+                        d.get("reason") == reason and d.get("direction") == direction:
+                    out[f"{kind}_{direction.upper()}"] += int(v)
+    return +out
+
+
+def wait_for(pred: Any, timeout: float = 20) -> Any:
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        last = pred()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"not reached in {timeout} s: {last!r}")
+
+
+def test_serve_traffic_and_metrics_equal_spec_counts(silent_pair: VethPair, env: dict[str, str]) -> None:
+    p = silent_pair
+    before = open("/proc/sys/kernel/bpf_stats_enabled").read().strip()
+    srv = Serve("--netns", p.ns_a, p.dev_a, env=env)
+    try:
+        doc = srv.traffic()
+        assert not any(doc["interfaces"][key(p)]["classes"].values())
+        both_ways(p)
+        want = RECV_B + SEND_B
+        wait_for(lambda: nonzero({**srv.traffic()["interfaces"][key(p)]["classes"],
+                                  **srv.traffic()["interfaces"][key(p)]["extended"]}) == want)
+        ic = srv.traffic()["interfaces"][key(p)]
+        assert nonzero({**ic["classes"], **ic["extended"]}) == want
+        assert nonzero(ic["packets"]) == RECV_P + SEND_P
+        from tcflow.classes import SEED_NAMES
+
+        assert list(ic["classes"]) == list(SEED_NAMES)  # the 14 by name...
+        assert [ic["by_index"][str(i)] for i in range(14)] == [ic["classes"][n] for n in SEED_NAMES]  # ...and index
+        m = parse_metrics(srv.metrics())
+        assert class_from_metrics(m, p.dev_a) == want
+        assert class_from_metrics(m, p.dev_a, "packets") == RECV_P + SEND_P
+        # BPF statistics are on while serving (through BPF_ENABLE_STATS, which the sysctl does not show)
+        runs = {dict(lab)["program"]: v for (n, lab), v in m.items() if n == "tcflow_program_runs_total"}
+        assert runs.get("tc_ingress", 0) >= len(FRAMES) and runs.get("tc_egress", 0) >= len(FRAMES)
+        assert any(n == "tcflow_program_run_seconds_total" and v > 0 for (n, _), v in m.items())
+    finally:
+        err = srv.stop()
+    assert srv.p.returncode == 0, err
+    assert open("/proc/sys/kernel/bpf_stats_enabled").read().strip() == before  # restored
+    assert leftovers(p.ns_a, p.dev_a, env["TCFLOW_PIN_DIR"]) == []
+
+
+def test_promtool_finds_nothing(silent_pair: VethPair, env: dict[str, str], tmp_path: Any) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing: `make setup` installs Debian's prometheus package")
+    p = silent_pair
+    srv = Serve("--netns", p.ns_a, p.dev_a, env=env)
+    try:
+        both_ways(p)
+        text = srv.metrics()
+    finally:
+        srv.stop()
+    r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "" and r.stderr.strip() == "", r.stdout + r.stderr
+
+
+def test_read_only_and_safe_defaults(silent_pair: VethPair, env: dict[str, str]) -> None:
+    p = silent_pair
+    srv = Serve("--netns", p.ns_a, p.dev_a, env=env)
+    try:
+        assert srv.get("/nope")[0] == 404
+        for method in ("POST", "PUT", "DELETE", "PATCH"):
+            code, headers, _ = srv.get("/traffic", method=method)
+            assert code == 405 and headers.get("Allow") == "GET, HEAD"
+        code, headers, body = srv.get("/metrics", method="HEAD")
+        assert code == 200 and body == b"" and int(headers["Content-Length"]) > 0
+        code, headers, body = srv.get("/")
+        assert code == 200 and b"/dashboard.js" in body
+        assert b"http" not in body.replace(b"http-equiv", b"")  # no external asset
+        js = srv.get("/dashboard.js")[2]
+        assert b"fetch(\"/traffic\"" in js and b"https://" not in js and b"http://" not in js
+        assert json.loads(srv.get("/healthz")[2]) == {"status": "ok", "interfaces": 1}
+    finally:
+        srv.stop()
+    # the default is loopback only
+    from tcflow.cli import parser
+
+    args = parser().parse_args(["serve", "eth0"])
+    assert args.listen == "127.0.0.1:8080"
+
+
+def test_counters_never_decrease_across_a_pin_restart(silent_pair: VethPair, env: dict[str, str],
+                                                      pin_dir: str) -> None:
+    p = silent_pair
+    srv = Serve("--pin", "--netns", p.ns_a, p.dev_a, env=env)
+    try:
+        both_ways(p)
+        first = wait_for(lambda: (lambda m: m if class_from_metrics(m, p.dev_a) == RECV_B + SEND_B else None)(
+            parse_metrics(srv.metrics())))
+    finally:
+        srv.stop()
+    send_frames(p.ns_a, p.dev_a, FRAMES)  # while no tcflow runs: still counted (pinned)
+    srv = Serve("--pin", "--netns", p.ns_a, p.dev_a, env=env)
+    try:
+        want = RECV_B + SEND_B + SEND_B
+        second = wait_for(lambda: (lambda m: m if class_from_metrics(m, p.dev_a) == want else None)(
+            parse_metrics(srv.metrics())))
+    finally:
+        srv.stop()
+    for k, v in first.items():
+        if k[0].startswith(("tcflow_bytes", "tcflow_packets", "tcflow_excluded")):
+            assert second[k] >= v, k
+    assert subprocess.run([sys.executable, "-m", "tcflow", "detach", "--all"], env=env, cwd=REPO,
+                          capture_output=True).returncode == 0
+    assert leftovers(p.ns_a, p.dev_a, pin_dir) == []
+
+
+def test_dashboard_in_headless_chromium(veth_pair: VethPair, env: dict[str, str]) -> None:
+    chromium = shutil.which("chromium")
+    driver_path = shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.fail("chromium or chromedriver missing: `make setup` installs Debian's chromium and chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    p = veth_pair
+    srv = Serve("--netns", p.ns_a, p.dev_a, env=env)
+    stop = threading.Event()
+
+    def traffic() -> None:  # steady TCP over the veth while the page watches
+        from tests.traffic_gen.sockets import bulk_send
+
+        while not stop.is_set():
+            bulk_send(p.ns_a, p.ns_b, p.ip4_b, 2_000_000, lambda s: time.sleep(0.2))
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900"):
+        opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    drv = webdriver.Chrome(service=Service(driver_path), options=opts)
+    t = threading.Thread(target=traffic)
+    try:
+        drv.get(srv.base + "/")
+        wait_for(lambda: drv.execute_script("return window.tcflowUpdates && window.tcflowUpdates()") >= 1)
+        cards = drv.find_elements("css selector", ".iface")
+        assert [c.get_attribute("data-key") for c in cards] == [key(p)]
+        t.start()
+        first = int(cards[0].get_attribute("data-points") or 0)
+        wait_for(lambda: int(cards[0].get_attribute("data-points") or 0) >= first + 3, timeout=30)
+        rates = drv.execute_script("return Math.max(...Object.values(window.tcflowSeries()['%s']"
+                                   "['L4_TCP_SEND_V4']))" % key(p))
+        assert rates > 0  # the chart moved with the traffic
+        os.makedirs(ARTIFACTS, exist_ok=True)
+        drv.save_screenshot(os.path.join(ARTIFACTS, "dashboard.png"))
+        errors = [e for e in drv.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+    finally:
+        stop.set()
+        if t.is_alive():
+            t.join()
+        drv.quit()
+        srv.stop()
+
+
+def test_load_50_clients_200_scrapes_100_interfaces(netns: Any, env: dict[str, str]) -> None:
+    """Bounded load: no errors. The bench reports the p99 latency; this test asserts none.
+    The clients ask for gzip, as Prometheus does."""
+    ns = netns()
+    names = [f"l{i}a" for i in range(100)]
+    batch = "\n".join(f"link add {n} type veth peer name {n}p" for n in names) + "\n"
+    subprocess.run(["ip", "-n", ns, "-batch", "-"], input=batch, text=True, check=True)
+    srv = Serve("--netns", ns, *names, env=env)
+    errors: list[str] = []
+    lat: list[float] = []
+
+    def client(n: int) -> None:
+        import gzip
+
+        for i in range(200):
+            t0 = time.perf_counter()
+            try:
+                # gzip, as Prometheus asks; every 20th body is unpacked and read in
+                # full (unpacking all 10,000 would load this process, not tcflow)
+                code, headers, body = srv.get("/metrics", gzip_ok=True, decompress=False)
+                if code != 200 or headers.get("Content-Encoding") != "gzip" or body[:2] != b"\x1f\x8b":
+                    errors.append(f"HTTP {code} {headers.get('Content-Encoding')}")
+                elif (n * 200 + i) % 20 == 0 and gzip.decompress(body).count(b"tcflow_bytes_total{") != 2000:
+                    errors.append("a body without all 100 interfaces x 20 classes")
+            except Exception as e:  # noqa: BLE001 - any failure is one to count
+                errors.append(repr(e))
+            lat.append(time.perf_counter() - t0)
+
+    try:
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(50)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert len(json.loads(srv.get("/traffic")[2])["interfaces"]) == 100
+    finally:
+        srv.stop()
+    assert errors == [] and len(lat) == 50 * 200
