@@ -226,6 +226,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise InterfaceError(f"cannot listen on {host}:{port}: {e.strerror}",
                              hint="choose another port with --listen HOST:PORT") from None
     stats_fd = -1
+    serving = False
     with _Signals() as sig:
         try:
             m.attach()
@@ -240,6 +241,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
             thread = threading.Thread(target=server.serve_forever, name="tcflow-http", daemon=True)
             thread.start()
+            serving = True
             shown = f"[{host}]" if ":" in host else host
             if not _is_loopback(host):
                 note(f"listening on {shown}:{port}, reachable from other hosts (read-only endpoints)")
@@ -262,7 +264,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                          hint="tcflow detached and let it go")
             return Exit.OK
         finally:
-            server.shutdown() if sig.looping else None
+            if serving:
+                server.shutdown()
             server.server_close()
             if stats_fd >= 0:
                 os.close(stats_fd)  # the kernel goes back to its previous setting
