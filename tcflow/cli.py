@@ -269,9 +269,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             server.server_close()
             if stats_fd >= 0:
                 os.close(stats_fd)  # the kernel goes back to its previous setting
-            pinned = m.pin
             m.close()
-            if pinned and m.dp is not None:
+            if m.pin and serving:
                 note(f"left attached; counters stay pinned under {m.pin_dir}")
 
 
