@@ -17,12 +17,13 @@ them, so the counters carry on from where they were.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fnmatch
 import os
 import socket
 import threading
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from . import attach as _attach
 from . import netns as _netns
@@ -45,13 +46,23 @@ VETH_XDP_NOTICE = (
 )
 
 
-def _alloc_slot(dp: Datapath) -> int:
+def _slots_taken(dp: Datapath) -> set[int]:
+    """Slots in the interface map now: one walk of it, for a batch of allocations."""
+    return {v.slot for v in dp.ifaces.values()}
+
+
+def _alloc_slot(dp: Datapath, taken: Optional[set[int]] = None) -> int:
+    """A free slot. ``taken``, from _slots_taken() under the same pin lock,
+    saves walking the map once per interface (quadratic at 1000); it is
+    updated with the slot handed out."""
     with _slot_lock:
         held = _slots_in_use.setdefault(id(dp), set())
-        taken = held | {v.slot for v in dp.ifaces.values()}
+        in_map = _slots_taken(dp) if taken is None else taken
         for s in range(dp.options.max_ifaces):
-            if s not in taken:
+            if s not in held and s not in in_map:
                 held.add(s)
+                if taken is not None:
+                    taken.add(s)
                 return s
     raise LimitError(f"all {dp.options.max_ifaces} interface slots are in use",
                      hint="detach interfaces, or raise the limit with --max-interfaces")
@@ -110,6 +121,8 @@ class Monitor:
         self.ns: Optional[_netns.Netns] = None
         self._ipr: Any = None
         self._events: Optional[socket.socket] = None
+        self._taken: Optional[set[int]] = None  # slots in the map, during one locked batch
+        self._in_batch = False
         self.notices: list[str] = []      # for the user: the CLI prints and clears them
 
     # -- lifecycle -------------------------------------------------------
@@ -117,9 +130,16 @@ class Monitor:
         self.ns = _netns.resolve(self.netns_arg, self.pid)
         self._ipr = _attach.ipr_for(self.ns)
         try:
-            links = [_attach.lookup(self._ipr, self.ns, n) for n in self.ifnames]
+            present = _attach.list_links(self._ipr)  # one dump, not two requests per name
+            by_name = {name: (ifindex, kind) for ifindex, name, kind in present}
+            links = []
+            for n in self.ifnames:
+                if n in by_name:
+                    links.append(_attach.Link(n, by_name[n][0], self.ns, by_name[n][1]))
+                else:  # "no such interface", with the fix (unless it appeared just now)
+                    links.append(_attach.lookup(self._ipr, self.ns, n))
             known = {ln.ifindex for ln in links}
-            links += [ln for ln in self._matching() if ln.ifindex not in known]
+            links += [ln for ln in self._matching(present) if ln.ifindex not in known]
             if not links and not self.follow:
                 raise InterfaceError("no interface matches " + " ".join(repr(g) for g in self.match),
                                      hint="list interfaces with `ip link`, or add --follow to wait for them")
@@ -127,7 +147,7 @@ class Monitor:
                 assert self.pin_dir is not None
                 _pins.ensure_bpffs(self.pin_dir)
             self.dp = datapath(self.options)
-            with self._lock():
+            with self._batch():
                 for link in links:
                     self._attach_one(link)
         except BaseException:
@@ -138,12 +158,24 @@ class Monitor:
     def _lock(self) -> Any:
         return _pins.Lock(self.pin_dir) if self.pin and self.pin_dir else _NoLock()
 
-    def _matching(self) -> list[_attach.Link]:
+    @contextlib.contextmanager
+    def _batch(self) -> Iterator[None]:
+        """The pin lock; the map's slots are read once, at the first allocation
+        under it, for all of them."""
+        assert self.dp is not None
+        with self._lock():
+            self._in_batch = True
+            try:
+                yield
+            finally:
+                self._in_batch, self._taken = False, None
+
+    def _matching(self, present: list[tuple[int, str, str]]) -> list[_attach.Link]:
         if not self.match:
             return []
         assert self.ns is not None
         out = []
-        for ifindex, ifname, kind in _attach.list_links(self._ipr):
+        for ifindex, ifname, kind in present:
             if ifname == "lo":
                 continue  # loopback only when named: SPEC counts it apart anyway
             if any(fnmatch.fnmatchcase(ifname, g) for g in self.match):
@@ -161,7 +193,9 @@ class Monitor:
         key = dp.ifaces.Key(ns.cookie, link.ifindex, 0)
         if self.pin and self._adopt(link, key):
             return
-        slot = _alloc_slot(dp)
+        if self._in_batch and self._taken is None:
+            self._taken = _slots_taken(dp)
+        slot = _alloc_slot(dp, self._taken)
         self._slots[link.ifindex] = slot
         # Zero the slot before the key goes in: a slot freed by an earlier
         # interface must not hand its counts to this one.
@@ -328,9 +362,10 @@ class Monitor:
         interface become notices: the others keep being counted.
         """
         assert self.ns is not None and self.dp is not None
-        present = {ifindex: (name, kind) for ifindex, name, kind in _attach.list_links(self._ipr)}
+        links_now = _attach.list_links(self._ipr)
+        present = {ifindex: (name, kind) for ifindex, name, kind in links_now}
         lost, added = [], []
-        with self._lock():
+        with self._batch():
             for link in list(self.links):
                 if link.ifindex not in present:
                     self.links.remove(link)
@@ -340,7 +375,7 @@ class Monitor:
                     link.ifname = present[link.ifindex][0]  # renamed: same device, same counters
             if self.follow:
                 held = {ln.ifindex for ln in self.links}
-                for link in self._matching():
+                for link in self._matching(links_now):
                     if link.ifindex in held:
                         continue
                     try:

@@ -7,6 +7,7 @@ every network namespace tcflow can reach). Neither needs bcc.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Any, Optional
@@ -15,12 +16,6 @@ from . import attach as _attach
 from . import netns as _netns
 from . import pins as _pins
 from .errors import InterfaceError, TcflowError
-
-
-def _ipr(label: str, path: str) -> Any:
-    from pyroute2 import IPRoute
-
-    return IPRoute() if not label else IPRoute(netns=path, flags=0)
 
 
 def _hooks_text(found: dict[str, Any]) -> tuple[str, str]:
@@ -43,12 +38,12 @@ def collect(pin_dir: str) -> dict[str, Any]:
     by_key = {(e.netns_cookie, e.ifindex): e for e in pinned}
     rows, others = [], []
     seen = set()
-    for label, path, _inode in _netns.all_namespaces():
+    for label, path, inode in _netns.all_namespaces():
         cookie = _netns.cookie_of_current() if not label else _netns.cookie_of(path)
         if cookie is None:
             continue  # gone since it was listed
         try:
-            ipr = _ipr(label, path)
+            ipr = _attach.ipr_for(_netns.Netns(label, path, inode, cookie))
         except Exception:
             continue
         try:
@@ -119,7 +114,7 @@ def _remove(entry_ns_path: Optional[str], label: str, ifindex: int, ifname: str,
     if entry_ns_path is None:
         return None
     ns = _netns.Netns(label, entry_ns_path, 0, 0)
-    ipr = _attach.ipr_for(ns) if label else _ipr("", "")
+    ipr = _attach.ipr_for(ns)
     try:
         if not any(i == ifindex for i, _, _ in _attach.list_links(ipr)):
             return None
@@ -163,12 +158,11 @@ def detach_named(names: list[str], netns: Optional[str], pid: Optional[int], pin
         links = [_attach.lookup(ipr, ns, n) for n in names]
     finally:
         ipr.close()
-    store = None
-    lock = None
-    if _pins.exists(pin_dir):
-        lock = _pins.Lock(pin_dir).__enter__()
-        store = _pins.Store(pin_dir)
-    try:
+    with contextlib.ExitStack() as stack:
+        store = None
+        if _pins.exists(pin_dir):
+            stack.enter_context(_pins.Lock(pin_dir))
+            store = stack.enter_context(_pins.Store(pin_dir))
         entries = {(e.netns_cookie, e.ifindex): e for e in store.entries()} if store else {}
         for link in links:
             e = entries.get((ns.cookie, link.ifindex))
@@ -182,13 +176,7 @@ def detach_named(names: list[str], netns: Optional[str], pid: Optional[int], pin
                                      hint="`tcflow status` lists where it is")
             lines.append(f"detached {link.ifname}" + (" (and its pin)" if e else ""))
         if store is not None and not store.entries():
-            store.close()
-            store = None
+            store.close()  # the maps are unpinned under the lock, then the lock goes
             _pins.unpin(pin_dir)
             lines.append(f"no pinned interface left: removed the pins under {pin_dir}")
-    finally:
-        if store is not None:
-            store.close()
-        if lock is not None:
-            lock.__exit__(None, None, None)
     return lines
