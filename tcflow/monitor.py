@@ -25,6 +25,7 @@ import socket
 import threading
 from typing import Any, Iterator, Optional, Sequence
 
+from . import _libbpf
 from . import attach as _attach
 from . import netns as _netns
 from . import pins as _pins
@@ -225,8 +226,6 @@ class Monitor:
                                   if ns.name else "", ifindex=link.ifindex, ifname=link.ifname,
                                   ingress=link.ingress, xdp_mode=link.xdp_mode, created_clsact=link.created_clsact,
                                   flags=flags)
-            from . import _libbpf
-
             _libbpf.map_update(dp.map_fd("meta"), ctypes.c_uint32(slot), meta)
 
     def _adopt(self, link: _attach.Link, key: Any) -> bool:
@@ -239,8 +238,6 @@ class Monitor:
         found = _attach.tcflow_hooks(self._ipr, link.ifindex)
         if found["tc_egress"] and (found["xdp"] or found["tc_ingress"]):
             m = _pins.Meta()
-            from . import _libbpf
-
             _libbpf.map_lookup(dp.map_fd("meta"), ctypes.c_uint32(val.slot), m)
             link.created_clsact = bool(m.created_clsact)
             link.ingress = "xdp" if found["xdp"] else "tc"
@@ -279,9 +276,7 @@ class Monitor:
             except KeyError:
                 pass
             if self.pin:
-                from . import _libbpf
-
-                _libbpf.map_update(dp.map_fd("meta"), ctypes.c_uint32(slot), _pins.Meta())
+                    _libbpf.map_update(dp.map_fd("meta"), ctypes.c_uint32(slot), _pins.Meta())
         if dp is not None and slot is not None:
             _free_slot(dp, slot)
         self._adopted.discard(link.ifindex)
