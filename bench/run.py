@@ -54,7 +54,10 @@ def report(res: dict[str, Any]) -> str:
     m = res["machine"]
     out = [f"# tcflow benchmark report ({'smoke run, not figures' if res['smoke'] else 'make bench'})", "",
            f"{m['date']}, kernel {m['kernel']}, {m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}.",
-           "Medians of interleaved runs on a shared VM: expect a few percent of noise.", ""]
+           "Medians of interleaved runs on a shared VM: expect a few percent of noise.",
+           "Sections run at: " + ", ".join(f"{n} {res[n].get('date', m['date'])}" for n in
+                                           ("perpacket", "throughput", "scale", "startup", "scrape") if n in res)
+           + ".", ""]
     pp = res["perpacket"]
     out += ["## 1. Per-packet program cost (BPF_PROG_TEST_RUN)", "",
             f"repeat {pp['repeat']:,} per run, median of {pp['rounds']} rounds, each round an empty program "
@@ -119,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny counts, for the tests")
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="where the JSON and report go")
+    ap.add_argument("--only", action="append", metavar="NAME",
+                    help="run just this section (repeatable); the report takes the others from their saved JSON")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("bench: run as root (it loads BPF and makes namespaces)", file=sys.stderr)
@@ -129,12 +134,23 @@ def main(argv: list[str] | None = None) -> int:
     steps: list[tuple[str, Callable[..., dict[str, Any]]]] = [
         ("perpacket", perpacket.run), ("throughput", throughput.run), ("scale", scale.run),
         ("startup", startup.run), ("scrape", scrape.run)]
+    if args.only:
+        unknown = set(args.only) - {n for n, _ in steps}
+        if unknown:
+            print(f"bench: no section {', '.join(sorted(unknown))}", file=sys.stderr)
+            return 2
+        for name, _ in steps:
+            if name not in args.only:
+                with open(os.path.join(args.out, f"{name}.json")) as f:
+                    res[name] = json.load(f)
+        steps = [(n, fn) for n, fn in steps if n in args.only]
     try:
         for name, fn in steps:
             t0 = time.monotonic()
             print(f"bench: {name} ...", file=sys.stderr, flush=True)
             res[name] = fn(**params[name])
             res[name]["elapsed_s"] = time.monotonic() - t0
+            res[name]["date"] = time.strftime("%Y-%m-%d %H:%M") + (" (--only)" if args.only else "")
             with open(os.path.join(args.out, f"{name}.json"), "w") as f:
                 json.dump({"machine": res["machine"], "smoke": args.smoke, **res[name]}, f, indent=1)
     finally:

@@ -161,6 +161,9 @@ def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: with more scrapers at once,
+    # connections overflow it and wait out SYN retransmits (1, 3, 7 s...).
+    request_queue_size = 128
     source: Source
 
 
