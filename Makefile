@@ -13,20 +13,21 @@ setup: ## install Debian packages and build .venv (idempotent, quick when done)
 demo: setup ## attach to veths in throwaway namespaces, generate traffic, print the counters
 	@$(PY) -m tcflow demo
 
-test: setup ## run all three test tiers (unit, bpf, netns)
+test: setup ## all three test tiers (unit, bpf, netns), as root; leaves the tree as it was
 	@$(PY) -m pytest -q -p no:cacheprovider tests
 
-test-unit: setup ## unit tier only (no root needed once set up)
-	@$(PY) -m pytest -q tests/unit
+test-unit: ## unit tier only; needs no root once `sudo make setup` has built .venv
+	@test -x $(PY) || { echo "make test-unit: run 'sudo make setup' first: it builds .venv" >&2; exit 1; }
+	@$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
-test-bpf: setup ## BPF_PROG_TEST_RUN tier
-	@$(PY) -m pytest -q tests/bpf
+test-bpf: setup ## BPF_PROG_TEST_RUN tier (root)
+	@$(PY) -m pytest -q -p no:cacheprovider tests/bpf
 
-test-netns: setup ## network-namespace tier (veth pairs, real traffic)
-	@$(PY) -m pytest -q tests/netns
+test-netns: setup ## network-namespace tier: veth pairs, real traffic (root)
+	@$(PY) -m pytest -q -p no:cacheprovider tests/netns
 
 fuzz: setup ## differential fuzz: 100,000 hostile frames per program vs the reference
-	@TCFLOW_FUZZ_COUNT=100000 $(PY) -m pytest -q tests/bpf -k hostile
+	@TCFLOW_FUZZ_COUNT=100000 $(PY) -m pytest -q -p no:cacheprovider tests/bpf -k hostile
 
 bench: setup ## benchmarks (about 5 minutes): bench/results/*.json and report.md
 	@$(PY) -m bench.run
@@ -34,5 +35,5 @@ bench: setup ## benchmarks (about 5 minutes): bench/results/*.json and report.md
 lint: setup ## ruff (package, bench, tests) and mypy (package, bench)
 	@$(PY) -m pip install -q ruff mypy && $(PY) -m ruff check tcflow bench tests && $(PY) -m mypy tcflow bench
 
-clean: ## remove the venv and caches
-	rm -rf .venv *.egg-info .pytest_cache
+clean: ## remove the venv, caches and test artifacts
+	rm -rf .venv *.egg-info .pytest_cache test-artifacts

@@ -10,12 +10,12 @@ whole counting path runs, not the early exit for unknown interfaces.
 
 from __future__ import annotations
 
-import ctypes
 import statistics
 from typing import Any
 
-from tcflow import _libbpf, loader, netns
-from tcflow.monitor import _alloc_slot, _free_slot
+from tcflow import _libbpf, kheaders, loader, netns
+from tcflow.classes import NUM_CLASSES
+from tcflow.slots import SlotTable
 
 EMPTY = {
     "xdp": "int empty(struct xdp_md *ctx) { return XDP_PASS; }",
@@ -30,7 +30,7 @@ LOOPBACK_IFINDEX = 1  # test runs without a ctx ifindex run "on" lo
 MAPS_ONLY = r"""
 struct iface_key { u64 cookie; u32 ifindex; u32 pad; };
 struct iface_val { u32 slot; u32 flags; };
-struct counters { u64 bytes[26]; u64 packets[26]; };
+struct counters { u64 bytes[NUM_CLASSES]; u64 packets[NUM_CLASSES]; };
 BPF_HASH(ifaces, struct iface_key, struct iface_val, 4096);
 BPF_PERCPU_ARRAY(counters, struct counters, 4096);
 int maps_only(struct xdp_md *ctx) {
@@ -72,19 +72,17 @@ def frames() -> dict[str, bytes]:
 def _empty_fd(kind: str) -> tuple[Any, int]:
     from bcc import BPF
 
-    from tcflow import kheaders
-
-    kheaders.apply(kheaders.locate())
-    b = BPF(text=EMPTY[kind])
+    with kheaders.applied(kheaders.locate()):
+        b = BPF(text=EMPTY[kind])
     return b, b.load_func(b"empty", BPF.XDP if kind == "xdp" else BPF.SCHED_CLS).fd
 
 
 def run(repeat: int = 1_000_000, rounds: int = 5) -> dict[str, Any]:
-    dp = loader.datapath()
+    dp = loader.Datapath()
+    slots = SlotTable(dp)
     cookie = netns.cookie_of_current()
-    slot = _alloc_slot(dp)
-    key = dp.ifaces.Key(cookie, LOOPBACK_IFINDEX, 0)
-    dp.ifaces[key] = dp.ifaces.Leaf(slot, 0)
+    slot = slots.alloc()
+    slots.bind(cookie, LOOPBACK_IFINDEX, slot, 0)
     empties = {k: _empty_fd(k) for k in EMPTY}
     results: list[dict[str, Any]] = []
     try:
@@ -102,9 +100,9 @@ def run(repeat: int = 1_000_000, rounds: int = 5) -> dict[str, Any]:
                                 "ratio": m_ours / m_floor if m_floor else None,
                                 "runs_ns": ours, "floor_runs_ns": floor})
     finally:
-        del dp.ifaces[key]
-        dp.counters[ctypes.c_uint32(slot)] = dp.counters.Leaf()
-        _free_slot(dp, slot)
+        slots.unbind(cookie, LOOPBACK_IFINDEX)
+        slots.free(slot)
+        dp.close()
     maps_only = _maps_only_cost(cookie, frames()["ipv4_tcp"], repeat, rounds, empties["xdp"][1])
     target = next(r for r in results if r["frame"] == "ipv4_tcp" and r["program"] == "xdp")
     worst_v4tcp = max(r["added_ns"] for r in results if r["frame"] == "ipv4_tcp")
@@ -122,7 +120,8 @@ def run(repeat: int = 1_000_000, rounds: int = 5) -> dict[str, Any]:
 def _maps_only_cost(cookie: int, frame: bytes, repeat: int, rounds: int, empty_fd: int) -> float:
     from bcc import BPF
 
-    b = BPF(text=MAPS_ONLY.replace("COOKIE", f"{cookie}ULL"))
+    with kheaders.applied(kheaders.locate()):
+        b = BPF(text=MAPS_ONLY.replace("COOKIE", f"{cookie}ULL"), cflags=[f"-DNUM_CLASSES={NUM_CLASSES}"])
     fd = b.load_func(b"maps_only", BPF.XDP).fd
     t = b[b"ifaces"]
     t[t.Key(cookie, LOOPBACK_IFINDEX, 0)] = t.Leaf(0, 0)

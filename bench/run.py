@@ -18,7 +18,7 @@ import time
 from typing import Any, Callable
 
 from bench import perpacket, scale, scrape, startup, throughput
-from bench.netns_env import leftover_namespaces, sh
+from tcflow.sandbox import remove_leftovers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KPROBE_ANCHOR_NS = (100, 300)  # per-call cost published for kprobe-based counting (issue 5)
@@ -154,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             with open(os.path.join(args.out, f"{name}.json"), "w") as f:
                 json.dump({"machine": res["machine"], "smoke": args.smoke, **res[name]}, f, indent=1)
     finally:
-        for ns in leftover_namespaces():
-            sh(f"ip netns del {ns}", check=False)
+        remove_leftovers("tcfb-")
     text = report(res)
     with open(os.path.join(args.out, "report.md"), "w") as f:
         f.write(text + "\n")

@@ -15,23 +15,22 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from typing import Any
 
-from bench.netns_env import many_veths, sh
+from tcflow.sandbox import Sandbox
 
 
 def child(ns: str, n: int) -> dict[str, Any]:
     import statistics
 
     import tcflow
-    from tcflow.loader import datapath
+    from tcflow.loader import Datapath
 
     t0 = time.perf_counter()
-    dp = datapath()
+    dp = Datapath()
     compiled = time.perf_counter() - t0
     names = [f"s{i}a" for i in range(n)]
-    m = tcflow.Monitor(names, netns=ns)  # ingress auto: clsact on veths
+    m = tcflow.Monitor(names, netns=ns, datapath=dp)  # ingress auto: clsact on veths
     t0 = time.perf_counter()
     m.attach()
     attach_s = time.perf_counter() - t0
@@ -52,12 +51,12 @@ def child(ns: str, n: int) -> dict[str, Any]:
 
 
 def run(sizes: tuple[int, ...] = (1, 10, 100, 1000)) -> dict[str, Any]:
-    ns = f"tcfb-s{uuid.uuid4().hex[:6]}"
-    sh(f"ip netns add {ns}")
+    box = Sandbox("tcfb-")
     out = []
     try:
+        ns = box.netns()
         t0 = time.perf_counter()
-        many_veths(ns, max(sizes))
+        box.veths(ns, max(sizes))
         made = time.perf_counter() - t0
         for n in sizes:
             r = subprocess.run([sys.executable, "-m", "bench.scale", ns, str(n)], capture_output=True, text=True,
@@ -66,7 +65,7 @@ def run(sizes: tuple[int, ...] = (1, 10, 100, 1000)) -> dict[str, Any]:
                 raise RuntimeError(f"scale child ({n}) failed: {r.stderr[-500:]}")
             out.append(json.loads(r.stdout.strip().splitlines()[-1]))
     finally:
-        sh(f"ip netns del {ns}", check=False)
+        box.close()
     top = max(out, key=lambda r: r["interfaces"])
     return {"veths_made_s": made, "results": out,
             "target": {"what": f"{top['interfaces']} interfaces attached in at most 10 s; one full read in at "

@@ -15,10 +15,9 @@ import sys
 import threading
 import time
 import urllib.request
-import uuid
 from typing import Any
 
-from bench.netns_env import many_veths, sh
+from tcflow.sandbox import Sandbox
 
 
 def _free_port() -> int:
@@ -28,14 +27,14 @@ def _free_port() -> int:
 
 
 def run(clients: int = 50, scrapes: int = 200, interfaces: int = 100) -> dict[str, Any]:
-    ns = f"tcfb-h{uuid.uuid4().hex[:6]}"
-    sh(f"ip netns add {ns}")
+    box = Sandbox("tcfb-")
     port = _free_port()
     url = f"http://127.0.0.1:{port}/metrics"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = None
     try:
-        names = many_veths(ns, interfaces)
+        ns = box.netns()
+        names = box.veths(ns, interfaces)
         proc = subprocess.Popen([sys.executable, "-m", "tcflow", "serve", "--listen", f"127.0.0.1:{port}",
                                  "--netns", ns, *names], cwd=root, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
@@ -76,7 +75,7 @@ def run(clients: int = 50, scrapes: int = 200, interfaces: int = 100) -> dict[st
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=60)
-        sh(f"ip netns del {ns}", check=False)
+        box.close()
     q = statistics.quantiles(lat, n=100)
     return {"clients": clients, "scrapes_each": scrapes, "interfaces": interfaces, "errors": len(errors),
             "error_samples": errors[:5], "wall_s": wall, "scrapes_per_s": len(lat) / wall,

@@ -14,13 +14,14 @@ import sys
 import time
 from typing import Any
 
-from bench.netns_env import Pair
+from tcflow.sandbox import Sandbox
 
 
 def run(runs: int = 5) -> dict[str, Any]:
     times = []
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    with Pair() as pair:
+    with Sandbox("tcfb-") as box:
+        pair = box.pair(dev_a="veth-a", dev_b="veth-b")
         for _ in range(runs):
             t0 = time.perf_counter()
             p = subprocess.Popen([sys.executable, "-m", "tcflow", "attach", "--netns", pair.ns_b, pair.dev_b,

@@ -15,7 +15,9 @@ import subprocess
 import time
 from typing import Any, Optional  # noqa: F401
 
-from bench.netns_env import Pair
+import tcflow
+from tcflow.loader import Datapath
+from tcflow.sandbox import Sandbox, VethPair
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "tc_ingress": {"ingress": "tc"},
@@ -25,13 +27,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
 RECOMMENDED_FOR_VETH = "tc_ingress"  # what --ingress auto picks on a veth
 
 
-def _iperf(pair: Pair, proto: str, seconds: float) -> float:
+def _iperf(pair: VethPair, proto: str, seconds: float) -> float:
     """One client run; TCP: received bits/s; UDP (64-byte payloads): received packets/s."""
-    server = subprocess.Popen(["ip", "netns", "exec", pair.ns_b, "iperf3", "-s", "-1", "-B", pair.ip_b],
+    server = subprocess.Popen(["ip", "netns", "exec", pair.ns_b, "iperf3", "-s", "-1", "-B", pair.ip4_b],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # iperf3 takes whole seconds (0 would mean "forever")
-        args = ["ip", "netns", "exec", pair.ns_a, "iperf3", "-c", pair.ip_b, "-J", "-t", str(max(1, round(seconds)))]
+        args = ["ip", "netns", "exec", pair.ns_a, "iperf3", "-c", pair.ip4_b, "-J", "-t", str(max(1, round(seconds)))]
         if proto == "udp":
             args += ["-u", "-b", "0", "-l", "64"]
         doc: dict[str, Any] = {}
@@ -59,27 +61,23 @@ def _iperf(pair: Pair, proto: str, seconds: float) -> float:
             server.wait()
 
 
-def _measure(pair: Pair, config: Optional[str], proto: str, seconds: float) -> float:
-    import tcflow
-
+def _measure(pair: VethPair, dp: Datapath, config: Optional[str], proto: str, seconds: float) -> float:
     if config is None:
         return _iperf(pair, proto, seconds)
-    with tcflow.Monitor([pair.dev_b], netns=pair.ns_b, **CONFIGS[config]):
+    with tcflow.Monitor([pair.dev_b], netns=pair.ns_b, datapath=dp, **CONFIGS[config]):
         return _iperf(pair, proto, seconds)
 
 
 def run(pairs: int = 5, seconds: float = 3.0, configs: tuple[str, ...] = tuple(CONFIGS)) -> dict[str, Any]:
-    from tcflow.loader import datapath
-
-    datapath()  # compile before timing anything
     results: dict[str, Any] = {}
-    with Pair() as pair:
+    with Datapath() as dp, Sandbox("tcfb-") as box:  # one compile, before timing anything
+        pair = box.pair(dev_a="veth-a", dev_b="veth-b")
         for proto in ("tcp", "udp"):
             for config in configs:
                 base, with_, ratios = [], [], []
                 for _ in range(pairs):
-                    b = _measure(pair, None, proto, seconds)
-                    w = _measure(pair, config, proto, seconds)
+                    b = _measure(pair, dp, None, proto, seconds)
+                    w = _measure(pair, dp, config, proto, seconds)
                     base.append(b)
                     with_.append(w)
                     ratios.append(w / b)

@@ -12,7 +12,7 @@ fi
 
 pkgs="python3-bpfcc python3-venv python3-pip libbpf1 iproute2 ethtool tcpdump iputils-ping"
 # for the tests and `make bench`: traffic, promtool (Debian's prometheus), a headless browser
-pkgs="$pkgs iperf3 prometheus chromium chromium-driver"
+pkgs="$pkgs iperf3 prometheus chromium chromium-driver bpftool jq"
 # Kernel headers for bcc: the running kernel's if Debian has them, else the
 # generic flavour (tcflow then merges Debian's split header tree itself; see
 # tcflow/kheaders.py). Skipped when real headers are installed already.

@@ -3,20 +3,27 @@
     import tcflow
     with tcflow.Monitor(["veth0"], netns="ns1") as m:
         print(m.snapshot().interfaces["ns1/veth0"].bytes["L4_TCP_SEND_V4"])
+
+    tcflow.counters()   # what `tcflow attach --pin` left counting, without bcc
 """
 
-from .classes import CLASSES, NAMES, SEED_NAMES
-from .counters import InterfaceCounters, Snapshot
-from .errors import TcflowError
-from .monitor import Monitor
+from typing import Optional
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+from .classes import CLASSES, NAMES, SEED_NAMES  # noqa: E402
+from .errors import TcflowError  # noqa: E402
+from .monitor import Monitor  # noqa: E402
+from .pins import default_pin_dir, read_snapshot  # noqa: E402
+from .snapshot import InterfaceCounters, Snapshot  # noqa: E402
 
 __all__ = ["CLASSES", "NAMES", "SEED_NAMES", "InterfaceCounters", "Monitor", "Snapshot",
            "TcflowError", "__version__", "counters"]
 
 
-def counters(interfaces: list[str], netns: str | None = None, **kwargs: object) -> Snapshot:
-    """Attach, take one snapshot, detach. For scripts; a Monitor keeps counting."""
-    with Monitor(interfaces, netns=netns, **kwargs) as m:  # type: ignore[arg-type]
-        return m.snapshot()
+def counters(pin_dir: Optional[str] = None) -> Snapshot:
+    """The counters that pinned attachments (`tcflow attach --pin`, `serve
+    --pin`) keep, read from bpffs with bpf(2) alone: no bcc, no compile.
+    ``pin_dir`` defaults to $TCFLOW_PIN_DIR or /sys/fs/bpf/tcflow. Raises
+    tcflow.errors.PinError if nothing is pinned there."""
+    return read_snapshot(pin_dir or default_pin_dir())

@@ -1,26 +1,37 @@
-"""The counter classes: names, indices and labels.
+"""The counter classes: the one list of them, and every name each one goes by.
 
 The first 14 entries keep the seed (kprobe) design's numbering, which users of
-the old ``/traffic`` endpoint rely on; SPEC.md fixes it. Extended classes are
-appended after them and never renumber the 14. The C program includes no
-Python, so ``tcflow/bpf/xdp_tc.c`` repeats these indices as ``#define``s; the
-unit tests check that the two agree.
+the old ``/traffic`` endpoint rely on; docs/SPEC.md fixes it. Extended classes
+are appended after them and never renumber the 14.
+
+Everything else takes the classes from here: the C program gets each index
+as a compile-time define (``cflags()``), the JSON keys are ``name``, the
+table shows ``title``, the metrics use ``layer``/``protocol``/``direction``/
+``family`` as labels, and the dashboard asks the server (``catalogue()``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
+
+FAMILIES = (("ipv4", "V4"), ("ipv6", "V6"))
+SEED_ROWS = (("L4", "tcp", "send"), ("L4", "tcp", "recv"), ("L4", "udp", "send"), ("L4", "udp", "recv"),
+             ("L3", "tcp", "send"), ("L3", "udp", "send"), ("L3", "raw", "send"))
+APART = {"OTHER": "non_ip", "LOCAL": "local", "MALFORMED": "malformed"}
+PROTOCOL_WORDS = {"tcp": "TCP", "udp": "UDP", "raw": "other"}
+DIRECTION_WORDS = {"send": "sent", "recv": "received"}
 
 
 @dataclass(frozen=True)
 class CounterClass:
     """One counter class.
 
-    ``layer`` is "L4" (payload bytes), "L3" (IP bytes) or None for the
-    classes that count what is kept out of the others (other/local/malformed).
-    ``protocol`` is "tcp", "udp" or "raw"; ``family`` "ipv4" or "ipv6"; both
-    None for the apart classes. ``direction`` is "send" or "recv".
+    ``layer`` is "L4" (TCP/UDP payload bytes), "L3" (IP bytes) or None for
+    the classes that count what is kept out of the others, whose ``reason``
+    is "non_ip", "local" or "malformed". ``protocol`` is "tcp", "udp" or
+    "raw" (any other IP protocol); ``family`` "ipv4" or "ipv6"; both None for
+    the apart classes. ``direction`` is "send" or "recv".
     """
 
     index: int
@@ -29,35 +40,46 @@ class CounterClass:
     protocol: Optional[str]
     direction: str
     family: Optional[str]
+    reason: Optional[str] = None
 
     @property
     def seed(self) -> bool:
         """True for the 14 classes of the seed design (fixed numbering)."""
         return self.index < SEED_COUNT
 
+    @property
+    def stem(self) -> str:
+        """The name without its family suffix: one row of the table."""
+        return self.name[:-3] if self.family else self.name
+
+    @property
+    def title(self) -> str:
+        """How a person reads it: "TCP payload sent", "IP bytes received, UDP"."""
+        if self.layer is None:
+            return f"{self.reason} {DIRECTION_WORDS[self.direction]}".replace("_", "-")
+        proto = PROTOCOL_WORDS[str(self.protocol)]
+        if self.layer == "L4":
+            return f"{proto} payload {DIRECTION_WORDS[self.direction]}"
+        return f"IP bytes {DIRECTION_WORDS[self.direction]}, {proto}"
+
+    @property
+    def protocol_label(self) -> str:
+        """The metrics' ``protocol`` label: "tcp", "udp" or "other"."""
+        return "other" if self.protocol == "raw" else str(self.protocol)
+
 
 def _build() -> tuple[CounterClass, ...]:
     out: list[CounterClass] = []
-    for fam, suffix in (("ipv4", "V4"), ("ipv6", "V6")):
-        for layer, proto, direction in (
-            ("L4", "tcp", "send"),
-            ("L4", "tcp", "recv"),
-            ("L4", "udp", "send"),
-            ("L4", "udp", "recv"),
-            ("L3", "tcp", "send"),
-            ("L3", "udp", "send"),
-            ("L3", "raw", "send"),
-        ):
+    for fam, suffix in FAMILIES:
+        for layer, proto, direction in SEED_ROWS:
             name = f"{layer}_{proto.upper()}_{direction.upper()}_{suffix}"
             out.append(CounterClass(len(out), name, layer, proto, direction, fam))
-    for fam, suffix in (("ipv4", "V4"), ("ipv6", "V6")):
+    for fam, suffix in FAMILIES:
         for proto in ("tcp", "udp", "raw"):
-            name = f"L3_{proto.upper()}_RECV_{suffix}"
-            out.append(CounterClass(len(out), name, "L3", proto, "recv", fam))
-    for kind in ("OTHER", "LOCAL", "MALFORMED"):
+            out.append(CounterClass(len(out), f"L3_{proto.upper()}_RECV_{suffix}", "L3", proto, "recv", fam))
+    for kind, reason in APART.items():
         for direction in ("recv", "send"):
-            name = f"{kind}_{direction.upper()}"
-            out.append(CounterClass(len(out), name, None, None, direction, None))
+            out.append(CounterClass(len(out), f"{kind}_{direction.upper()}", None, None, direction, None, reason))
     return tuple(out)
 
 
@@ -69,18 +91,28 @@ SEED_NAMES: tuple[str, ...] = tuple(c.name for c in CLASSES[:SEED_COUNT])
 NAMES: tuple[str, ...] = tuple(c.name for c in CLASSES)
 
 
-def l4_class(proto: str, direction: str, family: str) -> CounterClass:
-    """The L4 payload class for a TCP or UDP packet."""
-    suffix = "V4" if family == "ipv4" else "V6"
-    return BY_NAME[f"L4_{proto.upper()}_{direction.upper()}_{suffix}"]
+def find(layer: Optional[str], protocol: Optional[str], direction: str, family: Optional[str]) -> CounterClass:
+    """The class with these attributes (the L4 ones exist for tcp and udp only)."""
+    for c in CLASSES:
+        if (c.layer, c.protocol, c.direction, c.family) == (layer, protocol, direction, family):
+            return c
+    raise KeyError((layer, protocol, direction, family))
 
 
-def l3_class(proto: str, direction: str, family: str) -> CounterClass:
-    """The L3 (IP bytes) class; recv ones are extended classes."""
-    suffix = "V4" if family == "ipv4" else "V6"
-    return BY_NAME[f"L3_{proto.upper()}_{direction.upper()}_{suffix}"]
+def apart(reason: str, direction: str) -> CounterClass:
+    """The class for ``non_ip``, ``local`` or ``malformed`` traffic in one direction."""
+    for c in CLASSES:
+        if c.reason == reason and c.direction == direction:
+            return c
+    raise KeyError((reason, direction))
 
 
-def apart_class(kind: str, direction: str) -> CounterClass:
-    """``other``, ``local`` or ``malformed`` for one direction."""
-    return BY_NAME[f"{kind.upper()}_{direction.upper()}"]
+def cflags() -> list[str]:
+    """The class indices as C defines: ``-DC_L4_TCP_SEND_V4=0`` ... ``-DNUM_CLASSES=26``."""
+    return [f"-DC_{c.name}={c.index}" for c in CLASSES] + [f"-DNUM_CLASSES={NUM_CLASSES}"]
+
+
+def catalogue() -> list[dict[str, Any]]:
+    """Every class with its attributes, as plain data (the dashboard's ``/classes``)."""
+    return [{"index": c.index, "name": c.name, "title": c.title, "layer": c.layer, "protocol": c.protocol,
+             "direction": c.direction, "family": c.family, "reason": c.reason, "seed": c.seed} for c in CLASSES]

@@ -1,8 +1,12 @@
 """tcflow's command line. main(argv) -> exit status; the work lives elsewhere.
 
 Every failure the user can fix is a TcflowError, printed as one line
-``tcflow: error: ...`` with the fix; anything else is a bug, printed as one
-line too unless --debug asks for the traceback.
+``tcflow: error: ...`` with the fix (exit 1; 2 for a usage error); anything
+else is a bug, printed as one line too unless --debug asks for the traceback.
+
+Each command imports its heavier parts (the HTTP server and prometheus_client,
+the table, the doctor) when it runs, so that `--help`, `status` and `show`
+start quickly; none of those imports would cycle.
 """
 
 from __future__ import annotations
@@ -10,15 +14,24 @@ from __future__ import annotations
 import argparse
 import enum
 import json
+import math
 import os
 import select
 import signal
 import sys
+import threading
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, ContextManager, Optional, Sequence
 
-from .counters import Snapshot
-from .errors import InterfaceError, TcflowError
+from . import __version__, pins
+from .agent import Agent
+from .binding import INGRESS_CHOICES, XDP_MODES, Settings
+from .errors import InterfaceError, TcflowError, UsageError, shell_words
+from .loader import DEFAULT_MAX_IFACES, Options
+from .snapshot import Snapshot, document
+from .targets import Where, group
+
+MAX_INTERFACES_LIMIT = 65536
 
 
 class Exit(enum.IntEnum):
@@ -31,14 +44,18 @@ class Exit(enum.IntEnum):
 EPILOG = """examples:
   sudo tcflow demo                              counters on throwaway namespaces
   sudo tcflow attach eth1                       live table for eth1
-  sudo tcflow attach --netns ns1 veth0 --json --count 5
-  sudo tcflow attach --pid 4242 eth0            a container's eth0
+  sudo tcflow attach ns1/veth0 ns2/veth0 --json --count 5
+  sudo tcflow attach pid:4242/eth0              a container's eth0
   sudo tcflow attach --match 'veth*' --follow   every veth, also ones made later
   sudo tcflow attach --pin eth1                 keep counting after tcflow exits
   sudo tcflow show                              read what --pin left counting
   sudo tcflow status                            what tcflow has attached, where
   sudo tcflow detach --all                      remove all of it
   sudo tcflow doctor                            check this machine
+
+An interface is IFACE (in tcflow's namespace, or the one --netns/--pid
+names) or NETNS/IFACE: an `ip netns` name or pid:N, then the interface. One
+process serves any number of namespaces with one compile.
 
 recv is counted by native XDP on physical NICs and by clsact ingress on
 virtual devices (veth, bridge...), where native XDP costs throughput;
@@ -47,28 +64,59 @@ virtual devices (veth, bridge...), where native XDP costs throughput;
 
 ATTACH_EPILOG = """examples:
   sudo tcflow attach eth1
-  sudo tcflow attach --netns ns1 veth0 --json --count 5 --interval 0.5
-  sudo tcflow attach --pid "$(docker inspect -f '{{.State.Pid}}' web)" eth0
+  sudo tcflow attach ns1/veth0 ns2/veth0 --json --count 5 --interval 0.5
+  sudo tcflow attach --netns ns1 veth0 veth1
+  sudo tcflow attach --pid 4242 eth0
   sudo tcflow attach --match 'veth*' --follow --json
   sudo tcflow attach --pin --ingress tc eth1 eth2
 
 The first snapshot (all zeros) is printed as soon as the programs are
 attached. SIGINT or SIGTERM prints a last snapshot, detaches (unless --pin)
-and exits 0. --json prints one object per line:
+and exits 0. --json prints one object per line, the same document as
+`tcflow show --json` and GET /traffic:
   {"time": ..., "interfaces": {"NETNS/IFACE": {"bytes": {CLASS: n, ...},
-   "packets": {...}, "hook": {"ingress": ..., "xdp_mode": ..., ...}}}}
+   "packets": {...}, "hook": {"ingress": ..., "xdp_mode": ..., "pinned": false}, ...}}}
 with every class name as a key, cumulative since attach.
 """
 
+SERVE_EPILOG = """examples:
+  sudo tcflow serve eth1
+  sudo tcflow serve ns1/veth0 ns2/veth0
+  sudo tcflow serve --pin --match 'veth*' --follow --listen 127.0.0.1:9462
+  curl -s localhost:8080/traffic
+  curl -s localhost:8080/metrics
 
-def snapshot_json(snap: Snapshot) -> str:
-    return json.dumps({"time": round(snap.time, 6), "interfaces": {
-        key: {"bytes": dict(ic.bytes), "packets": dict(ic.packets), "hook": dict(ic.hooks)}
-        for key, ic in snap.interfaces.items()}}, sort_keys=False)
+Binds 127.0.0.1:8080 unless --listen says otherwise. Endpoints are read-only:
+GET/HEAD /, /traffic, /metrics, /classes, /healthz; other paths 404, other
+methods 405.
+"""
 
 
 def note(text: str) -> None:
     print(f"tcflow: {text}", file=sys.stderr, flush=True)
+
+
+# -- argument types: a bad value is a usage error (exit 2) ---------------------
+def positive_seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not math.isfinite(v) or v <= 0 or v > 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds between 0 and 86400 (e.g. 0.5)")
+    return v
+
+
+def count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0 (0: no limit)")
+    return int(text)
+
+
+def max_interfaces(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_INTERFACES_LIMIT:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {MAX_INTERFACES_LIMIT}")
+    return int(text)
 
 
 class _Signals:
@@ -81,15 +129,26 @@ class _Signals:
         self.saved: dict[int, Any] = {}
 
     def __enter__(self) -> "_Signals":
+        self.pid = os.getpid()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self.saved[sig] = signal.signal(sig, self._on)
         self.saved_wakeup = signal.set_wakeup_fd(self.wfd)
         return self
 
     def _on(self, signum: int, frame: object) -> None:
+        if os.getpid() != self.pid:
+            # a forked child (a library's helper process) inherited this
+            # handler: it must die as by default, never unwind into tcflow
+            os._exit(128 + signum)
         self.stop = True
         if not self.looping:
             raise KeyboardInterrupt
+
+    def drain(self) -> None:
+        try:
+            os.read(self.rfd, 512)
+        except BlockingIOError:
+            pass
 
     def __exit__(self, *exc: Any) -> None:
         signal.set_wakeup_fd(self.saved_wakeup)
@@ -99,94 +158,110 @@ class _Signals:
         os.close(self.wfd)
 
 
-def _monitor_from(args: argparse.Namespace) -> Any:
-    from .loader import Options
-    from .monitor import Monitor
+# -- attach and serve: one agent, one loop ---------------------------------------
+def make_agent(args: argparse.Namespace) -> tuple[Agent, list[Any]]:
+    ingress = args.ingress
+    if args.xdp_mode != "auto" and ingress == "auto":
+        ingress = "xdp"  # asking for an XDP mode means asking for XDP
+    targets = group(args.interfaces, args.match or (), args.follow, Where(args.netns, args.pid))
+    settings = Settings(ingress, args.xdp_mode, args.include_local, args.pin)
+    return Agent(settings, Options(args.max_interfaces, args.pin_dir if args.pin else None)), targets
 
-    if args.interval <= 0:
-        raise InterfaceError("--interval must be more than 0 seconds", hint="e.g. --interval 0.5")
-    return Monitor(args.interfaces, netns=args.netns, pid=args.pid, ingress=args.ingress, xdp_mode=args.xdp_mode,
-                   include_local=args.include_local, match=args.match or (), follow=args.follow,
-                   pin=args.pin, pin_dir=args.pin_dir, options=Options(max_ifaces=args.max_interfaces))
+
+def flush_notices(agent: Agent) -> None:
+    for text in agent.notices:
+        note(text)
+    agent.notices.clear()
+
+
+def run_loop(agent: Agent, sig: _Signals, interval: float, tick: Callable[[], bool],
+             guard: Callable[[], ContextManager[Any]]) -> None:
+    """Until a signal (or ``tick`` returns False): follow link changes in every
+    namespace, let go of deleted namespaces, call ``tick`` every ``interval``.
+    ``guard`` is held while the agent changes (readers take it too)."""
+    following = any(w.follow for w in agent.watches.values())
+    due = time.monotonic() + interval
+    while not sig.stop:
+        fds = agent.event_fds()
+        ready, _, _ = select.select([sig.rfd, *fds], [], [], max(0.0, due - time.monotonic()))
+        if sig.rfd in ready:
+            sig.drain()
+        if sig.stop:
+            break
+        with guard():
+            for fd in ready:
+                if fd in fds:
+                    agent.sync(fds[fd])
+            lost = agent.reap()
+        for label in lost:
+            agent.notices.append(f"network namespace {label} was deleted; tcflow let it go")
+        flush_notices(agent)
+        if lost and not agent.watches:
+            raise InterfaceError("the network namespace was deleted", netns=", ".join(lost),
+                                 hint="tcflow detached and let it go; attach again in a new namespace")
+        if not agent.links() and not following:
+            raise InterfaceError("every attached interface is gone", hint="attach again, or use --match "
+                                 "with --follow to wait for interfaces to appear")
+        if time.monotonic() >= due:
+            if not tick():
+                break
+            due += interval
+            if due < time.monotonic():  # fell behind (suspended?): do not burst
+                due = time.monotonic() + interval
+
+
+def _attached_line(agent: Agent) -> str:
+    return ", ".join(ln.key for ln in agent.links()) or "nothing yet"
+
+
+def _left_pinned(args: argparse.Namespace, agent: Agent) -> None:
+    note(f"left attached; counters stay pinned under {agent.pin_dir}: "
+         f"`{fix_command(args, ('show',))}` reads them, `{fix_command(args, ('detach', '--all'))}` removes them")
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
     from .doctor import require_root
     from .exporters.table import header, render
 
-    if args.xdp_mode != "auto" and args.ingress == "auto":
-        args.ingress = "xdp"  # asking for an XDP mode means asking for XDP
-    m = _monitor_from(args)
+    agent, targets = make_agent(args)
     require_root()
     live = not args.json and sys.stdout.isatty()
-    with _Signals() as sig:
-        m.attach()
-        try:
-            return _attach_loop(args, m, sig, live, header, render)
-        finally:
-            pinned = m.pin
-            m.close()
-            if pinned and m.dp is not None:
-                note(f"left attached; counters stay pinned under {m.pin_dir}: "
-                     "`tcflow show` reads them, `tcflow detach --all` removes them")
+    shown = [0]
+    prev: list[Optional[Snapshot]] = [None]
 
-
-def _attach_loop(args: argparse.Namespace, m: Any, sig: _Signals, live: bool, header: Any, render: Any) -> int:
-    def flush_notices() -> None:
-        for text in m.notices:
-            note(text)
-        m.notices.clear()
-
-    def emit(snap: Snapshot, prev: Optional[Snapshot]) -> None:
+    def emit() -> bool:
+        snap = agent.snapshot()
         if args.json:
-            print(snapshot_json(snap), flush=True)
+            print(json.dumps(document(snap)), flush=True)
         elif live:
-            sys.stdout.write("\x1b[H\x1b[2J" + header(snap, args.interval) + "\n\n" + render(snap, prev) + "\n")
+            sys.stdout.write("\x1b[H\x1b[2J" + header(snap, args.interval) + "\n\n" + render(snap, prev[0]) + "\n")
             sys.stdout.flush()
         else:
-            print(render(snap, prev) + "\n", flush=True)
+            print(render(snap, prev[0]) + "\n", flush=True)
+        prev[0] = snap
+        shown[0] += 1
+        return not (args.count and shown[0] >= args.count)
 
-    flush_notices()
-    if not args.json and not live:
-        names = ", ".join(ln.ifname for ln in m.links) or "nothing yet"
-        note(f"attached to {names}; Ctrl-C to stop")
-    sig.looping = True
-    events = m.events_fd()
-    prev = m.snapshot()
-    emit(prev, None)
-    n = 1
-    due = time.monotonic() + args.interval
-    while not sig.stop and not (args.count and n >= args.count):
-        timeout = max(0.0, due - time.monotonic())
-        ready, _, _ = select.select([sig.rfd, events], [], [], timeout)
-        if sig.rfd in ready:
-            try:
-                os.read(sig.rfd, 512)
-            except BlockingIOError:
-                pass
-        if events in ready:
-            m.drain_events()
-            m.sync()
-            flush_notices()
-        if sig.stop:
-            break
-        if not m.namespace_alive():
-            emit(m.snapshot(), prev)
-            raise InterfaceError("the network namespace was deleted", netns=m.ns.name,
-                                 hint="tcflow detached and let it go; attach again in a new namespace")
-        if not m.links and not args.follow:
-            raise InterfaceError("every attached interface is gone", hint="attach again, or use --match "
-                                 "with --follow to wait for interfaces to appear")
-        if time.monotonic() >= due:
-            snap = m.snapshot()
-            emit(snap, prev)
-            prev, n = snap, n + 1
-            due += args.interval
-            if due < time.monotonic():  # fell behind (suspended?): do not burst
-                due = time.monotonic() + args.interval
-    if sig.stop:
-        emit(m.snapshot(), prev)  # the last word on SIGINT/SIGTERM
-    return Exit.OK
+    with _Signals() as sig:
+        agent.start(targets)
+        try:
+            flush_notices(agent)
+            if not args.json and not live:
+                note(f"attached to {_attached_line(agent)}; Ctrl-C to stop")
+            sig.looping = True
+            if emit():
+                try:
+                    run_loop(agent, sig, args.interval, emit, threading.Lock)
+                except InterfaceError:
+                    emit()  # what was counted up to the loss
+                    raise
+                if sig.stop:
+                    emit()  # the last word on SIGINT/SIGTERM
+            return Exit.OK
+        finally:
+            agent.close()
+            if args.pin:
+                _left_pinned(args, agent)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -194,7 +269,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise InterfaceError(f"--listen {text!r} is not HOST:PORT", hint="e.g. --listen 127.0.0.1:8080")
+        raise UsageError(f"--listen {text} is not HOST:PORT", hint="e.g. --listen 127.0.0.1:8080")
     return host, int(port)
 
 
@@ -215,13 +290,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .exporters.http import Source, make_server
 
     host, port = parse_listen(args.listen)
-    if args.xdp_mode != "auto" and args.ingress == "auto":
-        args.ingress = "xdp"
-    args.interval = 1.0
-    m = _monitor_from(args)
+    agent, targets = make_agent(args)
     require_root()
+
+    def stats() -> Any:
+        return agent.dp.program_stats() if agent.dp is not None else {}
+
+    source = Source(agent.snapshot, stats)
     try:
-        server = make_server(host, port, Source(lambda: m.snapshot(), lambda: m.dp.program_stats()))
+        server = make_server(host, port, source)
     except OSError as e:
         raise InterfaceError(f"cannot listen on {host}:{port}: {e.strerror}",
                              hint="choose another port with --listen HOST:PORT") from None
@@ -229,39 +306,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     serving = False
     with _Signals() as sig:
         try:
-            m.attach()
+            agent.start(targets)
             try:
                 stats_fd = _libbpf.enable_stats()
             except TcflowError as e:
                 note(f"BPF run-time statistics unavailable ({e}); /metrics leaves out tcflow's own cost")
-            for text in m.notices:
-                note(text)
-            m.notices.clear()
-            import threading
-
+            flush_notices(agent)
             thread = threading.Thread(target=server.serve_forever, name="tcflow-http", daemon=True)
             thread.start()
             serving = True
             shown = f"[{host}]" if ":" in host else host
             if not _is_loopback(host):
                 note(f"listening on {shown}:{port}, reachable from other hosts (read-only endpoints)")
-            names = ", ".join(ln.ifname for ln in m.links) or "nothing yet"
-            note(f"attached to {names}; serving http://{shown}:{port}/ (/traffic, /metrics, /healthz); "
-                 "Ctrl-C stops")
+            note(f"attached to {_attached_line(agent)}; serving http://{shown}:{port}/ "
+                 "(/traffic, /metrics, /healthz); Ctrl-C stops")
             sig.looping = True
-            events = m.events_fd()
-            while not sig.stop:
-                ready, _, _ = select.select([sig.rfd, events], [], [], 1.0)
-                if events in ready:
-                    with server.source.lock:
-                        m.drain_events()
-                        m.sync()
-                    for text in m.notices:
-                        note(text)
-                    m.notices.clear()
-                if not m.namespace_alive():
-                    raise InterfaceError("the network namespace was deleted", netns=m.ns.name,
-                                         hint="tcflow detached and let it go")
+            run_loop(agent, sig, 1.0, lambda: True, lambda: source.lock)
             return Exit.OK
         finally:
             if serving:
@@ -269,26 +329,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
             server.server_close()
             if stats_fd >= 0:
                 os.close(stats_fd)  # the kernel goes back to its previous setting
-            m.close()
-            if m.pin and serving:
-                note(f"left attached; counters stay pinned under {m.pin_dir}")
+            agent.close()
+            if args.pin and serving:
+                _left_pinned(args, agent)
 
 
-def _pinned_snapshot(pin_dir: str) -> Snapshot:
-    from .counters import make_snapshot
-    from .pins import Store
-
-    with Store(pin_dir) as store:
-        entries = store.entries()
-        sums = store.counters([e.slot for e in entries])
-    return make_snapshot((e.ifname, e.netns, e.ifindex, e.hooks, *sums[e.slot]) for e in entries)
-
-
+# -- the pinned side: no bcc needed -------------------------------------------------
 def cmd_show(args: argparse.Namespace) -> int:
     from .exporters.table import render
 
-    snap = _pinned_snapshot(args.pin_dir)
-    print(snapshot_json(snap) if args.json else render(snap))
+    snap = pins.read_snapshot(args.pin_dir)
+    print(json.dumps(document(snap)) if args.json else render(snap))
     return Exit.OK
 
 
@@ -305,11 +356,13 @@ def cmd_detach(args: argparse.Namespace) -> int:
     from .status import detach_all, detach_named
 
     if bool(args.all) == bool(args.interfaces):
-        raise InterfaceError("name the interfaces to detach, or give --all",
-                             hint="e.g. `tcflow detach eth1` or `tcflow detach --all`")
+        raise UsageError("name the interfaces to detach, or give --all",
+                         hint="e.g. `tcflow detach eth1`, `tcflow detach ns1/veth0` or `tcflow detach --all`")
     require_root()
-    lines = detach_all(args.pin_dir) if args.all else detach_named(args.interfaces, args.netns, args.pid,
-                                                                   args.pin_dir)
+    if args.all:
+        lines = detach_all(args.pin_dir)
+    else:
+        lines = detach_named(args.interfaces, Where(args.netns, args.pid), args.pin_dir)
     for line in lines:
         print(line)
     return Exit.OK
@@ -329,24 +382,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run(seconds=args.seconds, ingress=args.ingress)
 
 
-def _add_where(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--netns", metavar="NAME", help="interfaces are in this network namespace "
-                   "(an `ip netns` name, or a path such as /proc/PID/ns/net)")
-    p.add_argument("--pid", type=int, help="interfaces are in this process's network namespace (a container)")
-
-
-def _add_pin_dir(p: argparse.ArgumentParser) -> None:
-    from .pins import default_pin_dir
-
-    p.add_argument("--pin-dir", default=default_pin_dir(), metavar="DIR",
-                   help="bpffs directory of the pins (default $TCFLOW_PIN_DIR or /sys/fs/bpf/tcflow)")
+# -- the parser ----------------------------------------------------------------
+def _parents() -> dict[str, argparse.ArgumentParser]:
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--netns", metavar="NAME", help="plain IFACE names are in this network namespace "
+                       "(an `ip netns` name, or a path such as /proc/PID/ns/net)")
+    where.add_argument("--pid", type=int, help="plain IFACE names are in this process's network namespace "
+                       "(a container)")
+    pin_dir = argparse.ArgumentParser(add_help=False)
+    pin_dir.add_argument("--pin-dir", default=pins.default_pin_dir(), metavar="DIR",
+                         help="bpffs directory of the pins (default $TCFLOW_PIN_DIR or /sys/fs/bpf/tcflow)")
+    targets = argparse.ArgumentParser(add_help=False, parents=[where, pin_dir])
+    targets.add_argument("interfaces", nargs="*", metavar="IFACE",
+                         help="interfaces to count: IFACE or NETNS/IFACE (NETNS: an `ip netns` name or pid:N)")
+    targets.add_argument("--match", action="append", metavar="GLOB",
+                         help="also every interface whose name matches, e.g. 'veth*' or 'ns1/veth*' "
+                              "(repeatable; lo only when named)")
+    targets.add_argument("--follow", action="store_true",
+                         help="with --match: attach to matching interfaces that appear later; drop ones that go")
+    targets.add_argument("--ingress", choices=INGRESS_CHOICES, default="auto",
+                         help="recv hook: auto (default: native XDP on physical NICs, clsact on virtual devices "
+                              "and where native XDP is refused), xdp or tc")
+    targets.add_argument("--xdp-mode", choices=XDP_MODES, default="auto",
+                         help="with XDP: auto (native, else generic), native or generic; implies --ingress xdp")
+    targets.add_argument("--include-local", action="store_true",
+                         help="count loopback and src == dst traffic in the classes, not only as local")
+    targets.add_argument("--pin", action="store_true",
+                         help="pin the counters, adopt pinned attachments, and leave the programs attached on exit")
+    targets.add_argument("--max-interfaces", type=max_interfaces, default=DEFAULT_MAX_IFACES, metavar="N",
+                         help=f"interfaces the maps hold, 1 to {MAX_INTERFACES_LIMIT} (default {DEFAULT_MAX_IFACES})")
+    return {"where": where, "pin_dir": pin_dir, "targets": targets}
 
 
 def parser() -> argparse.ArgumentParser:
-    from . import __version__
-    from .loader import DEFAULT_MAX_IFACES
-
     fmt = argparse.RawDescriptionHelpFormatter
+    parents = _parents()
     p = argparse.ArgumentParser(prog="tcflow", description="Per-interface traffic counters from XDP/TC eBPF.",
                                 epilog=EPILOG, formatter_class=fmt)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -355,72 +425,38 @@ def parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("attach", help="attach and print counters (live table or JSON lines)",
                        description="Attach tcflow's programs and print the counters every interval.",
-                       epilog=ATTACH_EPILOG, formatter_class=fmt)
-    a.add_argument("interfaces", nargs="*", metavar="IFACE", help="interfaces to attach to")
-    _add_where(a)
-    a.add_argument("--match", action="append", metavar="GLOB",
-                   help="also every interface whose name matches (repeatable; lo only when named)")
-    a.add_argument("--follow", action="store_true",
-                   help="with --match: attach to matching interfaces that appear later; drop ones that go")
-    a.add_argument("--ingress", choices=["auto", "xdp", "tc"], default="auto",
-                   help="recv hook: auto (default: native XDP on physical NICs, clsact on virtual devices "
-                        "and where native XDP is refused), xdp or tc")
-    a.add_argument("--xdp-mode", choices=["auto", "native", "generic"], default="auto",
-                   help="with --ingress xdp: auto (native, else generic), native or generic")
-    a.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="between snapshots (default 1)")
-    a.add_argument("--count", type=int, default=0, metavar="N", help="stop after N snapshots")
+                       epilog=ATTACH_EPILOG, formatter_class=fmt, parents=[parents["targets"]])
+    a.add_argument("--interval", type=positive_seconds, default=1.0, metavar="SECONDS",
+                   help="between snapshots (default 1)")
+    a.add_argument("--count", type=count, default=0, metavar="N", help="stop after N snapshots (default 0: never)")
     a.add_argument("--json", action="store_true", help="one JSON object per snapshot per line")
-    a.add_argument("--include-local", action="store_true",
-                   help="count loopback and src == dst traffic in the classes too")
-    a.add_argument("--pin", action="store_true", help="pin the counters and leave the programs attached on exit")
-    _add_pin_dir(a)
-    a.add_argument("--max-interfaces", type=int, default=DEFAULT_MAX_IFACES, metavar="N",
-                   help=f"size of the interface maps (default {DEFAULT_MAX_IFACES})")
     a.set_defaults(func=cmd_attach)
 
     sv = sub.add_parser("serve", help="attach, and serve /traffic (JSON), /metrics (Prometheus) and a dashboard",
                         description="Attach like `attach`, then serve the counters over HTTP until stopped.",
-                        epilog="examples:\n  sudo tcflow serve eth1\n"
-                               "  sudo tcflow serve --pin --match 'veth*' --follow --listen 127.0.0.1:9462\n"
-                               "  curl -s localhost:8080/traffic | jq .\n  curl -s localhost:8080/metrics\n\n"
-                               "Binds 127.0.0.1:8080 unless --listen says otherwise. Endpoints are read-only:\n"
-                               "GET/HEAD /, /traffic, /metrics, /healthz; other paths 404, other methods 405.",
-                        formatter_class=fmt)
-    sv.add_argument("interfaces", nargs="*", metavar="IFACE")
-    _add_where(sv)
-    sv.add_argument("--match", action="append", metavar="GLOB", help="also every interface whose name matches")
-    sv.add_argument("--follow", action="store_true", help="with --match: take interfaces that appear later")
-    sv.add_argument("--ingress", choices=["auto", "xdp", "tc"], default="auto", help="recv hook (as for attach)")
-    sv.add_argument("--xdp-mode", choices=["auto", "native", "generic"], default="auto")
-    sv.add_argument("--include-local", action="store_true")
-    sv.add_argument("--pin", action="store_true", help="pin, adopt pinned programs, leave attached on exit")
-    _add_pin_dir(sv)
-    sv.add_argument("--max-interfaces", type=int, default=DEFAULT_MAX_IFACES, metavar="N")
+                        epilog=SERVE_EPILOG, formatter_class=fmt, parents=[parents["targets"]])
     sv.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
                     help="where to serve (default 127.0.0.1:8080; anything else must be asked for)")
     sv.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("show", help="print the counters that --pin left running",
-                       epilog="examples:\n  sudo tcflow show\n  sudo tcflow show --json | jq .",
-                       formatter_class=fmt)
+                       epilog="examples:\n  sudo tcflow show\n  sudo tcflow show --json",
+                       formatter_class=fmt, parents=[parents["pin_dir"]])
     s.add_argument("--json", action="store_true", help="one JSON object, as attach --json prints")
-    _add_pin_dir(s)
     s.set_defaults(func=cmd_show)
 
     st = sub.add_parser("status", help="what tcflow has attached, where, and what else is on those hooks",
-                        epilog="examples:\n  sudo tcflow status\n  sudo tcflow status --json", formatter_class=fmt)
-    st.add_argument("--json", action="store_true")
-    _add_pin_dir(st)
+                        epilog="examples:\n  sudo tcflow status\n  sudo tcflow status --json", formatter_class=fmt,
+                        parents=[parents["pin_dir"]])
+    st.add_argument("--json", action="store_true", help="the same report as one JSON object")
     st.set_defaults(func=cmd_status)
 
     d = sub.add_parser("detach", help="remove tcflow from interfaces (pinned or left by a killed tcflow)",
-                       epilog="examples:\n  sudo tcflow detach eth1\n  sudo tcflow detach --netns ns1 veth0\n"
+                       epilog="examples:\n  sudo tcflow detach eth1\n  sudo tcflow detach ns1/veth0\n"
                               "  sudo tcflow detach --all          every pinned attachment, and the pins",
-                       formatter_class=fmt)
-    d.add_argument("interfaces", nargs="*", metavar="IFACE")
+                       formatter_class=fmt, parents=[parents["where"], parents["pin_dir"]])
+    d.add_argument("interfaces", nargs="*", metavar="IFACE", help="IFACE or NETNS/IFACE, as for attach")
     d.add_argument("--all", action="store_true", help="every pinned attachment, then the pins themselves")
-    _add_where(d)
-    _add_pin_dir(d)
     d.set_defaults(func=cmd_detach)
 
     dr = sub.add_parser("doctor", help="check root, bpf(), bcc, kernel headers, clsact and XDP",
@@ -430,10 +466,26 @@ def parser() -> argparse.ArgumentParser:
     de = sub.add_parser("demo", help="self-contained demo in throwaway namespaces",
                         epilog="examples:\n  sudo tcflow demo\n  sudo tcflow demo --seconds 10 --ingress xdp",
                         formatter_class=fmt)
-    de.add_argument("--seconds", type=float, default=3.0)
-    de.add_argument("--ingress", choices=["xdp", "tc"], default="tc")
+    de.add_argument("--seconds", type=positive_seconds, default=3.0, help="how long to send traffic (default 3)")
+    de.add_argument("--ingress", choices=["xdp", "tc"], default="tc", help="recv hook to demonstrate (default tc)")
     de.set_defaults(func=cmd_demo)
     return p
+
+
+def fix_command(args: argparse.Namespace, words: Sequence[str]) -> str:
+    """``tcflow WORDS`` plus the options the user gave that WORDS' command
+    takes too (a --pin-dir, a --netns for plain names), so pasting it works."""
+    extra: list[str] = []
+    command = words[0] if words else ""
+    takes = {"show": {"pin_dir"}, "status": {"pin_dir"}, "detach": {"pin_dir", "netns", "pid"}}.get(command, set())
+    if "pin_dir" in takes and getattr(args, "pin_dir", None) not in (None, pins.default_pin_dir()):
+        extra += ["--pin-dir", args.pin_dir]
+    plain = not any("/" in w for w in words[1:])
+    if plain and "netns" in takes and getattr(args, "netns", None):
+        extra += ["--netns", args.netns]
+    if plain and "pid" in takes and getattr(args, "pid", None):
+        extra += ["--pid", str(args.pid)]
+    return "tcflow " + shell_words([*words, *extra])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -443,8 +495,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except TcflowError as e:
         if args.debug:
             raise
-        print(f"tcflow: error: {e}", file=sys.stderr)
-        return Exit.ERROR
+        print(f"tcflow: error: {e.render(lambda words: fix_command(args, words))}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         return Exit.INTERRUPTED
     except Exception as e:  # a bug, or something tcflow did not foresee

@@ -10,14 +10,18 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
-import threading
 from dataclasses import dataclass
 from typing import Callable, Optional
+
+from . import _libbpf, kheaders
+from .errors import PermissionError_, TcflowError
+from .loader import PROG_XDP, PROGRAMS, Datapath
+from .netns import cookie_of_current, run_in_scratch
+from .pins import BPFFS, is_bpffs
 
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
 CAP_BPF = 39
-CLONE_NEWNET = 0x40000000
 
 
 @dataclass
@@ -51,8 +55,6 @@ def missing_caps() -> list[str]:
 
 
 def require_root() -> None:
-    from .errors import PermissionError_
-
     missing = missing_caps()
     if missing:
         raise PermissionError_(f"tcflow needs root (missing {', '.join(missing)})",
@@ -67,8 +69,6 @@ def check_root() -> Check:
 
 
 def check_bpf_syscall() -> Check:
-    from . import _libbpf
-
     try:
         lb = _libbpf.lib()
     except Exception as e:
@@ -106,9 +106,6 @@ def check_bcc() -> Check:
 
 
 def check_headers() -> Check:
-    from . import kheaders
-    from .errors import TcflowError
-
     try:
         h = kheaders.locate()
     except TcflowError as e:
@@ -120,39 +117,25 @@ def check_headers() -> Check:
     return Check("kernel headers", True, detail)
 
 
-def check_compile() -> Check:
-    from .errors import TcflowError
-    from .loader import PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_XDP, datapath
-    from .netns import cookie_of_current
-
+def check_compile() -> tuple[Check, Optional[Datapath]]:
+    """Compile, and load all three programs (the verifier runs): the Datapath for check_xdp."""
+    name = "compile and verify tcflow's programs"
     try:
-        dp = datapath()
+        dp = Datapath()
         cookie = cookie_of_current()
-        for name in (PROG_XDP, PROG_TC_INGRESS, PROG_TC_EGRESS):
-            dp.prog(name, cookie)
+        for prog in PROGRAMS:
+            dp.prog(prog, cookie)
     except TcflowError as e:
-        return Check("compile and verify tcflow's programs", False, e.message, e.hint or "run with --debug")
-    return Check("compile and verify tcflow's programs", True, "bcc compiled xdp_tc.c; the verifier took all three")
+        return Check(name, False, e.message, e.hint or "run with --debug"), None
+    return Check(name, True, "bcc compiled xdp_tc.c; the verifier took all three"), dp
 
 
 def _in_scratch_netns(fn: Callable[[], Optional[str]]) -> Optional[str]:
-    """Run fn in a thread inside a new, empty network namespace; it dies with the thread."""
-    box: dict[str, Optional[str]] = {}
-
-    def target() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.unshare(CLONE_NEWNET) != 0:
-            box["r"] = f"unshare(CLONE_NEWNET) failed: {os.strerror(ctypes.get_errno())}"
-            return
-        try:
-            box["r"] = fn()
-        except Exception as e:
-            box["r"] = f"{type(e).__name__}: {e}"
-
-    t = threading.Thread(target=target, name="tcflow-doctor")
-    t.start()
-    t.join()
-    return box.get("r")
+    """fn's answer, run inside a throwaway network namespace; errors become text."""
+    try:
+        return run_in_scratch(fn)
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
 
 
 def check_clsact() -> Check:
@@ -171,18 +154,11 @@ def check_clsact() -> Check:
     return Check("clsact qdisc", True, "added and removed on the loopback of a scratch namespace")
 
 
-def check_xdp() -> Check:
-    from .errors import TcflowError
-    from .loader import PROG_XDP, datapath
-    from .netns import cookie_of_current
-
+def check_xdp(dp: Datapath) -> Check:
     def probe() -> Optional[str]:
         from pyroute2 import IPRoute
 
-        try:
-            fd = datapath().prog(PROG_XDP, cookie_of_current())
-        except TcflowError as e:
-            return e.message
+        fd = dp.prog(PROG_XDP, cookie_of_current())
         with IPRoute() as ipr:
             lo = ipr.link_lookup(ifname="lo")[0]
             ipr.link("set", index=lo, xdp={"attrs": [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", 1 << 1)]})
@@ -196,8 +172,6 @@ def check_xdp() -> Check:
 
 
 def check_bpffs() -> Check:
-    from .pins import BPFFS, is_bpffs
-
     if is_bpffs(BPFFS):
         return Check("bpffs (for --pin)", True, f"mounted at {BPFFS}", required=False)
     return Check("bpffs (for --pin)", False, f"not mounted at {BPFFS}; --pin would mount it",
@@ -214,12 +188,18 @@ def check_btf() -> Check:
 def run_checks() -> list[Check]:
     checks = [check_root(), check_bpf_syscall(), check_bcc(), check_headers(), check_btf(), check_bpffs()]
     have_basics = checks[0].ok and checks[2].ok and checks[3].ok
+    dp = None
     if have_basics:
-        checks.append(check_compile())
-    if checks[0].ok:
-        checks.append(check_clsact())
-        if have_basics and checks[-2].ok:
-            checks.append(check_xdp())
+        compiled, dp = check_compile()
+        checks.append(compiled)
+    try:
+        if checks[0].ok:
+            checks.append(check_clsact())
+            if dp is not None:
+                checks.append(check_xdp(dp))
+    finally:
+        if dp is not None:
+            dp.close()
     return checks
 
 

@@ -14,18 +14,20 @@ Order, first match wins:
   4. Debian's split header packages (``linux-headers-*-common`` plus the
      ``-<arch>`` flavour) for another version: tcflow builds a small tree of
      symlinks that merges the two (bcc's ``BCC_KERNEL_SOURCE`` takes a single
-     tree) under ``/var/cache/tcflow`` and sets ``BCC_KERNEL_SOURCE`` for its own
-     process only. Nothing outside that cache directory is changed.
+     tree) under ``/var/cache/tcflow`` and sets ``BCC_KERNEL_SOURCE`` around its own
+     compile only. Nothing outside that cache directory is changed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import platform
 import re
+import shutil
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 from .errors import DependencyError
 
@@ -94,10 +96,7 @@ def build_merged_tree(common: str, flavour: str, dest: str, machine: Optional[st
     try:
         os.rename(tmp, dest)
     except OSError:
-        # Another process made it first; ours is identical.
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # another process made it first; ours is identical
     return dest
 
 
@@ -140,7 +139,22 @@ def locate(environ: Optional[dict[str, str]] = None, release: Optional[str] = No
     )
 
 
-def apply(headers: Headers) -> None:
-    """Make bcc, in this process, use what ``locate`` found."""
-    if headers.source == "fallback":
-        os.environ["BCC_KERNEL_SOURCE"] = headers.path
+@contextlib.contextmanager
+def applied(headers: Headers) -> Iterator[None]:
+    """Make bcc use what ``locate`` found, for the compile inside the block.
+
+    bcc's C++ side reads ``BCC_KERNEL_SOURCE`` from the process environment
+    when it compiles; tcflow sets it only around that call and puts back what
+    was there before."""
+    if headers.source != "fallback":
+        yield
+        return
+    before = os.environ.get("BCC_KERNEL_SOURCE")
+    os.environ["BCC_KERNEL_SOURCE"] = headers.path
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("BCC_KERNEL_SOURCE", None)
+        else:
+            os.environ["BCC_KERNEL_SOURCE"] = before

@@ -1,6 +1,8 @@
-"""Compile tcflow/bpf/xdp_tc.c with bcc and load its programs, once per process.
+"""Compile tcflow/bpf/xdp_tc.c with bcc and load its programs.
 
-compile -> load is this module; attach.py takes the program fds from here.
+compile -> load is this module; hooks.py takes the program fds from here.
+Whoever makes a Datapath owns it and closes it: one per agent, however many
+namespaces it serves.
 Each program is loaded once per network namespace it serves, from the same
 compiled code, with that namespace's cookie written into one 64-bit immediate
 (see TCFLOW_NETNS_PLACEHOLDER in the C for why no helper can tell it).
@@ -16,8 +18,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from . import kheaders
-from .errors import CompileError, DependencyError, PermissionError_
+from . import _libbpf, classes, kheaders
+from .errors import CompileError, DependencyError, PermissionError_, PinError
 
 SOURCE = os.path.join(os.path.dirname(__file__), "bpf", "xdp_tc.c")
 DEFAULT_MAX_IFACES = 4096
@@ -25,6 +27,7 @@ PLACEHOLDER = 0x7CF1C00C1E5EED01
 PROG_XDP = "tcflow_xdp"
 PROG_TC_INGRESS = "tcflow_tc_ingress"
 PROG_TC_EGRESS = "tcflow_tc_egress"
+PROGRAMS = (PROG_XDP, PROG_TC_INGRESS, PROG_TC_EGRESS)
 
 _BPF_LD_IMM64 = 0x18
 
@@ -37,7 +40,7 @@ class Options:
     pin_dir: Optional[str] = None
 
     def cflags(self) -> list[str]:
-        flags = [f"-DTCFLOW_MAX_IFACES={self.max_ifaces}"]
+        flags = classes.cflags() + [f"-DTCFLOW_MAX_IFACES={self.max_ifaces}"]
         if self.pin_dir:
             flags.append(f'-DTCFLOW_PIN_DIR="{self.pin_dir}"')
         return flags
@@ -62,7 +65,10 @@ def patch_imm64(insns: bytes, old: int, new: int) -> bytes:
 
 
 class _CaptureStderr:
-    """bcc/clang print diagnostics on fd 2; keep them for the error message."""
+    """bcc/clang print diagnostics on fd 2; keep them for the error message.
+
+    fd 2 is the whole process's: used only around the compile, which runs
+    before any other thread of tcflow's (the HTTP server) starts."""
 
     def __enter__(self) -> "_CaptureStderr":
         self.file = tempfile.TemporaryFile()
@@ -88,19 +94,17 @@ class Datapath:
     def __init__(self, options: Options = Options()):
         self.options = options
         self.headers = kheaders.locate()
-        kheaders.apply(self.headers)
         try:
-            from bcc import BPF  # noqa: WPS433 (imported late: needs root and headers)
+            from bcc import BPF  # bcc pulls in LLVM: imported only when a compile is wanted
         except ImportError:
             raise DependencyError(
                 "cannot import bcc", hint="apt-get install python3-bpfcc, and run tcflow from a "
                 "Python that sees Debian's dist-packages (make setup builds one)"
             ) from None
-        self._BPF = BPF
         if options.pin_dir:
             os.makedirs(options.pin_dir, exist_ok=True)
         try:
-            with _CaptureStderr() as cap:
+            with _CaptureStderr() as cap, kheaders.applied(self.headers):
                 self.bpf = BPF(src_file=SOURCE.encode(), cflags=options.cflags())
         except Exception as e:
             lines = [ln for ln in cap.text.splitlines() if ln.strip()]
@@ -112,17 +116,16 @@ class Datapath:
                                hint="run `tcflow doctor`") from None
         self._types = {PROG_XDP: BPF.XDP, PROG_TC_INGRESS: BPF.SCHED_CLS, PROG_TC_EGRESS: BPF.SCHED_CLS}
         self._progs: dict[tuple[str, int], int] = {}
+        self._retired: dict[str, tuple[int, int]] = {}  # stats of programs released, so totals never drop
         self._lock = threading.Lock()
         self.ifaces = self.bpf[b"ifaces"]
         self.counters = self.bpf[b"counters"]
+        self.ncpus = int(self.counters.total_cpu)
         if options.pin_dir:
             self._check_pinned(options)
 
     def _check_pinned(self, options: Options) -> None:
         """bcc reuses maps already pinned at the path, whatever their size."""
-        from . import _libbpf
-        from .errors import PinError
-
         held = _libbpf.map_info(self.map_fd("counters")).max_entries
         if held != options.max_ifaces:
             raise PinError(f"the maps pinned under {options.pin_dir} hold {held} interfaces, not "
@@ -135,16 +138,15 @@ class Datapath:
         lib = libbcc.lib
         mod = self.bpf.module
         buf = ctypes.create_string_buffer(insns, len(insns))
-        log = ctypes.create_string_buffer(1 << 16)
-        with _CaptureStderr() as cap:
-            fd = lib.bcc_func_load(mod, prog_type, name.encode(), buf, len(insns),
-                                   lib.bpf_module_license(mod), lib.bpf_module_kern_version(mod),
-                                   0, log, len(log), None, -1)
+        log = ctypes.create_string_buffer(1 << 16)  # the verifier's words, for the error
+        fd = lib.bcc_func_load(mod, prog_type, name.encode(), buf, len(insns),
+                               lib.bpf_module_license(mod), lib.bpf_module_kern_version(mod),
+                               0, log, len(log), None, -1)
         if fd < 0:
             err = ctypes.get_errno()
             if err == 1:
                 raise PermissionError_("loading BPF programs needs root", hint="run tcflow with sudo")
-            detail = (log.value.decode(errors="replace") or cap.text).strip().splitlines()
+            detail = log.value.decode(errors="replace").strip().splitlines()
             raise CompileError(f"the kernel refused {name}: {os.strerror(err)}"
                                + (f": {detail[-1]}" if detail else ""))
         return fd
@@ -162,17 +164,19 @@ class Datapath:
     def program_stats(self) -> dict[str, tuple[int, int]]:
         """{program: (runs, run time in ns)} summed over the namespaces it was
         loaded for. The kernel counts only while BPF statistics are enabled."""
-        from . import _libbpf
-
-        out: dict[str, tuple[int, int]] = {}
         with self._lock:
-            items = list(self._progs.items())
-        for (name, _cookie), fd in items:
-            info = _libbpf.prog_info(fd)
-            short = name[len("tcflow_"):]
-            cnt, ns = out.get(short, (0, 0))
-            out[short] = (cnt + info.run_cnt, ns + info.run_time_ns)
+            out = dict(self._retired)
+            for (name, _cookie), fd in self._progs.items():
+                _add_stats(out, name, fd)
         return out
+
+    def release(self, netns_cookie: int) -> None:
+        """Close the programs loaded for one namespace (which tcflow no longer serves)."""
+        with self._lock:
+            for key in [k for k in self._progs if k[1] == netns_cookie]:
+                fd = self._progs.pop(key)
+                _add_stats(self._retired, key[0], fd)
+                os.close(fd)
 
     @property
     def programs_loaded(self) -> int:
@@ -181,15 +185,23 @@ class Datapath:
     def map_fd(self, name: str) -> int:
         return int(self.bpf[name.encode()].get_fd())
 
+    def __enter__(self) -> "Datapath":
+        return self
 
-_cache: dict[Options, Datapath] = {}
-_cache_lock = threading.Lock()
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every program fd and the module (its maps go unless pinned)."""
+        with self._lock:
+            for fd in self._progs.values():
+                os.close(fd)
+            self._progs.clear()
+        self.bpf.cleanup()
 
 
-def datapath(options: Options = Options()) -> Datapath:
-    """The process's one Datapath for these options (compiled on first call)."""
-    with _cache_lock:
-        dp = _cache.get(options)
-        if dp is None:
-            dp = _cache[options] = Datapath(options)
-        return dp
+def _add_stats(into: dict[str, tuple[int, int]], name: str, fd: int) -> None:
+    info = _libbpf.prog_info(fd)
+    short = name[len("tcflow_"):]
+    cnt, ns = into.get(short, (0, 0))
+    into[short] = (cnt + info.run_cnt, ns + info.run_time_ns)

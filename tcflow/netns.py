@@ -45,23 +45,19 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
 
-def run_in(path: str, fn: Callable[[], T]) -> T:
-    """Run ``fn`` in a thread that has entered the netns at ``path``.
+def in_thread(enter: Callable[[], None], fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a new thread, after ``enter()`` has moved that thread
+    into another network namespace.
 
-    setns(CLONE_NEWNET) affects only the calling thread, so the rest of the
-    process stays where it is; sockets made by ``fn`` stay in that netns.
+    setns()/unshare() of CLONE_NEWNET affect only the calling thread, so the
+    rest of the process stays where it is; sockets made by ``fn`` stay in the
+    namespace it ran in. Errors are raised in the caller's thread.
     """
     box: dict[str, object] = {}
 
     def target() -> None:
         try:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                if _libc().setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, os.strerror(err), path)
-            finally:
-                os.close(fd)
+            enter()
             box["value"] = fn()
         except BaseException as e:  # handed back to the caller's thread
             box["error"] = e
@@ -72,6 +68,31 @@ def run_in(path: str, fn: Callable[[], T]) -> T:
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
     return box["value"]  # type: ignore[return-value]
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), what)
+
+
+def run_in(path: str, fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a thread that has entered the netns at ``path``."""
+
+    def enter() -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _check(_libc().setns(fd, CLONE_NEWNET), path)
+        finally:
+            os.close(fd)
+
+    return in_thread(enter, fn)
+
+
+def run_in_scratch(fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a thread inside a new, empty network namespace, which
+    goes away with the thread (and whatever ``fn`` made in it)."""
+    return in_thread(lambda: _check(_libc().unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)"), fn)
 
 
 def cookie_of_current() -> int:

@@ -29,6 +29,8 @@ from typing import Iterator, Optional
 from . import _libbpf
 from .classes import NUM_CLASSES
 from .errors import PermissionError_, PinError
+from .reader import Sums, read_slots
+from .snapshot import Hooks, Snapshot, make_snapshot
 
 BPFFS = "/sys/fs/bpf"
 DEFAULT_PIN_DIR = os.path.join(BPFFS, "tcflow")
@@ -80,8 +82,8 @@ class Entry:
     pid: int
 
     @property
-    def hooks(self) -> dict[str, Optional[str]]:
-        return {"ingress": self.ingress, "xdp_mode": self.xdp_mode, "egress": "tc", "pinned": "yes"}
+    def hooks(self) -> Hooks:
+        return Hooks(self.ingress, self.xdp_mode, pinned=True)
 
 
 def meta_for(slot: int, *, cookie: int, inode: int, netns: str, netns_path: str, ifindex: int, ifname: str,
@@ -208,9 +210,7 @@ class Store:
             out.append(_entry(val.slot, m))
         return sorted(out, key=lambda e: e.slot)
 
-    def counters(self, slots: list[int]) -> dict[int, tuple[list[int], list[int]]]:
-        from .counters import read_slots
-
+    def counters(self, slots: list[int]) -> dict[int, Sums]:
         if not slots:
             return {}
         sums = read_slots(self.fds["counters"], max(slots) + 1, self.ncpus)
@@ -239,3 +239,11 @@ def iter_pin_files(pin_dir: str) -> Iterator[str]:
     if os.path.isdir(pin_dir):
         for n in sorted(os.listdir(pin_dir)):
             yield os.path.join(pin_dir, n)
+
+
+def read_snapshot(pin_dir: str) -> Snapshot:
+    """The pinned counters of every pinned attachment, read with bpf(2) alone."""
+    with Store(pin_dir) as store:
+        entries = store.entries()
+        sums = store.counters([e.slot for e in entries])
+    return make_snapshot((e.ifname, e.netns, e.ifindex, e.hooks, *sums[e.slot]) for e in entries)

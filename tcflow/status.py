@@ -12,10 +12,12 @@ import os
 import time
 from typing import Any, Optional
 
-from . import attach as _attach
+from . import hooks as _hooks
 from . import netns as _netns
 from . import pins as _pins
 from .errors import InterfaceError, TcflowError
+from .links import Link, list_links, lookup
+from .targets import Where, split
 
 
 def _hooks_text(found: dict[str, Any]) -> tuple[str, str]:
@@ -25,8 +27,6 @@ def _hooks_text(found: dict[str, Any]) -> tuple[str, str]:
 
 def collect(pin_dir: str) -> dict[str, Any]:
     """Everything `tcflow status` reports, as plain data."""
-    from .monitor import pid_alive
-
     pinned: list[_pins.Entry] = []
     pin_error = None
     if _pins.exists(pin_dir):
@@ -43,12 +43,12 @@ def collect(pin_dir: str) -> dict[str, Any]:
         if cookie is None:
             continue  # gone since it was listed
         try:
-            ipr = _attach.ipr_for(_netns.Netns(label, path, inode, cookie))
+            ipr = _hooks.ipr_for(_netns.Netns(label, path, inode, cookie))
         except Exception:
             continue
         try:
-            for ifindex, ifname, kind in _attach.list_links(ipr):
-                found = _attach.tcflow_hooks(ipr, ifindex)
+            for ifindex, ifname, kind in list_links(ipr):
+                found = _hooks.tcflow_hooks(ipr, ifindex)
                 if not (found["xdp"] or found["tc_ingress"] or found["tc_egress"]):
                     continue
                 e = by_key.get((cookie, ifindex))
@@ -89,7 +89,7 @@ def render_status(r: dict[str, Any]) -> str:
         if unpinned:
             out.append("")
             out.append(f"{len(unpinned)} not pinned: held by a running `tcflow attach`, or left by one that was "
-                       "killed; `tcflow detach [--netns NS] IFACE` removes them.")
+                       "killed; `tcflow detach NETNS/IFACE` removes one.")
     else:
         out.append("tcflow is not attached to any interface.")
     if r["other_programs"]:
@@ -114,12 +114,12 @@ def _remove(entry_ns_path: Optional[str], label: str, ifindex: int, ifname: str,
     if entry_ns_path is None:
         return None
     ns = _netns.Netns(label, entry_ns_path, 0, 0)
-    ipr = _attach.ipr_for(ns)
+    ipr = _hooks.ipr_for(ns)
     try:
-        if not any(i == ifindex for i, _, _ in _attach.list_links(ipr)):
+        if not any(i == ifindex for i, _, _ in list_links(ipr)):
             return None
-        link = _attach.Link(ifname, ifindex, ns)
-        return _attach.remove_found(ipr, link, created_clsact)
+        link = Link(ifname, ifindex, ns)
+        return _hooks.remove_found(ipr, link, created_clsact)
     finally:
         ipr.close()
 
@@ -149,15 +149,19 @@ def detach_all(pin_dir: str) -> list[str]:
     return lines
 
 
-def detach_named(names: list[str], netns: Optional[str], pid: Optional[int], pin_dir: str) -> list[str]:
-    """Remove tcflow from these interfaces, pinned or not; error if none had it."""
-    ns = _netns.resolve(netns, pid)
-    ipr = _attach.ipr_for(ns)
+def detach_named(words: list[str], default: Where, pin_dir: str) -> list[str]:
+    """Remove tcflow from these interfaces (IFACE or NETNS/IFACE), pinned or
+    not; error if one of them had none of it."""
+    links: list[Link] = []
+    for word in words:
+        where, name = split(word, default)
+        ns = _netns.resolve(where.netns, where.pid)
+        ipr = _hooks.ipr_for(ns)
+        try:
+            links.append(lookup(list_links(ipr), ns, name))
+        finally:
+            ipr.close()
     lines = []
-    try:
-        links = [_attach.lookup(ipr, ns, n) for n in names]
-    finally:
-        ipr.close()
     with contextlib.ExitStack() as stack:
         store = None
         if _pins.exists(pin_dir):
@@ -165,6 +169,7 @@ def detach_named(names: list[str], netns: Optional[str], pid: Optional[int], pin
             store = stack.enter_context(_pins.Store(pin_dir))
         entries = {(e.netns_cookie, e.ifindex): e for e in store.entries()} if store else {}
         for link in links:
+            ns = link.netns
             e = entries.get((ns.cookie, link.ifindex))
             path = ns.path if ns.name else "/proc/self/ns/net"
             found = _remove(path, ns.name, link.ifindex, link.ifname, e.created_clsact if e else False)
@@ -172,11 +177,21 @@ def detach_named(names: list[str], netns: Optional[str], pid: Optional[int], pin
             if e is not None and store is not None:
                 store.remove(e)
             if not had and e is None:
-                raise InterfaceError("tcflow is not attached here", ifname=link.ifname,
-                                     hint="`tcflow status` lists where it is")
-            lines.append(f"detached {link.ifname}" + (" (and its pin)" if e else ""))
+                raise InterfaceError("tcflow is not attached here", ifname=link.key,
+                                     hint="`{fix}` lists where it is", fix=("status",))
+            lines.append(f"detached {link.key}" + (" (and its pin)" if e else ""))
         if store is not None and not store.entries():
             store.close()  # the maps are unpinned under the lock, then the lock goes
             _pins.unpin(pin_dir)
             lines.append(f"no pinned interface left: removed the pins under {pin_dir}")
     return lines
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,10 +1,24 @@
-"""Shared test set-up: the root requirement of the bpf and netns tiers."""
+"""Shared set-up for every tier: the root requirement, and namespace fixtures.
+
+Test hosts use docs/SPEC.md's ranges only (198.18.0.0/15, 2001:db8::/32), in
+namespaces made here (tcflow/sandbox.py, the same code the demo and the
+bench use), with no default route. Fixtures clean up even when a test fails.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import uuid
+from typing import Callable, Iterator
 
 import pytest
+
+from tcflow.sandbox import Sandbox, VethPair, remove_leftovers
+from tests.support.shell import sh
+
+PREFIX = "tcft-"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -16,3 +30,54 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "/tests/bpf/" in str(item.fspath) or "/tests/netns/" in str(item.fspath):
             item.add_marker(skip)
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    """Namespaces and veths of this test's own, removed afterwards."""
+    box = Sandbox(PREFIX)
+    try:
+        yield box
+    finally:
+        box.close()
+
+
+@pytest.fixture
+def netns(sandbox: Sandbox) -> Callable[[], str]:
+    """Factory: a new empty namespace (lo up), deleted after the test."""
+    return sandbox.netns
+
+
+@pytest.fixture
+def veth_pair(sandbox: Sandbox) -> VethPair:
+    """Addressed pair (IPv4 + IPv6) for socket traffic."""
+    return sandbox.pair()
+
+
+@pytest.fixture
+def silent_pair(sandbox: Sandbox) -> VethPair:
+    """Unaddressed pair, IPv6 off: only the frames a test injects cross it."""
+    return sandbox.pair(addresses=False)
+
+
+@pytest.fixture
+def pin_dir() -> Iterator[str]:
+    """A pin directory of the test's own: a real deployment's pins are never touched."""
+    path = f"/sys/fs/bpf/tcflow-test-{uuid.uuid4().hex[:8]}"
+    try:
+        yield path
+    finally:
+        subprocess.run([sys.executable, "-m", "tcflow", "detach", "--all", "--pin-dir", path], capture_output=True)
+        sh(f"rm -rf {path}", check=False)
+
+
+@pytest.fixture
+def env(pin_dir: str) -> dict[str, str]:
+    return dict(os.environ, TCFLOW_PIN_DIR=pin_dir)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Belt and braces: nothing named like ours survives the session.
+    if os.geteuid() == 0:
+        remove_leftovers(PREFIX)
+        sh("rm -rf /sys/fs/bpf/tcflow-test-*", check=False)

@@ -8,16 +8,18 @@
  *   tcflow_tc_egress   clsact egress, send direction
  * All of them only observe: XDP_PASS / TC_ACT_UNSPEC, whatever happens.
  *
- * The byte rules are ../shared/SPEC.md; tests/traffic_gen/reference.py is the
+ * The byte rules are docs/SPEC.md; tests/traffic_gen/reference.py is the
  * same rules in Python, and the bpf tests compare the two frame by frame.
  *
  * Compile-time switches (passed by tcflow/loader.py as cflags):
+ *   C_<CLASS>, NUM_CLASSES  class indices, from tcflow/classes.py
  *   TCFLOW_MAX_IFACES  size of the interface and counter maps
  *   TCFLOW_PIN_DIR     pin the maps under this bpffs directory (string), and
  *                      add a third, meta, that describes each attachment
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
+#include <uapi/linux/if_packet.h>
 #include <uapi/linux/in.h>
 #include <uapi/linux/ip.h>
 #include <uapi/linux/ipv6.h>
@@ -30,21 +32,16 @@
 #define TCFLOW_MAX_IFACES 4096
 #endif
 
-/* Class indices: tcflow/classes.py is the source of truth; a unit test
- * checks these against it. Seed classes are FAM_BASE + offset. */
-#define FAM_STRIDE 7
-#define OFF_L4_TCP_SEND 0
-#define OFF_L4_TCP_RECV 1
-#define OFF_L4_UDP_SEND 2
-#define OFF_L4_UDP_RECV 3
-#define OFF_L3_TCP_SEND 4
-#define OFF_L3_UDP_SEND 5
-#define OFF_L3_RAW_SEND 6
-#define L3_RECV_BASE 14 /* L3_{TCP,UDP,RAW}_RECV_V4, then _V6 */
-#define OTHER_RECV 20   /* + direction */
-#define LOCAL_RECV 22
-#define MALFORMED_RECV 24
-#define NUM_CLASSES 26
+/*
+ * Class indices come from tcflow/classes.py, the only list of them, as
+ * cflags: -DC_L4_TCP_SEND_V4=0 ... -DNUM_CLASSES=26 (classes.cflags()).
+ * CLASS(stem, v6) picks the IPv4 or IPv6 index of one class; the compiler
+ * folds it to one add.
+ */
+#ifndef NUM_CLASSES
+#error "compile with tcflow.classes.cflags(): the class indices come from there"
+#endif
+#define CLASS(stem, v6) (C_##stem##_V4 + (v6) * (C_##stem##_V6 - C_##stem##_V4))
 
 #define DIR_RECV 0
 #define DIR_SEND 1
@@ -347,11 +344,12 @@ static __always_inline void account(struct counters *c, u32 flags, int dir,
 				    int r, struct meta *m, u64 frame_len, u32 segs)
 {
 	if (r == R_OTHER) {
-		add(c, OTHER_RECV + dir, frame_len, 1);
+		add(c, dir == DIR_SEND ? C_OTHER_SEND : C_OTHER_RECV, frame_len, 1);
 		return;
 	}
 	if (r != R_IP) {
-		add(c, MALFORMED_RECV + dir, frame_len, 1);
+		add(c, dir == DIR_SEND ? C_MALFORMED_SEND : C_MALFORMED_RECV,
+		    frame_len, 1);
 		return;
 	}
 
@@ -363,31 +361,30 @@ static __always_inline void account(struct counters *c, u32 flags, int dir,
 	u64 l4 = m->l3_len - hdrs;
 
 	if (m->local && !(flags & IFACE_F_INCLUDE_LOCAL)) {
-		add(c, LOCAL_RECV + dir, l3, n);
+		add(c, dir == DIR_SEND ? C_LOCAL_SEND : C_LOCAL_RECV, l3, n);
 		return;
 	}
 
-	u32 fam = m->v6;
-	u32 base = fam * FAM_STRIDE;
-	u32 l3_recv = L3_RECV_BASE + fam * 3;
+	u32 v6 = m->v6;
 	if (m->proto == IPPROTO_TCP) {
 		if (dir == DIR_SEND) {
-			add(c, base + OFF_L4_TCP_SEND, l4, n);
-			add(c, base + OFF_L3_TCP_SEND, l3, n);
+			add(c, CLASS(L4_TCP_SEND, v6), l4, n);
+			add(c, CLASS(L3_TCP_SEND, v6), l3, n);
 		} else {
-			add(c, base + OFF_L4_TCP_RECV, l4, n);
-			add(c, l3_recv + 0, l3, n);
+			add(c, CLASS(L4_TCP_RECV, v6), l4, n);
+			add(c, CLASS(L3_TCP_RECV, v6), l3, n);
 		}
 	} else if (m->proto == IPPROTO_UDP) {
 		if (dir == DIR_SEND) {
-			add(c, base + OFF_L4_UDP_SEND, l4, n);
-			add(c, base + OFF_L3_UDP_SEND, l3, n);
+			add(c, CLASS(L4_UDP_SEND, v6), l4, n);
+			add(c, CLASS(L3_UDP_SEND, v6), l3, n);
 		} else {
-			add(c, base + OFF_L4_UDP_RECV, l4, n);
-			add(c, l3_recv + 1, l3, n);
+			add(c, CLASS(L4_UDP_RECV, v6), l4, n);
+			add(c, CLASS(L3_UDP_RECV, v6), l3, n);
 		}
 	} else {
-		add(c, dir == DIR_SEND ? base + OFF_L3_RAW_SEND : l3_recv + 2, l3, n);
+		add(c, dir == DIR_SEND ? CLASS(L3_RAW_SEND, v6) :
+					 CLASS(L3_RAW_RECV, v6), l3, n);
 	}
 }
 
@@ -425,15 +422,18 @@ int tcflow_xdp(struct xdp_md *ctx)
 
 static __always_inline int tc_count(struct __sk_buff *skb, int dir)
 {
+	/* A copy of the host's own multicast/broadcast send, looped back into
+	 * its stack through this device: it never was on the wire, and it has
+	 * no Ethernet header to parse (SPEC: counts nowhere). XDP never sees
+	 * these; clsact ingress does. */
+	if (dir == DIR_RECV && skb->pkt_type == PACKET_LOOPBACK)
+		return TC_ACT_UNSPEC;
+
 	u32 flags = 0;
 	struct counters *c = lookup_iface(netns_cookie(), skb->ifindex, &flags);
 	if (!c)
 		return TC_ACT_UNSPEC;
 
-	u64 frame_len = skb->len;
-	/* other/malformed count wire bytes: a tag held in metadata is one */
-	u64 wire_len = frame_len + (skb->vlan_present ? 4 : 0);
-	u32 segs = skb->gso_segs;
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct meta m = {};
@@ -449,27 +449,35 @@ static __always_inline int tc_count(struct __sk_buff *skb, int dir)
 		struct vlan_hdr *vh = (void *)(eth + 1);
 		if ((void *)(vh + 1) <= data_end && is_vlan(eth->h_proto) &&
 		    is_vlan(vh->encap_proto)) {
-			account(c, flags, dir, R_OTHER, &m, wire_len, segs);
-			return TC_ACT_UNSPEC;
+			r = R_OTHER;
+			goto count;
 		}
 	}
-	r = parse(data, data_end, frame_len, segs, &m);
+	r = parse(data, data_end, skb->len, skb->gso_segs, &m);
 
 	/* Headers beyond the linear data: pull just what the parser needs and
-	 * parse again. Pulling unconditionally would unclone every TCP skb. */
+	 * parse again (the helper refuses more than the packet holds). Pulling
+	 * unconditionally would unclone every TCP skb. Everything the second
+	 * parse uses is read afresh from the skb: values the first parse
+	 * narrowed would keep the verifier from merging its many exits. */
 	if (r == R_SHORT) {
 		r = R_MALFORMED;
-		if (m.need <= frame_len && bpf_skb_pull_data(skb, m.need) == 0) {
+		if (bpf_skb_pull_data(skb, m.need) == 0) {
+			struct meta m2 = {};
 			data = (void *)(long)skb->data;
 			data_end = (void *)(long)skb->data_end;
-			struct meta m2 = {};
-			r = parse(data, data_end, frame_len, segs, &m2);
+			r = parse(data, data_end, skb->len, skb->gso_segs, &m2);
 			if (r == R_SHORT)
 				r = R_MALFORMED;
 			m = m2;
 		}
 	}
-	account(c, flags, dir, r, &m, r == R_IP ? frame_len : wire_len, segs);
+count:;
+	/* other/malformed count wire bytes: a tag held in metadata is one */
+	u64 frame_len = skb->len;
+	u64 wire_len = frame_len + (skb->vlan_present ? 4 : 0);
+	account(c, flags, dir, r, &m, r == R_IP ? frame_len : wire_len,
+		skb->gso_segs);
 	return TC_ACT_UNSPEC;
 }
 

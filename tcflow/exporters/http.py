@@ -1,8 +1,9 @@
 """`tcflow serve`'s HTTP endpoints. Read-only; plain data in.
 
   GET /          the live dashboard (one self-contained page, no CDN)
-  GET /traffic   JSON, tcflow/exporters/traffic.py
+  GET /traffic   JSON, tcflow.snapshot.document (as attach --json prints)
   GET /metrics   Prometheus text format, tcflow/exporters/prometheus.py
+  GET /classes   the class catalogue (tcflow.classes.catalogue), for the dashboard
   GET /healthz   {"status": "ok", "interfaces": N}
 
 HEAD works wherever GET does; other methods get 405, other paths 404.
@@ -18,12 +19,16 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Mapping, Optional
 
-from ..counters import Snapshot
-from . import prometheus, traffic
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from ..classes import catalogue
+from ..snapshot import Snapshot, document
+from . import prometheus
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 
@@ -94,13 +99,15 @@ def _page(name: str) -> bytes:
 def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
     collector = prometheus.TcflowCollector(source.snapshot,
                                            source.program_stats if source._stats is not None else None)
-    metrics = Coalesced(lambda: prometheus.render(collector))
+    registry = prometheus.registry(collector)
+    metrics = Coalesced(lambda: prometheus.render(registry))
     # Prometheus asks for gzip; 100 interfaces shrink from about 600 KB to a
     # few tens of KB. Level 1: the rendering, not the compression, is the cost.
     metrics_gz = Coalesced(lambda: gzip.compress(metrics(), 1))
-    traffic_json = Coalesced(lambda: json.dumps(traffic.document(source.snapshot())).encode())
+    traffic_json = Coalesced(lambda: json.dumps(document(source.snapshot())).encode())
     pages = {"/": ("text/html; charset=utf-8", _page("dashboard.html")),
-             "/dashboard.js": ("text/javascript; charset=utf-8", _page("dashboard.js"))}
+             "/dashboard.js": ("text/javascript; charset=utf-8", _page("dashboard.js")),
+             "/classes": ("application/json", json.dumps(catalogue()).encode())}
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "tcflow"
@@ -126,8 +133,6 @@ def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
             elif path == "/traffic":
                 self._reply(200, "application/json", traffic_json())
             elif path == "/metrics":
-                from prometheus_client import CONTENT_TYPE_LATEST
-
                 if "gzip" in self.headers.get("Accept-Encoding", ""):
                     self._reply(200, CONTENT_TYPE_LATEST, metrics_gz(), {"Content-Encoding": "gzip",
                                                                          "Vary": "Accept-Encoding"})
@@ -137,7 +142,8 @@ def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
                 n = len(source.snapshot().interfaces)
                 self._reply(200, "application/json", json.dumps({"status": "ok", "interfaces": n}).encode())
             else:
-                self._reply(404, "text/plain; charset=utf-8", b"not found: try /, /traffic, /metrics, /healthz\n")
+                self._reply(404, "text/plain; charset=utf-8",
+                            b"not found: try /, /traffic, /metrics, /classes, /healthz\n")
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             try:
@@ -168,8 +174,6 @@ class Server(ThreadingHTTPServer):
 
 
 def make_server(host: str, port: int, source: Source) -> Server:
-    import socket
-
     cls = Server
     if ":" in host:
         class Server6(Server):

@@ -4,42 +4,41 @@ A custom collector: every scrape calls ``snapshot()`` (one batch map read),
 and nothing polls in the background. Plain data in: the collector never
 touches bcc or pyroute2 itself.
 
-Metrics (all counters, base units):
-  tcflow_bytes_total / tcflow_packets_total
-      {interface, netns, direction, family, protocol, layer}
-      the 20 per-family classes: layer "l4" (payload) or "l3" (IP bytes),
-      protocol "tcp", "udp" or "other" (L3 of any other IP protocol)
+Families (every sum over a family's labels means something; node_exporter's
+naming, ``device`` for the interface):
+  tcflow_ip_bytes_total       {device, netns, direction, family, protocol}
+      IP bytes (L3 classes), GSO aggregates expanded to their wire packets
+  tcflow_payload_bytes_total  {device, netns, direction, family, protocol}
+      TCP/UDP payload bytes (L4 classes); protocol "tcp" or "udp"
+  tcflow_packets_total        {device, netns, direction, family, protocol}
+      IP packets (counted with the L3 classes: one per packet)
   tcflow_excluded_bytes_total / tcflow_excluded_packets_total
-      {interface, netns, direction, reason}: what SPEC keeps out of the
+      {device, netns, direction, reason}: what docs/SPEC.md keeps out of the
       classes, reason "non_ip", "local" or "malformed"
   tcflow_program_runs_total / tcflow_program_run_seconds_total {program}
       tcflow's own cost, from the kernel's BPF run-time statistics
-  tcflow_interfaces: how many interfaces are attached (a gauge)
+  tcflow_interfaces            interfaces attached (gauge)
+  tcflow_build_info            {version, python} = 1
+plus prometheus_client's process_* and python_* families.
 """
 
 from __future__ import annotations
 
+import platform
 from typing import Any, Callable, Iterator, Mapping, Optional
 
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from .. import __version__
 from ..classes import CLASSES
-from ..counters import Snapshot
+from ..snapshot import Snapshot
 
-LABELS = ["interface", "netns", "direction", "family", "protocol", "layer"]
-EXCLUDED_LABELS = ["interface", "netns", "direction", "reason"]
-REASONS = {"OTHER": "non_ip", "LOCAL": "local", "MALFORMED": "malformed"}
-
-
-def _class_labels() -> dict[str, tuple[str, str, str, str]]:
-    out = {}
-    for c in CLASSES:
-        if c.layer is None:
-            continue
-        proto = "other" if c.protocol == "raw" else str(c.protocol)
-        out[c.name] = (c.direction, str(c.family), proto, c.layer.lower())
-    return out
-
-
-CLASS_LABELS = _class_labels()
+LABELS = ["device", "netns", "direction", "family", "protocol"]
+EXCLUDED_LABELS = ["device", "netns", "direction", "reason"]
+SPEC = "docs/SPEC.md"
 
 
 class TcflowCollector:
@@ -58,31 +57,38 @@ class TcflowCollector:
         return []  # metrics are known only at scrape time; skip the registration-time collect
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
         snap = self.snapshot()
-        b = CounterMetricFamily("tcflow_bytes", "Bytes by class: L4 = TCP/UDP payload, L3 = IP bytes "
-                                "(GSO aggregates expanded to the packets they stand for)", labels=LABELS)
-        p = CounterMetricFamily("tcflow_packets", "Packets by class (GSO aggregates count their segments)",
-                                labels=LABELS)
-        xb = CounterMetricFamily("tcflow_excluded_bytes", "Bytes kept out of the classes (SPEC): non-IP "
+        ip = CounterMetricFamily("tcflow_ip_bytes", f"IP bytes (header and payload) by class, {SPEC}; GSO "
+                                 "aggregates count as the packets they stand for", labels=LABELS)
+        pl = CounterMetricFamily("tcflow_payload_bytes", f"TCP and UDP payload bytes, {SPEC}", labels=LABELS)
+        pk = CounterMetricFamily("tcflow_packets", "IP packets (GSO aggregates count their segments)",
+                                 labels=LABELS)
+        xb = CounterMetricFamily("tcflow_excluded_bytes", f"Bytes kept out of the classes ({SPEC}): non-IP "
                                  "frames, local (loopback or src == dst) and malformed packets",
                                  labels=EXCLUDED_LABELS)
-        xp = CounterMetricFamily("tcflow_excluded_packets", "Packets kept out of the classes", labels=EXCLUDED_LABELS)
+        xp = CounterMetricFamily("tcflow_excluded_packets", "Packets kept out of the classes",
+                                 labels=EXCLUDED_LABELS)
         for ic in snap.interfaces.values():
-            netns = ic.netns or ""
-            for name, labels in CLASS_LABELS.items():
-                b.add_metric([ic.ifname, netns, *labels], ic.bytes[name])
-                p.add_metric([ic.ifname, netns, *labels], ic.packets[name])
-            for kind, reason in REASONS.items():
-                for direction in ("recv", "send"):
-                    name = f"{kind}_{direction.upper()}"
-                    xb.add_metric([ic.ifname, netns, direction, reason], ic.bytes[name])
-                    xp.add_metric([ic.ifname, netns, direction, reason], ic.packets[name])
-        yield from (b, p, xb, xp)
+            for c in CLASSES:
+                if c.layer is None:
+                    labels = [ic.ifname, ic.netns, c.direction, str(c.reason)]
+                    xb.add_metric(labels, ic.bytes[c.name])
+                    xp.add_metric(labels, ic.packets[c.name])
+                    continue
+                labels = [ic.ifname, ic.netns, c.direction, str(c.family), c.protocol_label]
+                if c.layer == "L4":
+                    pl.add_metric(labels, ic.bytes[c.name])
+                else:
+                    ip.add_metric(labels, ic.bytes[c.name])
+                    pk.add_metric(labels, ic.packets[c.name])
+        yield from (ip, pl, pk, xb, xp)
         g = GaugeMetricFamily("tcflow_interfaces", "Interfaces tcflow is attached to")
         g.add_metric([], len(snap.interfaces))
         yield g
+        info = GaugeMetricFamily("tcflow_build_info", "tcflow's version, and the Python it runs on (always 1)",
+                                 labels=["version", "python"])
+        info.add_metric([__version__, platform.python_version()], 1)
+        yield info
         if self.program_stats is not None:
             runs = CounterMetricFamily("tcflow_program_runs", "Runs of tcflow's BPF programs (kernel BPF "
                                        "statistics, enabled while tcflow serves)", labels=["program"])
@@ -95,10 +101,15 @@ class TcflowCollector:
             yield secs
 
 
-def render(collector: TcflowCollector) -> bytes:
-    """The text exposition format for one scrape."""
-    from prometheus_client import CollectorRegistry, generate_latest
-
+def registry(collector: TcflowCollector) -> CollectorRegistry:
+    """tcflow's families plus the standard process and platform ones."""
     reg = CollectorRegistry(auto_describe=False)
     reg.register(collector)  # type: ignore[arg-type]
+    ProcessCollector(registry=reg)
+    PlatformCollector(registry=reg)
+    return reg
+
+
+def render(reg: CollectorRegistry) -> bytes:
+    """The text exposition format for one scrape."""
     return generate_latest(reg)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping, Optional
+from typing import Optional
 
-from ..counters import InterfaceCounters, Snapshot
+from ..classes import CLASSES
+from ..snapshot import Hooks, InterfaceCounters, Snapshot
 
 
 def human(n: float, unit: str = "B") -> str:
@@ -16,17 +17,16 @@ def human(n: float, unit: str = "B") -> str:
     return f"{n} {unit}"  # pragma: no cover
 
 
-ROWS = [("TCP payload sent", "L4_TCP_SEND"), ("TCP payload recv", "L4_TCP_RECV"),
-        ("UDP payload sent", "L4_UDP_SEND"), ("UDP payload recv", "L4_UDP_RECV"),
-        ("IP bytes sent, TCP", "L3_TCP_SEND"), ("IP bytes sent, UDP", "L3_UDP_SEND"),
-        ("IP bytes sent, other", "L3_RAW_SEND")]
+# One row per seed class stem, IPv4 and IPv6 side by side; titles from classes.py.
+ROWS = [(c.title, c.stem) for c in CLASSES if c.seed and c.family == "ipv4"]
+APART = [c for c in CLASSES if c.layer is None]
 
 
-def hooks_text(hooks: Mapping[str, Any]) -> str:
-    recv = f"recv: {hooks.get('ingress')}"
-    if hooks.get("xdp_mode"):
-        recv += f" ({hooks['xdp_mode']})"
-    return f"{recv}, send: {hooks.get('egress', 'tc')}" + (", pinned" if hooks.get("pinned") else "")
+def hooks_text(hooks: Hooks) -> str:
+    recv = f"recv: {hooks.ingress}"
+    if hooks.xdp_mode:
+        recv += f" ({hooks.xdp_mode})"
+    return f"{recv}, send: {hooks.egress}" + (", pinned" if hooks.pinned else "")
 
 
 def render_interface(ic: InterfaceCounters, rates: Optional[dict[str, float]] = None) -> str:
@@ -43,8 +43,10 @@ def render_interface(ic: InterfaceCounters, rates: Optional[dict[str, float]] = 
         r4 = human(rates[f"{stem}_V4"], "B/s") if rates else "-"
         r6 = human(rates[f"{stem}_V6"], "B/s") if rates else "-"
         lines.append(f"  {label:<22}{human(v4):>13}{human(v6):>13}{r4:>14}{r6:>14}")
-    apart = ", ".join(f"{k.lower()} {human(ic.bytes[k + '_RECV'] + ic.bytes[k + '_SEND'])}"
-                      for k in ("OTHER", "LOCAL", "MALFORMED"))
+    totals: dict[str, int] = {}
+    for c in APART:
+        totals[str(c.reason)] = totals.get(str(c.reason), 0) + ic.bytes[c.name]
+    apart = ", ".join(f"{reason.replace('_', '-')} {human(n)}" for reason, n in totals.items())
     lines.append(f"  not counted above: {apart}")
     return "\n".join(lines)
 

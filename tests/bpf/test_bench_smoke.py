@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 
-from tests.netns.cli_helpers import REPO
+from tests.support.cli import REPO
 
 
 def test_bench_smoke_writes_every_result_and_the_report(tmp_path) -> None:  # noqa: ANN001

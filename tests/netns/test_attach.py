@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import subprocess
-from typing import Callable
 
 import pytest
 
 import tcflow
 from tcflow.errors import InterfaceError
-from tests.netns.conftest import VethPair, foreign_bpf, make_pair, sh
-from tests.netns.test_frames import FRAMES, settle, totals
-from tests.traffic_gen.inject import send_frames
+from tcflow.sandbox import Sandbox, VethPair
+from tests.support.counting import FRAMES, settle, totals
+from tests.support.inject import send_frames
+from tests.support.shell import FOREIGN, foreign_bpf, sh
 
 
 def ifindex(ns: str, dev: str) -> int:
@@ -24,8 +24,8 @@ def hooks_left(ns: str, dev: str) -> str:
 
 
 @pytest.mark.parametrize("ingress", ["xdp", "tc"])
-def test_same_ifindex_in_two_namespaces_never_mix(netns: Callable[[], str], ingress: str) -> None:
-    one, two = make_pair(netns, addresses=False), make_pair(netns, addresses=False)
+def test_same_ifindex_in_two_namespaces_never_mix(sandbox: Sandbox, ingress: str) -> None:
+    one, two = sandbox.pair(addresses=False), sandbox.pair(addresses=False)
     assert ifindex(one.ns_a, one.dev_a) == ifindex(two.ns_a, two.dev_a)
     with tcflow.Monitor([one.dev_a], netns=one.ns_a, ingress=ingress) as m1, \
             tcflow.Monitor([two.dev_a], netns=two.ns_a, ingress=ingress) as m2:
@@ -45,13 +45,6 @@ def test_detach_leaves_nothing_when_it_made_the_qdisc(silent_pair: VethPair) -> 
             assert ("prog/xdp" in state) == (ingress == "xdp")
         state = hooks_left(p.ns_a, p.dev_a)
         assert "clsact" not in state and "tcflow" not in state and "xdp" not in state
-
-
-FOREIGN = r"""
-#include <uapi/linux/bpf.h>
-#include <uapi/linux/pkt_cls.h>
-int foreign(struct __sk_buff *skb) { return TC_ACT_UNSPEC; }
-"""
 
 
 def test_detach_keeps_a_foreign_clsact_and_its_filters(silent_pair: VethPair) -> None:
@@ -107,7 +100,7 @@ def test_send_counts_packets_dropped_after_the_hook(silent_pair: VethPair) -> No
     from pyroute2 import IPRoute
 
     from tcflow import netns as tns
-    from tcflow.attach import TC_PRIO
+    from tcflow.hooks import TC_PRIO
 
     p = silent_pair
     with tcflow.Monitor([p.dev_a], netns=p.ns_a, ingress="tc") as m:

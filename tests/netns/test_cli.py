@@ -18,23 +18,11 @@ from typing import Any, Callable
 import pytest
 
 from tcflow.cli import main
-from tests.netns.cli_helpers import Live, leftovers, nonzero, run, sh
-from tests.netns.conftest import VethPair, foreign_bpf, make_pair
-from tests.netns.test_frames import FRAMES, totals
-from tests.traffic_gen.inject import send_frames
-
-RECV_B, RECV_P = totals(FRAMES, "recv")
-SEND_B, SEND_P = totals(FRAMES, "send")
-
-
-def key(p: VethPair) -> str:
-    return f"{p.ns_a}/{p.dev_a}"
-
-
-def both_ways(p: VethPair) -> None:
-    send_frames(p.ns_b, p.dev_b, FRAMES)  # arrive on A: recv
-    send_frames(p.ns_a, p.dev_a, FRAMES)  # leave A: send
-
+from tcflow.sandbox import Sandbox, VethPair
+from tests.support.cli import Live, leftovers, nonzero, one_line_error, run, settled_show
+from tests.support.counting import FRAMES, RECV_B, RECV_P, SEND_B, SEND_P, both_ways, key
+from tests.support.inject import send_frames
+from tests.support.shell import FOREIGN, foreign_bpf, sh
 
 # -- attach --json: SPEC's exact counts ------------------------------------------
 
@@ -94,7 +82,7 @@ def test_attach_json_count_in_process(silent_pair: VethPair, pin_dir: str) -> No
     last = snaps[-1]["interfaces"][key(p)]
     assert nonzero(last["bytes"]) == RECV_B + SEND_B
     assert nonzero(last["packets"]) == RECV_P + SEND_P
-    for earlier, later in zip(snaps, snaps[1:]):  # cumulative: never goes down
+    for earlier, later in zip(snaps, snaps[1:], strict=False):  # cumulative: never goes down
         a, b = earlier["interfaces"][key(p)]["bytes"], later["interfaces"][key(p)]["bytes"]
         assert all(b[n] >= a[n] for n in a)
     assert leftovers(p.ns_a, p.dev_a, pin_dir) == []
@@ -180,10 +168,9 @@ def test_follow_attaches_new_matches_and_drops_gone_ones(netns: Callable[[], str
         live.kill()
 
 
-def test_lost_interface_is_reported_and_others_keep_counting(netns: Callable[[], str],
-                                                             env: dict[str, str]) -> None:
-    """(issue 6) an interface deleted while attached: tcflow carries on with the rest."""
-    one = make_pair(netns, addresses=False)
+def test_lost_interface_is_reported_and_others_keep_counting(sandbox: Sandbox, env: dict[str, str]) -> None:
+    """An interface deleted while attached: tcflow carries on with the rest."""
+    one = sandbox.pair(addresses=False)
     sh(f"ip link add tcfc netns {one.ns_a} type veth peer name tcfd netns {one.ns_b}")
     sh(f"ip -n {one.ns_a} link set tcfc up")
     live = Live("attach", "--netns", one.ns_a, one.dev_a, "tcfc", "--json", "--interval", "0.2", env=env)
@@ -216,10 +203,10 @@ def test_pin_survives_kill_9_show_reads_restart_adopts_detach_all_cleans(
         live.kill()
     # tcflow is gone; its programs keep counting into the pinned maps
     both_ways(p)
-    shown = _settled_show(env, key(p))
+    shown = settled_show(env, key(p))
     assert nonzero(shown["bytes"]) == RECV_B + SEND_B
     assert nonzero(shown["packets"]) == RECV_P + SEND_P
-    assert shown["hook"]["ingress"] == ingress and shown["hook"]["pinned"] == "yes"
+    assert shown["hook"]["ingress"] == ingress and shown["hook"]["pinned"] is True
 
     st = run("status", "--json", env=env)
     import json
@@ -250,25 +237,8 @@ def test_pin_survives_kill_9_show_reads_restart_adopts_detach_all_cleans(
     assert leftovers(p.ns_a, p.dev_a, pin_dir) == []
 
 
-def _settled_show(env: dict[str, str], k: str) -> dict[str, Any]:
-    import json
-
-    last = None
-    for _ in range(50):
-        r = run("show", "--json", env=env)
-        assert r.returncode == 0, r.stderr
-        cur = json.loads(r.stdout)["interfaces"][k]
-        if last is not None and cur["bytes"] == last["bytes"]:
-            return cur
-        last = cur
-        time.sleep(0.1)
-    return cur
-
-
 def test_detach_named_interface_and_status_sees_other_programs(silent_pair: VethPair, env: dict[str, str],
                                                                pin_dir: str) -> None:
-    from tests.netns.test_attach import FOREIGN
-
     p = silent_pair
     _foreign_filter(p, FOREIGN, b"foreign", "ffff:fff3", prio=5)
     r = run("attach", "--pin", "--netns", p.ns_a, p.dev_a, "--count", "1", "--json", env=env)
@@ -321,29 +291,20 @@ def _foreign_filter(p: VethPair, src: str, fn: bytes, parent: str, prio: int) ->
 
 # -- errors: one line, non-zero, nothing left -------------------------------------------------
 
-def _one_line_error(r: Any, *phrases: str) -> None:
-    assert r.returncode == 1, (r.returncode, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("tcflow: error: "), r.stderr
-    assert "Traceback" not in r.stderr
-    for ph in phrases:
-        assert ph in lines[0], (ph, lines[0])
-
-
 def test_error_unknown_interface(silent_pair: VethPair, env: dict[str, str]) -> None:
     p = silent_pair
     r = run("attach", "--netns", p.ns_a, p.dev_a, "tcf-nope", env=env)
-    _one_line_error(r, "no such interface", "tcf-nope", "ip link")
+    one_line_error(r, "no such interface", "tcf-nope", "ip link")
     assert leftovers(p.ns_a, p.dev_a, env["TCFLOW_PIN_DIR"]) == []
     r = run("--debug", "attach", "--netns", p.ns_a, "tcf-nope", env=env)
     assert r.returncode != 0 and "Traceback" in r.stderr
 
 
 def test_error_unknown_namespace_and_pid(env: dict[str, str]) -> None:
-    _one_line_error(run("attach", "--netns", "tcft-nope", "eth0", env=env), "no such network namespace",
+    one_line_error(run("attach", "--netns", "tcft-nope", "eth0", env=env), "no such network namespace",
                     "ip netns list")
     assert "tcft-nope" not in sh("ip netns list")
-    _one_line_error(run("attach", "--pid", "999999999", "eth0", env=env), "no such process", "ps")
+    one_line_error(run("attach", "--pid", "999999999", "eth0", env=env), "no such process", "ps")
     assert not os.path.exists(env["TCFLOW_PIN_DIR"])
 
 
@@ -354,7 +315,7 @@ def test_error_not_root(silent_pair: VethPair, env: dict[str, str], how: str) ->
               else ("setpriv", "--bounding-set=-all", "--inh-caps=-all"))
     for args in (("attach", "--netns", p.ns_a, p.dev_a), ("attach", "--pin", "--netns", p.ns_a, p.dev_a),
                  ("detach", "--all")):
-        _one_line_error(run(*args, env=env, prefix=prefix), "needs root", "sudo")
+        one_line_error(run(*args, env=env, prefix=prefix), "needs root", "sudo")
     assert leftovers(p.ns_a, p.dev_a, env["TCFLOW_PIN_DIR"]) == []
 
 
@@ -371,7 +332,7 @@ def test_error_foreign_xdp_program_refused_unless_tc(silent_pair: VethPair, env:
         idx = ipr.link_lookup(ifname=p.dev_a)[0]
         ipr.link("set", index=idx, xdp={"attrs": [("IFLA_XDP_FD", prog.fd), ("IFLA_XDP_FLAGS", 1 << 1)]})
     r = run("attach", "--netns", p.ns_a, p.dev_a, "--ingress", "xdp", env=env)
-    _one_line_error(r, "already has an XDP program", "other_xdp", "--ingress tc")
+    one_line_error(r, "already has an XDP program", "other_xdp", "--ingress tc")
     assert [x for x in leftovers(p.ns_a, p.dev_a) if x != "an XDP program"] == []
     assert "other_xdp" in sh(f"ip -n {p.ns_a} -d link show {p.dev_a}") or "xdpgeneric" in \
         sh(f"ip -n {p.ns_a} link show {p.dev_a}")
@@ -389,7 +350,7 @@ def test_error_bcc_missing(silent_pair: VethPair, env: dict[str, str], tmp_path:
     (shim / "__init__.py").write_text("raise ImportError('No module named bcc (test shim)')\n")
     env = dict(env, PYTHONPATH=str(tmp_path))
     r = run("attach", "--netns", p.ns_a, p.dev_a, env=env)
-    _one_line_error(r, "cannot import bcc", "python3-bpfcc")
+    one_line_error(r, "cannot import bcc", "python3-bpfcc")
     assert leftovers(p.ns_a, p.dev_a, env["TCFLOW_PIN_DIR"]) == []
     doc = run("doctor", env=env)
     assert doc.returncode == 1 and "FAIL" in doc.stdout and "python3-bpfcc" in doc.stdout
@@ -398,7 +359,7 @@ def test_error_bcc_missing(silent_pair: VethPair, env: dict[str, str], tmp_path:
 def test_error_kernel_headers_missing(silent_pair: VethPair, env: dict[str, str], tmp_path: Any) -> None:
     p = silent_pair
     r = run("attach", "--netns", p.ns_a, p.dev_a, env=dict(env, BCC_KERNEL_SOURCE="/nonexistent/tcflow-test"))
-    _one_line_error(r, "BCC_KERNEL_SOURCE=/nonexistent/tcflow-test is not a directory")
+    one_line_error(r, "BCC_KERNEL_SOURCE=/nonexistent/tcflow-test is not a directory")
     assert leftovers(p.ns_a, p.dev_a, env["TCFLOW_PIN_DIR"]) == []
     # no headers anywhere: a private mount namespace hides /usr/src and /lib/modules
     if os.path.exists("/sys/kernel/kheaders.tar.xz"):
@@ -408,7 +369,7 @@ def test_error_kernel_headers_missing(silent_pair: VethPair, env: dict[str, str]
     env2 = {k: v for k, v in env.items() if k != "BCC_KERNEL_SOURCE"}
     env2["TCFLOW_CACHE_DIR"] = str(tmp_path / "cache")
     r = run("attach", "--netns", p.ns_a, p.dev_a, env=env2, prefix=hide)
-    _one_line_error(r, "no kernel headers", "linux-headers")
+    one_line_error(r, "no kernel headers", "linux-headers")
     assert leftovers(p.ns_a, p.dev_a, env["TCFLOW_PIN_DIR"]) == []
     doc = run("doctor", env=env2, prefix=hide)
     assert doc.returncode == 1 and "linux-headers" in doc.stdout

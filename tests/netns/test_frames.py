@@ -1,41 +1,15 @@
-"""(a) + (d): crafted frames over a veth, exact per-class bytes on both hooks."""
+"""Crafted frames over a veth: exact per-class bytes on both hooks, against the reference."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 import pytest
 
 import tcflow
-from tests.netns.conftest import VethPair
-from tests.traffic_gen.frames import cases, fragmented_udp
-from tests.traffic_gen.inject import send_frames
-from tests.traffic_gen.reference import classify
-
-FRAMES = [c.frame for c in cases() if not c.tc_only] + fragmented_udp("ipv4", 3001) + fragmented_udp("ipv6", 3001)
-
-
-def totals(frames: list[bytes], direction: str) -> tuple[Counter, Counter]:
-    b: Counter = Counter()
-    p: Counter = Counter()
-    for f in frames:
-        fb, fp = classify(f, direction)
-        b.update(fb)
-        p.update(fp)
-    return +b, +p
-
-
-def settle(m: tcflow.Monitor, key: str) -> tcflow.InterfaceCounters:
-    """Counters once two reads a little apart agree (frames are in flight)."""
-    last = None
-    for _ in range(50):
-        cur = m.snapshot().interfaces[key]
-        if last is not None and cur.bytes == last.bytes:
-            return cur
-        last = cur
-        time.sleep(0.05)
-    return cur
+from tcflow.sandbox import VethPair
+from tests.support.counting import FRAMES, settle, totals
+from tests.support.inject import send_frames
 
 
 @pytest.mark.parametrize("ingress", ["xdp", "tc"])
@@ -43,7 +17,7 @@ def test_injected_frames_exact_both_directions(silent_pair: VethPair, ingress: s
     p = silent_pair
     with tcflow.Monitor([p.dev_a], netns=p.ns_a, ingress=ingress) as m:
         key = f"{p.ns_a}/{p.dev_a}"
-        assert m.snapshot().interfaces[key].hooks["ingress"] == ingress
+        assert m.snapshot().interfaces[key].hooks.ingress == ingress
         send_frames(p.ns_b, p.dev_b, FRAMES)  # arrive on A: recv
         send_frames(p.ns_a, p.dev_a, FRAMES)  # leave A: send
         got = settle(m, key)

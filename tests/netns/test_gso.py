@@ -16,8 +16,8 @@ import time
 import pytest
 
 import tcflow
-from tests.netns.conftest import VethPair
-from tests.traffic_gen.sockets import bulk_send
+from tcflow.sandbox import VethPair
+from tests.support.sockets import bulk_send
 
 TOTAL = 1_000_003  # a prime number of bytes
 TCP_INFO, TCPI_SND_MSS_OFFSET = 11, 16
@@ -71,7 +71,7 @@ def pcap_frames(path: str) -> list[tuple[bytes, int]]:
 @pytest.mark.parametrize("offload", ["off", "on"])
 def test_tcp_gso_l3_matches_pcap_and_snmp(veth_pair: VethPair, offload: str) -> None:
     p = veth_pair
-    p.exec_a(f"ethtool -K {p.dev_a} tso {offload} gso {offload}")
+    p.exec_a("ethtool", "-K", p.dev_a, "tso", offload, "gso", offload)
     with tempfile.TemporaryDirectory() as tmp, tcflow.Monitor([p.dev_a], netns=p.ns_a, ingress="tc") as m:
         pcap = os.path.join(tmp, "a.pcap")
         segs0 = out_segs(p.ns_a)

@@ -1,4 +1,4 @@
-"""Issue 6: coexistence with other programs, restarts without loss, faults, limits.
+"""Coexistence with other programs, restarts without loss, faults, limits.
 
 Each test names the guarantee it backs in README "Guarantees".
 """
@@ -15,11 +15,11 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.netns.cli_helpers import Live, leftovers, nonzero, run
-from tests.netns.conftest import VethPair, foreign_bpf, make_pair, sh
-from tests.netns.test_cli import RECV_B, RECV_P, SEND_B, SEND_P, both_ways, key
-from tests.netns.test_frames import FRAMES
-from tests.traffic_gen.inject import send_frames
+from tcflow.sandbox import Sandbox, VethPair
+from tests.support.cli import Live, leftovers, nonzero, run
+from tests.support.counting import FRAMES, RECV_B, RECV_P, SEND_B, SEND_P, both_ways, key
+from tests.support.inject import send_frames
+from tests.support.shell import foreign_bpf, sh
 
 COUNTING_TC = r"""
 #include <uapi/linux/bpf.h>
@@ -190,9 +190,9 @@ def test_kill_9_during_traffic_then_restart_loses_nothing(silent_pair: VethPair,
 
 # -- faults -----------------------------------------------------------------------------
 
-def test_namespace_deleted_while_attached(netns: Callable[[], str], env: dict[str, str]) -> None:
+def test_namespace_deleted_while_attached(sandbox: Sandbox, env: dict[str, str]) -> None:
     """tcflow reports it, exits 1, and lets the namespace go (its veth disappears)."""
-    p = make_pair(netns, addresses=False)
+    p = sandbox.pair(addresses=False)
     live = Live("attach", "--netns", p.ns_a, p.dev_a, "--json", "--interval", "0.2", env=env)
     try:
         live.next()
@@ -233,7 +233,7 @@ def _in_mount_ns(script: str, *args: str, env: dict[str, str]) -> subprocess.Com
     """Run ``script`` in a private mount namespace: mounts there never reach the host."""
     import sys
 
-    from tests.netns.cli_helpers import REPO
+    from tests.support.cli import REPO
 
     return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "-",
                            sys.executable, *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)

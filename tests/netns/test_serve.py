@@ -20,13 +20,14 @@ from typing import Any, Optional
 
 import pytest
 
-from tests.netns.cli_helpers import REPO, leftovers, nonzero
-from tests.netns.conftest import VethPair
-from tests.netns.test_cli import RECV_B, RECV_P, SEND_B, SEND_P, both_ways, key
-from tests.netns.test_frames import FRAMES
-from tests.traffic_gen.inject import send_frames
+from tcflow.sandbox import VethPair
+from tests.support.cli import REPO, leftovers, nonzero
+from tests.support.counting import FRAMES, RECV_B, RECV_P, SEND_B, SEND_P, both_ways, key
+from tests.support.inject import send_frames
 
-ARTIFACTS = os.path.join(REPO, "tests", "artifacts")
+# Screenshots and other things a person may want to look at after a run;
+# ignored by git, so `make test` leaves the tree as it was.
+ARTIFACTS = os.path.join(REPO, "test-artifacts")
 
 
 def free_port() -> int:
@@ -94,25 +95,37 @@ def parse_metrics(text: str) -> dict[tuple[str, frozenset], float]:
     return out
 
 
-def class_from_metrics(m: dict[tuple[str, frozenset], float], iface: str, what: str = "bytes") -> Counter:
-    """Back from Prometheus labels to tcflow class names, to compare with SPEC."""
-    from tcflow.exporters.prometheus import CLASS_LABELS, REASONS
+FAMILY_OF_LAYER = {"L4": "tcflow_payload_bytes_total", "L3": "tcflow_ip_bytes_total"}
+
+
+def class_from_metrics(m: dict[tuple[str, frozenset], float], device: str, what: str = "bytes") -> Counter:
+    """Back from Prometheus families and labels to tcflow class names, to
+    compare with SPEC. Packets exist per IP packet (the L3 classes) and for
+    what is kept apart; the L4 classes count the same packets again."""
+    from tcflow.classes import CLASSES
 
     out: Counter = Counter()
-    for name, (direction, family, proto, layer) in CLASS_LABELS.items():
-        labels = {"interface": iface, "direction": direction, "family": family, "protocol": proto, "layer": layer}
+    for c in CLASSES:
+        if c.layer is None:
+            family, labels = f"tcflow_excluded_{what}_total", {"reason": c.reason}
+        elif what == "bytes":
+            family, labels = FAMILY_OF_LAYER[c.layer], {"family": c.family, "protocol": c.protocol_label}
+        elif c.layer == "L3":
+            family, labels = "tcflow_packets_total", {"family": c.family, "protocol": c.protocol_label}
+        else:
+            continue
+        labels.update(device=device, direction=c.direction)
         for (mname, lab), v in m.items():
             d = dict(lab)
-            if mname == f"tcflow_{what}_total" and all(d.get(k) == val for k, val in labels.items()):
-                out[name] += int(v)
-    for kind, reason in REASONS.items():
-        for direction in ("recv", "send"):
-            for (mname, lab), v in m.items():
-                d = dict(lab)
-                if mname == f"tcflow_excluded_{what}_total" and d.get("interface") == iface and \
-                        d.get("reason") == reason and d.get("direction") == direction:
-                    out[f"{kind}_{direction.upper()}"] += int(v)
+            if mname == family and all(d.get(k) == val for k, val in labels.items()):
+                out[c.name] += int(v)
     return +out
+
+
+def packets_without_l4(p: Counter) -> Counter:
+    from tcflow.classes import BY_NAME
+
+    return +Counter({n: v for n, v in p.items() if BY_NAME[n].layer != "L4"})
 
 
 def wait_for(pred: Any, timeout: float = 20) -> Any:
@@ -146,7 +159,16 @@ def test_serve_traffic_and_metrics_equal_spec_counts(silent_pair: VethPair, env:
         assert [ic["by_index"][str(i)] for i in range(14)] == [ic["classes"][n] for n in SEED_NAMES]  # ...and index
         m = parse_metrics(srv.metrics())
         assert class_from_metrics(m, p.dev_a) == want
-        assert class_from_metrics(m, p.dev_a, "packets") == RECV_P + SEND_P
+        assert class_from_metrics(m, p.dev_a, "packets") == packets_without_l4(RECV_P + SEND_P)
+        # no family adds payload to IP bytes: each sums to one layer's total
+        ip_total = sum(v for (n, lab), v in m.items() if n == "tcflow_ip_bytes_total")
+        payload_total = sum(v for (n, lab), v in m.items() if n == "tcflow_payload_bytes_total")
+        assert ip_total == sum(v for k, v in want.items() if k.startswith("L3_"))
+        assert payload_total == sum(v for k, v in want.items() if k.startswith("L4_"))
+        assert all(dict(lab).get("device") == p.dev_a and dict(lab).get("netns") == p.ns_a
+                   for (n, lab), v in m.items() if n == "tcflow_ip_bytes_total")
+        assert any(n == "tcflow_build_info" for (n, _), _v in m.items())
+        assert any(n == "process_resident_memory_bytes" for (n, _), _v in m.items())
         # BPF statistics are on while serving (through BPF_ENABLE_STATS, which the sysctl does not show)
         runs = {dict(lab)["program"]: v for (n, lab), v in m.items() if n == "tcflow_program_runs_total"}
         assert runs.get("tc_ingress", 0) >= len(FRAMES) and runs.get("tc_egress", 0) >= len(FRAMES)
@@ -188,6 +210,9 @@ def test_read_only_and_safe_defaults(silent_pair: VethPair, env: dict[str, str])
         assert b"http" not in body.replace(b"http-equiv", b"")  # no external asset
         js = srv.get("/dashboard.js")[2]
         assert b"fetch(\"/traffic\"" in js and b"https://" not in js and b"http://" not in js
+        from tcflow.classes import catalogue
+
+        assert json.loads(srv.get("/classes")[2]) == catalogue()  # the dashboard's class list comes from here
         assert json.loads(srv.get("/healthz")[2]) == {"status": "ok", "interfaces": 1}
     finally:
         srv.stop()
@@ -217,7 +242,7 @@ def test_counters_never_decrease_across_a_pin_restart(silent_pair: VethPair, env
     finally:
         srv.stop()
     for k, v in first.items():
-        if k[0].startswith(("tcflow_bytes", "tcflow_packets", "tcflow_excluded")):
+        if k[0].startswith(("tcflow_ip_bytes", "tcflow_payload_bytes", "tcflow_packets", "tcflow_excluded")):
             assert second[k] >= v, k
     assert subprocess.run([sys.executable, "-m", "tcflow", "detach", "--all"], env=env, cwd=REPO,
                           capture_output=True).returncode == 0
@@ -237,7 +262,7 @@ def test_dashboard_in_headless_chromium(veth_pair: VethPair, env: dict[str, str]
     stop = threading.Event()
 
     def traffic() -> None:  # steady TCP over the veth while the page watches
-        from tests.traffic_gen.sockets import bulk_send
+        from tests.support.sockets import bulk_send
 
         while not stop.is_set():
             bulk_send(p.ns_a, p.ns_b, p.ip4_b, 2_000_000, lambda s: time.sleep(0.2))
@@ -294,7 +319,7 @@ def test_load_50_clients_200_scrapes_100_interfaces(netns: Any, env: dict[str, s
                 code, headers, body = srv.get("/metrics", gzip_ok=True, decompress=False)
                 if code != 200 or headers.get("Content-Encoding") != "gzip" or body[:2] != b"\x1f\x8b":
                     errors.append(f"HTTP {code} {headers.get('Content-Encoding')}")
-                elif (n * 200 + i) % 20 == 0 and gzip.decompress(body).count(b"tcflow_bytes_total{") != 2000:
+                elif (n * 200 + i) % 20 == 0 and gzip.decompress(body).count(b"tcflow_ip_bytes_total{") != 1200:
                     errors.append("a body without all 100 interfaces x 20 classes")
             except Exception as e:  # noqa: BLE001 - any failure is one to count
                 errors.append(repr(e))

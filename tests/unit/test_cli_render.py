@@ -8,10 +8,11 @@ import pathlib
 
 import pytest
 
-from tcflow.classes import NAMES, SEED_NAMES
-from tcflow.cli import parser, snapshot_json
-from tcflow.counters import make_snapshot
+from tcflow.classes import CLASSES, NAMES, SEED_NAMES
+from tcflow.cli import fix_command, main, parser
+from tcflow.errors import AttachError
 from tcflow.exporters.table import header, human, render
+from tcflow.snapshot import Hooks, document, make_snapshot
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
 
@@ -23,8 +24,8 @@ def _snaps():  # noqa: ANN202
     def row(scale: int) -> list[int]:
         return [(i + 1) * scale * 7919 for i in range(len(NAMES))]
 
-    hooks_x = {"ingress": "xdp", "xdp_mode": "native", "egress": "tc", "pinned": False}
-    hooks_t = {"ingress": "tc", "xdp_mode": None, "egress": "tc", "pinned": True}
+    hooks_x = Hooks("xdp", "native")
+    hooks_t = Hooks("tc", pinned=True)
     t0 = 1795300000.0
     a = make_snapshot([("eth1", "", 2, hooks_x, base, base),
                        ("veth0", "container-with-a-rather-long-namespace-name-here", 7, hooks_t, base, base)],
@@ -62,8 +63,8 @@ def test_table_groups_rows_as_a_person_reads_them() -> None:
     _, b = _snaps()
     labels = [ln.split("  ")[1] for ln in render(b).splitlines()[2:9]]
     assert "recv: xdp (native)" in render(b).splitlines()[0]
-    assert labels == ["TCP payload sent", "TCP payload recv", "UDP payload sent", "UDP payload recv",
-                      "IP bytes sent, TCP", "IP bytes sent, UDP", "IP bytes sent, other"]
+    assert labels == [c.title for c in CLASSES if c.seed and c.family == "ipv4"]
+    assert labels[0] == "TCP payload sent" and labels[-1] == "IP bytes sent, other"
 
 
 @pytest.mark.parametrize("n,text", [(0, "0 B"), (999, "999 B"), (1000, "1.0 KB"), (1234567, "1.2 MB"),
@@ -72,34 +73,73 @@ def test_human_units(n: float, text: str) -> None:
     assert human(n) == text
 
 
-def test_json_line_has_the_documented_shape() -> None:
+def test_json_document_has_the_documented_shape() -> None:
+    """One document for attach --json, show --json and /traffic."""
     _, b = _snaps()
-    obj = json.loads(snapshot_json(b))
+    obj = json.loads(json.dumps(document(b)))
     assert set(obj) == {"time", "interfaces"}
     ic = obj["interfaces"]["eth1"]
-    assert set(ic) == {"bytes", "packets", "hook"}
+    assert set(ic) == {"interface", "netns", "ifindex", "hook", "bytes", "packets", "classes", "by_index",
+                       "extended"}
     assert set(SEED_NAMES) <= set(ic["bytes"]) and set(ic["bytes"]) == set(NAMES)
     assert all(isinstance(v, int) for v in ic["bytes"].values())
-    assert ic["hook"]["ingress"] == "xdp"
+    assert ic["hook"] == {"ingress": "xdp", "xdp_mode": "native", "egress": "tc", "pinned": False}
+    assert obj["interfaces"]["container-with-a-rather-long-namespace-name-here/veth0"]["hook"]["pinned"] is True
+    assert ic["by_index"]["0"] == ic["classes"][SEED_NAMES[0]] == ic["bytes"][SEED_NAMES[0]]
 
 
 def test_every_help_has_examples(capsys: pytest.CaptureFixture) -> None:
-    for argv in ([], ["attach"], ["show"], ["status"], ["detach"], ["doctor"], ["demo"]):
+    for argv in ([], ["attach"], ["serve"], ["show"], ["status"], ["detach"], ["doctor"], ["demo"]):
         with pytest.raises(SystemExit) as e:
             parser().parse_args([*argv, "--help"])
         assert e.value.code == 0
         assert "examples:" in capsys.readouterr().out, argv
 
 
-def test_usage_errors_are_one_line_and_need_no_root(capsys: pytest.CaptureFixture) -> None:
-    from tcflow.cli import main
-
-    assert main(["detach"]) == 1
-    assert main(["attach", "--follow", "eth9"]) == 1
-    assert main(["attach", "--interval", "0", "eth9"]) == 1
+def test_usage_errors_exit_2_in_one_line_and_need_no_root(capsys: pytest.CaptureFixture) -> None:
+    assert main(["detach"]) == 2
+    assert main(["attach", "--follow", "eth9"]) == 2
+    assert main(["attach", "ns1/"]) == 2
+    assert main(["attach"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(ln.startswith("tcflow: error: ") for ln in err)
-    assert "--all" in err[0] and "--match" in err[1] and "--interval" in err[2]
+    assert len(err) == 4 and all(ln.startswith("tcflow: error: ") for ln in err)
+    assert "--all" in err[0] and "--match" in err[1] and "NETNS/IFACE" in err[2] and "no interface" in err[3]
+    assert not any("(" in ln and "=" in ln for ln in err)  # plain words, no Python reprs
+
+
+@pytest.mark.parametrize("argv", [["attach", "--interval", "0", "eth9"], ["attach", "--interval", "nan", "eth9"],
+                                  ["attach", "--interval", "inf", "eth9"], ["attach", "--count", "-1", "eth9"],
+                                  ["attach", "--max-interfaces", "0", "eth9"],
+                                  ["attach", "--max-interfaces", "4294967297", "eth9"],
+                                  ["attach", "--ingress", "bpf", "eth9"]])
+def test_bad_values_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("tcflow attach: error: ") and "Traceback" not in "".join(err)
+
+
+def test_hints_repeat_the_options_the_user_gave() -> None:
+    args = parser().parse_args(["attach", "--pin", "--pin-dir", "/sys/fs/bpf/my dir", "--netns", "ns1", "veth0"])
+    assert fix_command(args, ("show",)) == "tcflow show --pin-dir '/sys/fs/bpf/my dir'"
+    assert fix_command(args, ("detach", "veth0")) == \
+        "tcflow detach veth0 --pin-dir '/sys/fs/bpf/my dir' --netns ns1"
+    assert fix_command(args, ("detach", "ns1/veth0")) == "tcflow detach ns1/veth0 --pin-dir '/sys/fs/bpf/my dir'"
+    e = AttachError("ns1/veth0 already has tcflow attached", hint="`{fix}` removes it", fix=("detach", "ns1/veth0"))
+    assert str(e) == "ns1/veth0 already has tcflow attached: `tcflow detach ns1/veth0` removes it"
+    assert e.render(lambda w: fix_command(args, w)).endswith("`tcflow detach ns1/veth0 --pin-dir '/sys/fs/bpf/my dir'`"
+                                                            " removes it")
+
+
+def test_targets_group_by_namespace() -> None:
+    from tcflow.targets import Where, group
+
+    ts = group(["veth0", "ns1/veth0", "ns2/veth0", "ns1/veth1", "pid:42/eth0"], ["ns1/tap*"], True, Where("ns9"))
+    assert [(t.where, t.names, t.globs, t.follow) for t in ts] == [
+        (Where("ns9"), ("veth0",), (), False), (Where("ns1"), ("veth0", "veth1"), ("tap*",), True),
+        (Where("ns2"), ("veth0",), (), False), (Where(pid=42), ("eth0",), (), False)]
+    assert group(["/proc/1/ns/net/eth0"], [], False, Where())[0].where == Where("/proc/1/ns/net")
 
 
 def test_coalesced_calls_are_fresh_and_shared() -> None:

@@ -6,42 +6,79 @@ from __future__ import annotations
 import os
 import re
 import struct
+import subprocess
 from collections import Counter
 
 import pytest
 
 from tcflow import classes
-from tcflow.counters import VALUE_SIZE, WORDS_PER_SLOT, make_snapshot, sum_percpu
 from tcflow.errors import CompileError, DependencyError
 from tcflow.kheaders import locate
 from tcflow.loader import PLACEHOLDER, SOURCE, patch_imm64
-from tests.traffic_gen.frames import cases
-from tests.traffic_gen.reference import classify
+from tcflow.reader import VALUE_SIZE, WORDS_PER_SLOT, sum_percpu
+from tcflow.snapshot import Hooks, make_snapshot
+from tests.support.frames import cases
+from tests.support.reference import classify
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SOURCE_ENDINGS = (".py", ".c", ".h", ".js", ".html", ".sh", ".json", ".yaml", ".yml", "Makefile")
 
 
-def test_seed_numbering_is_fixed() -> None:
-    assert classes.SEED_NAMES == (
-        "L4_TCP_SEND_V4", "L4_TCP_RECV_V4", "L4_UDP_SEND_V4", "L4_UDP_RECV_V4",
-        "L3_TCP_SEND_V4", "L3_UDP_SEND_V4", "L3_RAW_SEND_V4",
-        "L4_TCP_SEND_V6", "L4_TCP_RECV_V6", "L4_UDP_SEND_V6", "L4_UDP_RECV_V6",
-        "L3_TCP_SEND_V6", "L3_UDP_SEND_V6", "L3_RAW_SEND_V6")
+def _spec_seed_table() -> dict[int, str]:
+    """The seed numbering as docs/SPEC.md states it: rows 0-6, then "7-13 same seven, _V6"."""
+    text = open(os.path.join(REPO, "docs", "SPEC.md")).read()
+    rows = {int(i): n for i, n in re.findall(r"^\| (\d+) \| (\w+) \|", text, re.M)}
+    assert re.search(r"^\| 7-13 \| same seven, `_V6`", text, re.M)
+    rows.update({i + 7: n[:-3] + "_V6" for i, n in list(rows.items())})
+    return rows
+
+
+def test_seed_numbering_is_the_contracts() -> None:
+    spec = _spec_seed_table()
+    assert sorted(spec) == list(range(classes.SEED_COUNT))
+    assert classes.SEED_NAMES == tuple(spec[i] for i in range(classes.SEED_COUNT))
     assert [c.index for c in classes.CLASSES] == list(range(classes.NUM_CLASSES))
 
 
-def test_c_indices_agree_with_python() -> None:
+def test_c_takes_every_index_from_the_class_table() -> None:
+    """The C has no list of its own: every class index arrives as a cflag."""
     src = open(SOURCE).read()
-    d = {k: int(v) for k, v in re.findall(r"#define (\w+) (\d+)\b", src)}
-    assert d["NUM_CLASSES"] == classes.NUM_CLASSES
-    for fam in (0, 1):
-        sfx = "V4" if fam == 0 else "V6"
-        for off in ("L4_TCP_SEND", "L4_TCP_RECV", "L4_UDP_SEND", "L4_UDP_RECV",
-                    "L3_TCP_SEND", "L3_UDP_SEND", "L3_RAW_SEND"):
-            assert classes.BY_NAME[f"{off}_{sfx}"].index == fam * d["FAM_STRIDE"] + d[f"OFF_{off}"]
-        for i, proto in enumerate(("TCP", "UDP", "RAW")):
-            assert classes.BY_NAME[f"L3_{proto}_RECV_{sfx}"].index == d["L3_RECV_BASE"] + fam * 3 + i
-    for kind in ("OTHER", "LOCAL", "MALFORMED"):
-        assert classes.BY_NAME[f"{kind}_RECV"].index == d[f"{kind}_RECV"]
-        assert classes.BY_NAME[f"{kind}_SEND"].index == d[f"{kind}_RECV"] + 1
+    flags = dict(f[2:].split("=") for f in classes.cflags())
+    assert flags["NUM_CLASSES"] == str(classes.NUM_CLASSES)
+    for c in classes.CLASSES:
+        assert flags[f"C_{c.name}"] == str(c.index)
+    used = set(re.findall(r"\bC_([A-Z]\w+)", src)) | {f"{s}_V4" for s in re.findall(r"CLASS\(([A-Z]\w+),", src)}
+    assert used and all(f"C_{u}" in flags for u in used), used - {k[2:] for k in flags}
+    assert not re.search(r"#define\s+(OFF_|FAM_STRIDE|L3_RECV_BASE|(OTHER|LOCAL|MALFORMED)_RECV)", src)
+
+
+def test_no_second_list_of_the_classes() -> None:
+    """classes.py is the only list: no other source file names six or more
+    classes within five lines (test expectations name a few at a time)."""
+    pat = re.compile(r"\b(" + "|".join(classes.NAMES) + r")\b")
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    offenders = []
+    for f in files:
+        if f == "tcflow/classes.py" or f.startswith("docs/") or not f.endswith(SOURCE_ENDINGS) \
+                or not os.path.isfile(os.path.join(REPO, f)):
+            continue
+        lines = open(os.path.join(REPO, f), errors="replace").read().splitlines()
+        for i in range(len(lines)):
+            if len(set(pat.findall("\n".join(lines[i:i + 5])))) >= 6:
+                offenders.append(f"{f}:{i + 1}")
+                break
+    assert offenders == []
+
+
+def test_every_vocabulary_comes_from_one_class() -> None:
+    """JSON key, table title and metric labels of a class are derived from one entry."""
+    c = classes.BY_NAME["L4_TCP_SEND_V4"]
+    assert (c.title, c.protocol_label, c.layer, c.family) == ("TCP payload sent", "tcp", "L4", "ipv4")
+    assert classes.BY_NAME["L3_RAW_RECV_V6"].title == "IP bytes received, other"
+    assert classes.apart("non_ip", "recv").name == "OTHER_RECV"
+    assert classes.find("L3", "udp", "send", "ipv6").name == "L3_UDP_SEND_V6"
+    assert [c["name"] for c in classes.catalogue()] == list(classes.NAMES)
 
 
 def _slot(values: list[int]) -> list[int]:
@@ -72,11 +109,11 @@ def test_snapshot_rates() -> None:
     zero = [0] * classes.NUM_CLASSES
     b1 = list(zero)
     b1[0] = 1000
-    s0 = make_snapshot([("v0", "ns1", 2, {}, zero, zero)], now=0, mono=10.0)
-    s1 = make_snapshot([("v0", "ns1", 2, {}, b1, zero)], now=0, mono=12.0)
+    s0 = make_snapshot([("v0", "ns1", 2, Hooks("tc"), zero, zero)], now=0, mono=10.0)
+    s1 = make_snapshot([("v0", "ns1", 2, Hooks("tc"), b1, zero)], now=0, mono=12.0)
     assert set(s1.interfaces) == {"ns1/v0"}
     assert s1.rates(s0)["ns1/v0"]["L4_TCP_SEND_V4"] == 500.0
-    s2 = make_snapshot([("v0", "ns1", 2, {}, zero, zero)], now=0, mono=13.0)  # a reset
+    s2 = make_snapshot([("v0", "ns1", 2, Hooks("tc"), zero, zero)], now=0, mono=13.0)  # a reset
     assert s2.rates(s1)["ns1/v0"]["L4_TCP_SEND_V4"] == 0.0  # never negative
     assert s0.rates(s1) == {}  # time going backwards gives no rates
 
@@ -149,25 +186,26 @@ def test_reference_agrees_with_hand_figures(case) -> None:  # noqa: ANN001
 def test_reference_vlan_in_metadata_counts_toward_two() -> None:
     from scapy.layers.inet import IP, UDP
 
-    from tests.traffic_gen.frames import A4, B4, eth, pl
+    from tests.support.frames import A4, B4, eth, pl
 
     two = eth(IP(src=A4, dst=B4) / UDP() / pl(5), [(0x8100, 1), (0x8100, 2)])
     assert classify(two, "recv")[0]["L4_UDP_RECV_V4"] == 5
-    from tests.traffic_gen.reference import parse
+    from tests.support.reference import parse
     assert parse(two, tags_outside=1) is None  # a third tag: not IP to us
 
 
 def test_hostile_generator_reaches_every_outcome() -> None:
     """The fuzz frames are not all rejected early: every kind of result occurs."""
-    from tests.traffic_gen.frames import MAX_TEST_FRAME, hostile
+    from tests.support.frames import MAX_TEST_FRAME, hostile
 
     seen: Counter = Counter()
     frames = hostile(2026, 3000)
     for f in frames:
         b, _ = classify(f, "send")
         seen.update(b.keys())
-    for name in ("MALFORMED_SEND", "OTHER_SEND", "LOCAL_SEND", "L4_TCP_SEND_V4", "L4_UDP_SEND_V6",
-                 "L3_RAW_SEND_V4", "L3_RAW_SEND_V6", "L4_UDP_SEND_V4", "L4_TCP_SEND_V6"):
+    wanted = [c.name for c in classes.CLASSES if c.direction == "send" and (c.layer != "L3" or c.protocol == "raw")]
+    assert len(wanted) == 9  # the four payload classes, raw in both families, other, local, malformed
+    for name in wanted:
         assert seen[name] > 0, name
     assert max(len(f) for f in frames) <= MAX_TEST_FRAME
     assert hostile(7, 50) == hostile(7, 50)  # seeded: a failure can be replayed

@@ -1,14 +1,12 @@
 // tcflow dashboard: polls /traffic every second and charts the rate of each
-// of the 14 classes per interface over the last minutes. No libraries.
+// of the 14 seed classes per interface over the last minutes. No libraries.
 "use strict";
 
 const WINDOW = 300;  // samples kept (seconds at one poll per second)
-const CLASSES = [
-  "L4_TCP_SEND_V4", "L4_TCP_RECV_V4", "L4_UDP_SEND_V4", "L4_UDP_RECV_V4",
-  "L3_TCP_SEND_V4", "L3_UDP_SEND_V4", "L3_RAW_SEND_V4",
-  "L4_TCP_SEND_V6", "L4_TCP_RECV_V6", "L4_UDP_SEND_V6", "L4_UDP_RECV_V6",
-  "L3_TCP_SEND_V6", "L3_UDP_SEND_V6", "L3_RAW_SEND_V6",
-];
+// The classes come from the server (GET /classes, tcflow/classes.py): the
+// 14 seed classes are charted, labelled as the table labels them.
+let CLASSES = [];
+let TITLES = {};
 const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
                 "#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#ad494a", "#637939", "#8c6d31"];
 const state = {};      // key -> {last, series: {class: [rate...]}, el, canvas}
@@ -39,7 +37,7 @@ function card(key, info) {
     const sw = document.createElement("i");
     sw.style.background = COLORS[i];
     s.appendChild(sw);
-    s.appendChild(document.createTextNode(c));
+    s.appendChild(document.createTextNode(TITLES[c]));
     legend.appendChild(s);
   });
   el.append(h, hooks, canvas, legend);
@@ -120,5 +118,21 @@ async function poll() {
   }
 }
 
-poll();
-setInterval(poll, 1000);
+async function start() {
+  const status = document.getElementById("status");
+  try {
+    const r = await fetch("/classes", {cache: "no-store"});
+    if (!r.ok) throw new Error(`HTTP ${r.status}`);
+    const seed = (await r.json()).filter(c => c.seed);
+    CLASSES = seed.map(c => c.name);
+    TITLES = Object.fromEntries(seed.map(c => [c.name, `${c.title}, ${c.family === "ipv4" ? "IPv4" : "IPv6"}`]));
+  } catch (e) {
+    status.className = "error";
+    status.textContent = `cannot read /classes: ${e.message}`;
+    return;
+  }
+  poll();
+  setInterval(poll, 1000);
+}
+
+start();

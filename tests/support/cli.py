@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from typing import Any, Optional
 
-from tests.netns.conftest import sh
+from tests.support.shell import sh
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -102,3 +102,27 @@ def leftovers(ns: str, dev: str, pin_dir: Optional[str] = None) -> list[str]:
 
 def nonzero(d: dict[str, int]) -> Counter:
     return +Counter(d)
+
+
+def one_line_error(r: Any, *phrases: str, code: int = 1) -> None:
+    """A failed run that printed one line, `tcflow: error: ...`, with these phrases."""
+    assert r.returncode == code, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tcflow: error: "), r.stderr
+    assert "Traceback" not in r.stderr
+    for ph in phrases:
+        assert ph in lines[0], (ph, lines[0])
+
+
+def settled_show(env: dict[str, str], k: str) -> dict[str, Any]:
+    """`tcflow show --json` of one interface once two reads agree."""
+    last = None
+    for _ in range(50):
+        r = run("show", "--json", env=env)
+        assert r.returncode == 0, r.stderr
+        cur = json.loads(r.stdout)["interfaces"][k]
+        if last is not None and cur["bytes"] == last["bytes"]:
+            return cur
+        last = cur
+        time.sleep(0.1)
+    return cur

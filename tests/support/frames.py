@@ -200,7 +200,7 @@ def mutations(seed: int, count: int) -> list[bytes]:
     return out
 
 
-# -- structured hostile frames (issue 6): built from bytes, fast, seeded ----------
+# -- structured hostile frames: built from bytes, fast, seeded ----------
 
 MAX_TEST_FRAME = 3520
 _ETH = bytes.fromhex("020000000002" "020000000001")
@@ -248,7 +248,7 @@ def _v6(rng: random.Random) -> bytes:
     final = rng.choice([6, 17, 58, 59, 6, 17])
     hdrs = b""
     nexts = chain[1:] + [final]
-    for typ, nxt in zip(chain, nexts):
+    for typ, nxt in zip(chain, nexts, strict=False):
         if typ == 44:
             off = rng.choice([0, 0, 1, 100])
             hdrs += bytes([nxt, 0]) + ((off << 3) | rng.choice([0, 1])).to_bytes(2, "big") + b"\0\0\0\1"

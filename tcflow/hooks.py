@@ -1,4 +1,4 @@
-"""Attach and detach tcflow's programs with pyroute2 (netlink).
+"""Attach, detach and find tcflow's programs on an interface's hooks (netlink).
 
 recv: XDP (native where the driver has it, else generic), or clsact ingress.
 send: clsact egress, direct-action. Detach removes only what tcflow added: a
@@ -9,11 +9,16 @@ program is removed only if it is still the one tcflow put there.
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass, field
+import os
+import socket
 from typing import Any, Optional
 
-from .errors import AttachError, InterfaceError, PermissionError_
-from .netns import Netns
+from pyroute2 import IPRoute
+
+from . import _libbpf
+from .errors import AttachError, PermissionError_
+from .links import Link
+from .netns import Netns, run_in
 
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
@@ -32,46 +37,25 @@ TC_NAME_INGRESS = "tcflow_ingress"
 TC_NAME_EGRESS = "tcflow_egress"
 
 
-def ipr_for(ns: Netns) -> Any:
-    """An IPRoute in ``ns``. flags=0: never create a namespace by accident."""
-    from pyroute2 import IPRoute
+NETLINK_ROUTE = 0
 
+
+def ipr_for(ns: Netns) -> Any:
+    """An IPRoute in ``ns``.
+
+    pyroute2's own ``netns=`` forks a child process per socket (and signals
+    it); tcflow makes the netlink socket in a thread that entered the
+    namespace instead (a socket stays in the namespace it was made in), and
+    hands pyroute2 its fd. Never creates a namespace by accident."""
     if not ns.name:
         return IPRoute()
-    return IPRoute(netns=ns.path, flags=0)
-
-
-@dataclass
-class Link:
-    """One interface as tcflow attached it."""
-
-    ifname: str
-    ifindex: int
-    netns: Netns
-    kind: str = ""
-    ingress: str = "xdp"          # "xdp" or "tc"
-    xdp_mode: Optional[str] = None  # "native" or "generic" once attached
-    created_clsact: bool = False
-    attached: dict[str, bool] = field(default_factory=dict)
+    sock = run_in(ns.path, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
+                                                 NETLINK_ROUTE))
+    return IPRoute(fileno=sock.detach())
 
 
 def _code(e: Exception) -> int:
     return int(getattr(e, "code", 0) or getattr(e, "errno", 0) or 0)
-
-
-def lookup(ipr: Any, ns: Netns, ifname: str) -> Link:
-    found = ipr.link_lookup(ifname=ifname)
-    if not found:
-        where = f" in namespace {ns.name}" if ns.name else ""
-        raise InterfaceError(f"no such interface{where}", ifname=ifname,
-                             hint="list interfaces with `ip link`" + (f" -n {ns.name}" if ns.name else ""))
-    idx = found[0]
-    msg = ipr.link("get", index=idx)[0]
-    kind = ""
-    info = msg.get_attr("IFLA_LINKINFO")
-    if info is not None:
-        kind = info.get_attr("IFLA_INFO_KIND") or ""
-    return Link(ifname, idx, ns, kind)
 
 
 def xdp_state(ipr: Any, ifindex: int) -> tuple[Optional[int], Optional[str]]:
@@ -91,10 +75,6 @@ def prog_name(prog_id: Optional[int]) -> str:
     """The name the kernel holds for a BPF program id, best effort."""
     if not prog_id:
         return "?"
-    import os
-
-    from . import _libbpf
-
     try:
         fd = _libbpf.prog_fd_by_id(prog_id)
     except Exception:
@@ -115,10 +95,9 @@ class NativeRefused(AttachError):
     """The driver (or the device) would not take native XDP."""
 
 
-def _already_tcflow(ifname: str) -> AttachError:
-    return AttachError(f"{ifname} already has tcflow attached (a running or pinned tcflow, or one that was "
-                       f"killed)", ifname=ifname,
-                       hint=f"see `tcflow status`; `tcflow detach {ifname}` removes it")
+def _already_tcflow(link: Link) -> AttachError:
+    return AttachError(f"{link.key} already has tcflow attached (a running or pinned tcflow, or one that was "
+                       "killed)", hint="see `tcflow status`; `{fix}` removes it", fix=("detach", link.key))
 
 
 def attach_xdp(ipr: Any, link: Link, prog_fd: int, mode: str = "auto") -> str:
@@ -131,10 +110,10 @@ def attach_xdp(ipr: Any, link: Link, prog_fd: int, mode: str = "auto") -> str:
     if prog_id:
         name = prog_name(prog_id)
         if name in TCFLOW_PROG_NAMES:
-            raise _already_tcflow(link.ifname)
+            raise _already_tcflow(link)
         raise AttachError(
-            f"{link.ifname} already has an XDP program ({name}, id {prog_id})",
-            ifname=link.ifname,
+            f"{link.key} already has an XDP program ({name}, id {prog_id})",
+            ifname=link.key,
             hint="tcflow does not replace it; use --ingress tc to count on clsact ingress instead",
         )
     tries = ["native", "generic"] if mode == "auto" else [mode]
@@ -150,27 +129,17 @@ def attach_xdp(ipr: Any, link: Link, prog_fd: int, mode: str = "auto") -> str:
                 raise PermissionError_("attaching XDP needs root", hint="run tcflow with sudo") from None
             if _code(e) == errno.EBUSY:
                 prog_id, _ = xdp_state(ipr, link.ifindex)
-                raise AttachError(f"{link.ifname} already has an XDP program ({prog_name(prog_id)})",
-                                  ifname=link.ifname, hint="use --ingress tc") from None
+                raise AttachError(f"{link.key} already has an XDP program ({prog_name(prog_id)})",
+                                  ifname=link.key, hint="use --ingress tc") from None
             continue
         link.xdp_mode = m
         link.attached["xdp"] = True
         return m
     if mode == "native":
-        raise NativeRefused(f"the driver refused native XDP: {last}", ifname=link.ifname,
+        raise NativeRefused(f"the driver refused native XDP: {last}", ifname=link.key,
                             hint="use --xdp-mode generic, or --ingress tc")
-    raise AttachError(f"could not attach XDP ({mode}): {last}", ifname=link.ifname,
+    raise AttachError(f"could not attach XDP ({mode}): {last}", ifname=link.key,
                       hint="try --xdp-mode generic or --ingress tc")
-
-
-def list_links(ipr: Any) -> list[tuple[int, str, str]]:
-    """(ifindex, name, kind) of every link in the IPRoute's namespace."""
-    out: list[tuple[int, str, str]] = []
-    for msg in ipr.get_links():
-        info = msg.get_attr("IFLA_LINKINFO")
-        kind = (info.get_attr("IFLA_INFO_KIND") or "") if info is not None else ""
-        out.append((msg["index"], msg.get_attr("IFLA_IFNAME"), kind))
-    return out
 
 
 def tcflow_hooks(ipr: Any, ifindex: int) -> dict[str, Any]:
@@ -202,27 +171,48 @@ def tcflow_hooks(ipr: Any, ifindex: int) -> dict[str, Any]:
 def remove_found(ipr: Any, link: Link, created_clsact: bool) -> dict[str, Any]:
     """Remove whatever tcflow hooks are on ``link``, whoever attached them.
 
-    For `tcflow detach`, which holds no program fds: the XDP program is found
-    by id and removed only if it is still that program. Returns what was found.
+    For `tcflow detach`, which holds no program fds. Returns what was found.
     """
-    import os
-
-    from . import _libbpf
-
     found = tcflow_hooks(ipr, link.ifindex)
-    link.attached = {"tc_ingress": found["tc_ingress"], "tc_egress": found["tc_egress"]}
-    detach_tc(ipr, link, "egress")
-    detach_tc(ipr, link, "ingress")
-    if found["xdp"]:
-        fd = _libbpf.prog_fd_by_id(found["xdp_id"])
-        try:
-            link.attached["xdp"], link.xdp_mode = True, found["xdp_mode"]
-            detach_xdp(ipr, link, fd)
-        finally:
-            os.close(fd)
+    link.attached = {"tc_ingress": found["tc_ingress"], "tc_egress": found["tc_egress"], "xdp": found["xdp"]}
+    link.xdp_mode = found["xdp_mode"]
     link.created_clsact = created_clsact
-    drop_clsact_if_ours(ipr, link)
+    errors = detach(ipr, link)
+    if errors:
+        raise errors[0]
     return found
+
+
+def detach(ipr: Any, link: Link, xdp_fd: Optional[int] = None) -> list[Exception]:
+    """The one detach sequence: tc egress, tc ingress, XDP, then the clsact
+    qdisc if tcflow made it and nothing else uses it. Every step is tried;
+    the errors are returned. The XDP program is removed only if it is still
+    tcflow's: ``xdp_fd``, or the program found on the link by id."""
+    errors: list[Exception] = []
+    for step in (lambda: detach_tc(ipr, link, "egress"), lambda: detach_tc(ipr, link, "ingress"),
+                 lambda: _detach_xdp_found(ipr, link, xdp_fd), lambda: drop_clsact_if_ours(ipr, link)):
+        try:
+            step()
+        except Exception as e:  # keep detaching the rest
+            errors.append(e)
+    return errors
+
+
+def _detach_xdp_found(ipr: Any, link: Link, xdp_fd: Optional[int]) -> None:
+    if not link.attached.get("xdp"):
+        return
+    if xdp_fd is not None:
+        detach_xdp(ipr, link, xdp_fd)
+        return
+    prog_id, _ = xdp_state(ipr, link.ifindex)
+    if not prog_id or prog_name(prog_id) != "tcflow_xdp":
+        link.attached["xdp"] = False  # gone, or someone else's now: leave it
+        return
+    fd = _libbpf.prog_fd_by_id(prog_id)
+    try:
+        detach_xdp(ipr, link, fd)
+    finally:
+        os.close(fd)
 
 
 def detach_xdp(ipr: Any, link: Link, prog_fd: int) -> None:
@@ -249,7 +239,7 @@ def _ensure_clsact(ipr: Any, link: Link) -> None:
             return
         if _code(e) == errno.EPERM:
             raise PermissionError_("adding a clsact qdisc needs root", hint="run tcflow with sudo") from None
-        raise AttachError(f"could not add a clsact qdisc: {e}", ifname=link.ifname,
+        raise AttachError(f"could not add a clsact qdisc: {e}", ifname=link.key,
                           hint="check that the kernel has CONFIG_NET_SCH_INGRESS") from None
 
 
@@ -278,10 +268,10 @@ def attach_tc(ipr: Any, link: Link, prog_fd: int, hook: str) -> None:
                parent=parent, prio=TC_PRIO, direct_action=True)
     except Exception as e:
         if _code(e) == errno.EEXIST:
-            raise _already_tcflow(link.ifname) from None
+            raise _already_tcflow(link) from None
         if _code(e) == errno.EPERM:
             raise PermissionError_("adding a tc filter needs root", hint="run tcflow with sudo") from None
-        raise AttachError(f"could not add the {hook} filter: {e}", ifname=link.ifname) from None
+        raise AttachError(f"could not add the {hook} filter: {e}", ifname=link.key) from None
     link.attached[f"tc_{hook}"] = True
 
 

@@ -1,0 +1,204 @@
+"""Agent: one compile, any number of namespaces, interfaces added and removed
+at run time. What the CLI and the exporters drive.
+
+    agent = Agent(Settings(ingress="tc"))
+    agent.start([Target(Where(netns="ns1"), ("veth0",)), Target(Where(netns="ns2"), ("veth0",))])
+    snap = agent.snapshot()
+    agent.close()
+
+Starting is all or nothing: if one interface fails, what was attached for the
+others is removed again before the error is raised. With ``pin_dir`` the
+maps live under bpffs; close() leaves the programs attached and a later
+agent adopts them, so counters carry on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, ContextManager, Iterable, Optional
+
+from . import netns, pins
+from .binding import Binder, Settings
+from .errors import InterfaceError
+from .links import Link, diff, lookup, matching
+from .loader import Datapath, Options
+from .reader import read_slots
+from .slots import SlotTable
+from .snapshot import Hooks, Snapshot, make_snapshot
+from .targets import Target
+from .watch import Watch
+
+
+class Agent:
+    """``datapath``: a compiled Datapath to use instead of compiling one; the
+    agent then leaves it open on close (its owner closes it)."""
+
+    def __init__(self, settings: Optional[Settings] = None, options: Optional[Options] = None,
+                 datapath: Optional[Datapath] = None):
+        settings, options = settings or Settings(), options or Options()
+        if settings.pin and not options.pin_dir:
+            options = Options(options.max_ifaces, pins.default_pin_dir())
+        if datapath is not None:
+            options = datapath.options
+        self.settings, self.options = settings, options
+        self._borrowed = datapath
+        self.watches: dict[int, Watch] = {}  # netns cookie -> Watch
+        self.dp: Optional[Datapath] = None
+        self.slots: Optional[SlotTable] = None
+        self.binder: Optional[Binder] = None
+        self.notices: list[str] = []  # for the user: the CLI prints and clears them
+
+    @property
+    def pin_dir(self) -> Optional[str]:
+        return self.options.pin_dir if self.settings.pin else None
+
+    def _lock(self) -> ContextManager[Any]:
+        return pins.Lock(self.pin_dir) if self.pin_dir and self.dp is not None else contextlib.nullcontext()
+
+    def _compile(self) -> Binder:
+        if self.binder is None:
+            if self.pin_dir:
+                pins.ensure_bpffs(self.pin_dir)
+            self.dp = self._borrowed or Datapath(self.options)
+            self.slots = SlotTable(self.dp)
+            self.binder = Binder(self.dp, self.slots, self.settings)
+        return self.binder
+
+    # -- lifecycle -------------------------------------------------------
+    def start(self, targets: Iterable[Target]) -> "Agent":
+        """Resolve every target, compile once, attach all; or undo it all and raise."""
+        try:
+            plan = [self._plan(t) for t in targets]
+            binder = self._compile()
+            assert self.slots is not None
+            with self._lock(), self.slots.batch():
+                for watch, links in plan:
+                    for link in links:
+                        watch.links[link.ifindex] = link
+                        binder.bind(watch.ipr, link, self.notices)
+        except BaseException:
+            self.abort()
+            raise
+        return self
+
+    def _plan(self, t: Target) -> tuple[Watch, list[Link]]:
+        ns = netns.resolve(t.where.netns, t.where.pid)
+        watch = self.watches.get(ns.cookie)
+        if watch is None:
+            watch = self.watches[ns.cookie] = Watch(ns)
+        watch.want(t.names, t.globs, t.follow)
+        present = watch.present()  # one dump, not two requests per name
+        links = [lookup(present, ns, n) for n in t.names]
+        known = {ln.ifindex for ln in links} | set(watch.links)
+        links = [ln for ln in links if ln.ifindex not in watch.links]
+        links += [ln for ln in matching(present, ns, t.globs) if ln.ifindex not in known]
+        if not links and not watch.links and not t.follow:
+            raise InterfaceError("no interface matches " + " ".join(repr(g) for g in t.globs),
+                                 hint="list interfaces with `ip link`, or add --follow to wait for them")
+        return watch, links
+
+    def abort(self) -> None:
+        """After a failed start: undo what this agent did, keep what it adopted."""
+        try:
+            with self._lock():
+                for watch in self.watches.values():
+                    for link in reversed(list(watch.links.values())):
+                        self._release(watch, link, detach=True)
+                if self.pin_dir and self.dp is not None and not len(self.dp.ifaces):
+                    pins.unpin(self.pin_dir)  # compiling made the maps; nothing is attached to use them
+        finally:
+            self._close_handles()
+
+    def _release(self, watch: Watch, link: Link, detach: bool) -> list[Exception]:
+        watch.links.pop(link.ifindex, None)
+        if self.binder is None:
+            return []
+        adopted = self.binder.is_adopted(link)
+        return self.binder.release(watch.ipr, link, detach=detach and not adopted, forget=detach and not adopted)
+
+    def close(self) -> None:
+        """Detach everything; with --pin, leave it attached and counting into
+        the pinned maps, for `tcflow show` or the next agent to adopt."""
+        errors: list[Exception] = []
+        if not self.settings.pin:
+            for watch in self.watches.values():
+                for link in reversed(list(watch.links.values())):
+                    errors += self._release(watch, link, detach=True)
+        self._close_handles()
+        if errors:
+            raise errors[0]
+
+    def _close_handles(self) -> None:
+        cookies = list(self.watches)
+        for watch in self.watches.values():
+            watch.close()
+        self.watches = {}
+        if self.dp is not None:
+            if self.dp is self._borrowed:
+                for cookie in cookies:
+                    self.dp.release(cookie)
+            else:
+                self.dp.close()
+            self.dp = self.slots = self.binder = None
+
+    def __enter__(self) -> "Agent":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- interfaces and namespaces that come and go ------------------------------
+    def event_fds(self) -> dict[int, Watch]:
+        """Netlink sockets readable on link changes, one per namespace."""
+        return {w.events_fd(): w for w in self.watches.values()}
+
+    def sync(self, watch: Watch) -> None:
+        """Forget interfaces that are gone (their counters go with them);
+        with follow, attach new matches. Errors attaching a new interface
+        become notices: the others keep being counted."""
+        watch.drain()
+        d = diff(watch.links.values(), watch.present(), watch.ns, watch.globs, watch.follow)
+        binder = self.binder
+        assert binder is not None and self.slots is not None
+        with self._lock(), self.slots.batch():
+            for link in d.gone:
+                watch.links.pop(link.ifindex, None)
+                binder.release(None, link, detach=False, forget=True)
+                self.notices.append(f"{link.key} disappeared; its counters are no longer reported")
+            for link, name in d.renamed:
+                link.ifname = name  # same device, same counters
+            for link in d.new:
+                watch.links[link.ifindex] = link
+                try:
+                    binder.bind(watch.ipr, link, self.notices)
+                except Exception as e:
+                    self._release(watch, link, detach=True)
+                    self.notices.append(f"could not attach {link.key}: {e}")
+
+    def reap(self) -> list[str]:
+        """Let go of namespaces that were deleted; their labels."""
+        gone = [w for w in self.watches.values() if not w.alive()]
+        for watch in gone:
+            with self._lock():
+                for link in list(watch.links.values()):
+                    self._release(watch, link, detach=True)
+            watch.close()
+            del self.watches[watch.ns.cookie]
+            if self.dp is not None:
+                self.dp.release(watch.ns.cookie)
+        return [w.ns.label for w in gone]
+
+    # -- read -------------------------------------------------------------
+    def links(self) -> list[Link]:
+        return [ln for w in self.watches.values() for ln in w.links.values()]
+
+    def snapshot(self) -> Snapshot:
+        """Cumulative counters of every attached interface, one batch read."""
+        if self.dp is None or self.binder is None:
+            raise InterfaceError("the agent is not started", hint="call start() first")
+        links = [ln for ln in self.links() if (ln.netns.cookie, ln.ifindex) in self.binder.slot_of]
+        slots = [self.binder.slot(ln) for ln in links]
+        sums = read_slots(self.dp.map_fd("counters"), max(slots, default=-1) + 1, self.dp.ncpus)
+        return make_snapshot((ln.ifname, ln.netns.name, ln.ifindex,
+                              Hooks(ln.ingress, ln.xdp_mode if ln.ingress == "xdp" else None,
+                                    pinned=self.settings.pin), *sums[s]) for ln, s in zip(links, slots, strict=True))

@@ -1,0 +1,85 @@
+"""Interfaces: list them, find one by name, match globs, and diff what is
+held against what is there now (for --follow). Plain netlink reads."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+
+from .errors import InterfaceError
+from .netns import Netns
+
+Present = list[tuple[int, str, str]]  # (ifindex, name, kind) of every link in a namespace
+
+
+@dataclass
+class Link:
+    """One interface as tcflow attached it (or is about to)."""
+
+    ifname: str
+    ifindex: int
+    netns: Netns
+    kind: str = ""                  # IFLA_INFO_KIND; "" for a physical NIC
+    ingress: str = "xdp"            # "xdp" or "tc"
+    xdp_mode: Optional[str] = None  # "native" or "generic" once attached
+    created_clsact: bool = False
+    attached: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """``NETNS/IFACE``, or ``IFACE`` in tcflow's own namespace."""
+        return f"{self.netns.name}/{self.ifname}" if self.netns.name else self.ifname
+
+
+def list_links(ipr: Any) -> Present:
+    """(ifindex, name, kind) of every link in the IPRoute's namespace: one dump."""
+    out: Present = []
+    for msg in ipr.get_links():
+        info = msg.get_attr("IFLA_LINKINFO")
+        kind = (info.get_attr("IFLA_INFO_KIND") or "") if info is not None else ""
+        out.append((msg["index"], msg.get_attr("IFLA_IFNAME"), kind))
+    return out
+
+
+def lookup(present: Present, ns: Netns, ifname: str) -> Link:
+    """The link named ``ifname`` among ``present``, or an error with the fix."""
+    for ifindex, name, kind in present:
+        if name == ifname:
+            return Link(name, ifindex, ns, kind)
+    where = f" in namespace {ns.name}" if ns.name else ""
+    raise InterfaceError(f"no such interface{where}", ifname=ifname,
+                         hint="list interfaces with `ip link`" + (f" -n {ns.name}" if ns.name else ""))
+
+
+def matching(present: Present, ns: Netns, globs: Iterable[str]) -> list[Link]:
+    """Links whose name matches a shell glob; lo only when named, never by a glob
+    (SPEC counts its traffic apart anyway)."""
+    globs = list(globs)
+    return [Link(name, ifindex, ns, kind) for ifindex, name, kind in present
+            if name != "lo" and any(fnmatch.fnmatchcase(name, g) for g in globs)]
+
+
+@dataclass
+class Diff:
+    """What changed between the links held and the links present."""
+
+    gone: list[Link] = field(default_factory=list)
+    renamed: list[tuple[Link, str]] = field(default_factory=list)
+    new: list[Link] = field(default_factory=list)
+
+
+def diff(held: Iterable[Link], present: Present, ns: Netns, globs: Iterable[str], follow: bool) -> Diff:
+    """Held links that are gone or renamed; with ``follow``, new matches."""
+    out = Diff()
+    names = {ifindex: name for ifindex, name, _ in present}
+    held_idx = set()
+    for link in held:
+        held_idx.add(link.ifindex)
+        if link.ifindex not in names:
+            out.gone.append(link)
+        elif names[link.ifindex] != link.ifname:
+            out.renamed.append((link, names[link.ifindex]))
+    if follow:
+        out.new = [ln for ln in matching(present, ns, globs) if ln.ifindex not in held_idx]
+    return out

@@ -1,0 +1,120 @@
+"""Snapshots: the counters of every attached interface at one instant, as plain data.
+
+Nothing here imports bcc or pyroute2: exporters take a Snapshot and return
+text. ``document()`` is the one JSON form of a snapshot, shared by
+``attach --json``, ``show --json`` and ``GET /traffic``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Optional
+
+from .classes import CLASSES, NAMES, SEED_COUNT
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """Where one interface is counted: ``ingress`` "xdp" or "tc" (recv),
+    ``xdp_mode`` "native"/"generic" with XDP (else None), ``egress`` "tc"
+    (send), and ``pinned``: the counters outlive the process."""
+
+    ingress: str
+    xdp_mode: Optional[str] = None
+    egress: str = "tc"
+    pinned: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ingress": self.ingress, "xdp_mode": self.xdp_mode, "egress": self.egress, "pinned": self.pinned}
+
+
+@dataclass(frozen=True)
+class InterfaceCounters:
+    """Counters of one attached interface, cumulative since it was attached.
+
+    ``bytes`` and ``packets`` map every class name (tcflow.classes.NAMES) to
+    an int. Caveats: L4 classes are payload bytes; L3 classes are IP bytes,
+    with GSO aggregates expanded to the packets they stand for.
+    ``netns`` is the namespace's label ("" for the one tcflow runs in).
+    """
+
+    ifname: str
+    netns: str
+    ifindex: int
+    hooks: Hooks
+    bytes: Mapping[str, int]
+    packets: Mapping[str, int]
+
+    @property
+    def key(self) -> str:
+        """``NETNS/IFACE`` (just ``IFACE`` in tcflow's own namespace): the
+        same form the command line takes."""
+        return f"{self.netns}/{self.ifname}" if self.netns else self.ifname
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """All attached interfaces at one instant.
+
+    ``time`` is wall-clock (seconds since the epoch), ``monotonic`` is for
+    rates. ``interfaces`` is keyed by InterfaceCounters.key.
+    """
+
+    time: float
+    monotonic: float
+    interfaces: Mapping[str, InterfaceCounters] = field(default_factory=dict)
+
+    def rates(self, earlier: "Snapshot") -> dict[str, dict[str, float]]:
+        """Bytes per second per class since ``earlier``, per interface.
+
+        Interfaces missing from ``earlier`` (attached since) are left out.
+        A counter that went backwards (a re-attach reset it) gives 0.
+        """
+        dt = self.monotonic - earlier.monotonic
+        out: dict[str, dict[str, float]] = {}
+        if dt <= 0:
+            return out
+        for key, now in self.interfaces.items():
+            before = earlier.interfaces.get(key)
+            if before is None:
+                continue
+            out[key] = {n: max(0, now.bytes[n] - before.bytes[n]) / dt for n in NAMES}
+        return out
+
+
+Entry = tuple[str, str, int, Hooks, list[int], list[int]]
+
+
+def make_snapshot(entries: Iterable[Entry], now: Optional[float] = None, mono: Optional[float] = None) -> Snapshot:
+    """Build a Snapshot from (ifname, netns, ifindex, hooks, bytes, packets)."""
+    ifs = {}
+    for ifname, netns, ifindex, hooks, b, p in entries:
+        ic = InterfaceCounters(ifname, netns, ifindex, hooks, dict(zip(NAMES, b, strict=True)),
+                               dict(zip(NAMES, p, strict=True)))
+        ifs[ic.key] = ic
+    return Snapshot(time.time() if now is None else now, time.monotonic() if mono is None else mono, ifs)
+
+
+def document(snap: Snapshot) -> dict[str, Any]:
+    """The JSON form of a snapshot, for every consumer.
+
+    Per interface: ``bytes`` and ``packets`` of every class by name; and, for
+    users of the kprobe design's ``/traffic``, the 14 seed classes by name
+    (``classes``) and by their old numeric index (``by_index``, "0".."13"),
+    and the extended classes (``extended``). Cumulative since attach.
+    """
+    out: dict[str, Any] = {}
+    for key, ic in snap.interfaces.items():
+        out[key] = {
+            "interface": ic.ifname,
+            "netns": ic.netns,
+            "ifindex": ic.ifindex,
+            "hook": ic.hooks.as_dict(),
+            "bytes": dict(ic.bytes),
+            "packets": dict(ic.packets),
+            "classes": {c.name: ic.bytes[c.name] for c in CLASSES[:SEED_COUNT]},
+            "by_index": {str(c.index): ic.bytes[c.name] for c in CLASSES[:SEED_COUNT]},
+            "extended": {c.name: ic.bytes[c.name] for c in CLASSES[SEED_COUNT:]},
+        }
+    return {"time": round(snap.time, 6), "interfaces": out}

@@ -1,0 +1,76 @@
+"""One watched network namespace: its netlink handles, its links, its targets."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Optional
+
+from . import hooks
+from .links import Link, Present, list_links
+from .netns import Netns, run_in
+
+RTMGRP_LINK = 1
+
+
+class Watch:
+    """Interfaces tcflow counts in one namespace, and how it learns of changes.
+
+    tcflow's own netlink sockets would keep a deleted namespace alive, so
+    ``alive()`` checks the name (or process) the user gave, and the owner
+    closes the Watch once it is gone, which lets the namespace go.
+    """
+
+    def __init__(self, ns: Netns):
+        self.ns = ns
+        self.names: list[str] = []
+        self.globs: list[str] = []
+        self.follow = False
+        self.links: dict[int, Link] = {}  # ifindex -> Link
+        self.ipr: Any = hooks.ipr_for(ns)
+        self._events: Optional[socket.socket] = None
+
+    def want(self, names: tuple[str, ...], globs: tuple[str, ...], follow: bool) -> None:
+        self.names += [n for n in names if n not in self.names]
+        self.globs += [g for g in globs if g not in self.globs]
+        self.follow = self.follow or follow
+
+    def present(self) -> Present:
+        return list_links(self.ipr)
+
+    def events_fd(self) -> int:
+        """A netlink socket (in this namespace) readable on link changes."""
+        if self._events is None:
+            def make() -> socket.socket:
+                s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, 0)
+                s.bind((0, RTMGRP_LINK))
+                return s
+
+            self._events = run_in(self.ns.path, make) if self.ns.name else make()
+        return self._events.fileno()
+
+    def drain(self) -> None:
+        if self._events is None:
+            return
+        try:
+            while self._events.recv(65536):
+                pass
+        except BlockingIOError:
+            pass
+
+    def alive(self) -> bool:
+        """False once the namespace's name (or process) is gone."""
+        if not self.ns.name:
+            return True
+        try:
+            return os.stat(self.ns.path).st_ino == self.ns.inode
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        if self._events is not None:
+            self._events.close()
+            self._events = None
+        if self.ipr is not None:
+            self.ipr.close()
+            self.ipr = None
