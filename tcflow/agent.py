@@ -20,7 +20,7 @@ from typing import Any, ContextManager, Iterable, Optional
 from . import netns, pins
 from .binding import Binder, Settings
 from .errors import InterfaceError
-from .links import Link, diff, lookup, matching
+from .links import Link, diff
 from .loader import Datapath, Options
 from .reader import read_slots
 from .slots import SlotTable
@@ -86,16 +86,7 @@ class Agent:
         watch = self.watches.get(ns.cookie)
         if watch is None:
             watch = self.watches[ns.cookie] = Watch(ns)
-        watch.want(t.names, t.globs, t.follow)
-        present = watch.present()  # one dump, not two requests per name
-        links = [lookup(present, ns, n) for n in t.names]
-        known = {ln.ifindex for ln in links} | set(watch.links)
-        links = [ln for ln in links if ln.ifindex not in watch.links]
-        links += [ln for ln in matching(present, ns, t.globs) if ln.ifindex not in known]
-        if not links and not watch.links and not t.follow:
-            raise InterfaceError("no interface matches " + " ".join(repr(g) for g in t.globs),
-                                 hint="list interfaces with `ip link`, or add --follow to wait for them")
-        return watch, links
+        return watch, watch.plan(t.names, t.globs, t.follow)
 
     def abort(self) -> None:
         """After a failed start: undo what this agent did, keep what it adopted."""

@@ -7,7 +7,8 @@ import socket
 from typing import Any, Optional
 
 from . import hooks
-from .links import Link, Present, list_links
+from .errors import InterfaceError
+from .links import Link, Present, list_links, lookup, matching
 from .netns import Netns, run_in
 
 RTMGRP_LINK = 1
@@ -30,10 +31,21 @@ class Watch:
         self.ipr: Any = hooks.ipr_for(ns)
         self._events: Optional[socket.socket] = None
 
-    def want(self, names: tuple[str, ...], globs: tuple[str, ...], follow: bool) -> None:
+    def plan(self, names: tuple[str, ...], globs: tuple[str, ...], follow: bool) -> list[Link]:
+        """Take these names and globs on; the links they add to what is held.
+        An unknown name, or globs that match nothing without follow, is an error."""
         self.names += [n for n in names if n not in self.names]
         self.globs += [g for g in globs if g not in self.globs]
         self.follow = self.follow or follow
+        present = self.present()  # one dump, not two requests per name
+        named = [lookup(present, self.ns, n) for n in names]
+        known = {ln.ifindex for ln in named} | set(self.links)
+        links = [ln for ln in named if ln.ifindex not in self.links]
+        links += [ln for ln in matching(present, self.ns, globs) if ln.ifindex not in known]
+        if not links and not self.links and not follow:
+            raise InterfaceError("no interface matches " + " ".join(repr(g) for g in globs),
+                                 hint="list interfaces with `ip link`, or add --follow to wait for them")
+        return links
 
     def present(self) -> Present:
         return list_links(self.ipr)
