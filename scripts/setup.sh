@@ -36,8 +36,13 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $want >/dev/null
 fi
 
-# bpffs, for --pin (and harmless otherwise)
-mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+# bpffs, for --pin: root-only (mode 0700), as systemd mounts it. An earlier
+# set-up left it world-writable (1777); that is put right here.
+if ! mountpoint -q /sys/fs/bpf; then
+  mount -t bpf bpf /sys/fs/bpf -o mode=0700
+elif [ "$(stat -c %a /sys/fs/bpf)" = 1777 ]; then
+  mount -o remount,mode=0700 /sys/fs/bpf
+fi
 
 # Debian's bcc is installed for Debian's /usr/bin/python3: build the venv from
 # that interpreter with --system-site-packages so `import bcc` works in it.

@@ -42,6 +42,9 @@ class Agent:
             options = datapath.options
         self.settings, self.options = settings, options
         self._borrowed = datapath
+        # --pin: one lock, held across compile, pinning, attach and rollback
+        self._pin_lock = pins.Lock(options.pin_dir, create=True) if settings.pin and options.pin_dir else None
+        self._made_pins = False  # this process's compile created the pinned maps
         self.watches: dict[int, Watch] = {}  # netns cookie -> Watch
         self.dp: Optional[Datapath] = None
         self.slots: Optional[SlotTable] = None
@@ -53,12 +56,11 @@ class Agent:
         return self.options.pin_dir if self.settings.pin else None
 
     def _lock(self) -> ContextManager[Any]:
-        return pins.Lock(self.pin_dir) if self.pin_dir and self.dp is not None else contextlib.nullcontext()
+        return self._pin_lock if self._pin_lock is not None else contextlib.nullcontext()
 
     def _compile(self) -> Binder:
         if self.binder is None:
-            if self.pin_dir:
-                pins.ensure_bpffs(self.pin_dir)
+            self._made_pins = bool(self.pin_dir) and not pins.exists(str(self.pin_dir))
             self.dp = self._borrowed or Datapath(self.options)
             self.slots = SlotTable(self.dp)
             self.binder = Binder(self.dp, self.slots, self.settings)
@@ -69,16 +71,21 @@ class Agent:
         """Resolve every target, compile once, attach all; or undo it all and raise."""
         try:
             plan = [self._plan(t) for t in targets]
-            binder = self._compile()
-            assert self.slots is not None
-            with self._lock(), self.slots.batch():
-                for watch, links in plan:
-                    for link in links:
-                        watch.links[link.ifindex] = link
-                        binder.bind(watch.ipr, link, self.notices)
         except BaseException:
-            self.abort()
+            self._close_handles()
             raise
+        with self._lock():
+            try:
+                binder = self._compile()
+                assert self.slots is not None
+                with self.slots.batch():
+                    for watch, links in plan:
+                        for link in links:
+                            watch.links[link.ifindex] = link
+                            binder.bind(watch.ipr, link, self.notices)
+            except BaseException:
+                self.abort()
+                raise
         return self
 
     def _plan(self, t: Target) -> tuple[Watch, list[Link]]:
@@ -95,8 +102,8 @@ class Agent:
                 for watch in self.watches.values():
                     for link in reversed(list(watch.links.values())):
                         self._release(watch, link, detach=True)
-                if self.pin_dir and self.dp is not None and not len(self.dp.ifaces):
-                    pins.unpin(self.pin_dir)  # compiling made the maps; nothing is attached to use them
+                if self.pin_dir and self._made_pins and self.dp is not None and not len(self.dp.ifaces):
+                    pins.unpin(self.pin_dir, only_ids=self.dp.map_ids())  # ours, and nothing uses them
         finally:
             self._close_handles()
 

@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, ContextManager, Optional, Sequence
+from typing import Any, Callable, ContextManager, NoReturn, Optional, Sequence
 
 from . import __version__, pins
 from .agent import Agent
@@ -111,6 +111,20 @@ def count(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0 (0: no limit)")
     return int(text)
+
+
+def pin_dir(text: str) -> str:
+    try:
+        return pins.check_name(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(e.render()) from None
+
+
+def namespace_name(text: str) -> str:
+    if not text or "\0" in text:
+        raise argparse.ArgumentTypeError("an empty namespace name: give an `ip netns` name or a path such as "
+                                         "/proc/PID/ns/net, or leave --netns out")
+    return text
 
 
 def max_interfaces(text: str) -> int:
@@ -336,16 +350,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # -- the pinned side: no bcc needed -------------------------------------------------
 def cmd_show(args: argparse.Namespace) -> int:
+    from .doctor import require_root
     from .exporters.table import render
 
+    require_root()
     snap = pins.read_snapshot(args.pin_dir)
     print(json.dumps(document(snap)) if args.json else render(snap))
     return Exit.OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from .doctor import require_root
     from .status import collect, render_status
 
+    require_root()
     report = collect(args.pin_dir)
     print(json.dumps(report, indent=1) if args.json else render_status(report))
     return Exit.OK
@@ -383,16 +401,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- the parser ----------------------------------------------------------------
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line that says where the help is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(Exit.USAGE, f"tcflow: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
 def _parents() -> dict[str, argparse.ArgumentParser]:
-    where = argparse.ArgumentParser(add_help=False)
-    where.add_argument("--netns", metavar="NAME", help="plain IFACE names are in this network namespace "
+    where = Parser(add_help=False)
+    pin_dir_type = pin_dir
+    where.add_argument("--netns", metavar="NAME", type=namespace_name,
+                       help="plain IFACE names are in this network namespace "
                        "(an `ip netns` name, or a path such as /proc/PID/ns/net)")
     where.add_argument("--pid", type=int, help="plain IFACE names are in this process's network namespace "
                        "(a container)")
-    pin_dir = argparse.ArgumentParser(add_help=False)
-    pin_dir.add_argument("--pin-dir", default=pins.default_pin_dir(), metavar="DIR",
-                         help="bpffs directory of the pins (default $TCFLOW_PIN_DIR or /sys/fs/bpf/tcflow)")
-    targets = argparse.ArgumentParser(add_help=False, parents=[where, pin_dir])
+    pins_parent = Parser(add_help=False)
+    pins_parent.add_argument("--pin-dir", type=pin_dir_type, default=pins.default_pin_dir(), metavar="DIR",
+                             help="bpffs directory of the pins (default $TCFLOW_PIN_DIR or /sys/fs/bpf/tcflow)")
+    targets = Parser(add_help=False, parents=[where, pins_parent])
     targets.add_argument("interfaces", nargs="*", metavar="IFACE",
                          help="interfaces to count: IFACE or NETNS/IFACE (NETNS: an `ip netns` name or pid:N)")
     targets.add_argument("--match", action="append", metavar="GLOB",
@@ -411,13 +438,13 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
                          help="pin the counters, adopt pinned attachments, and leave the programs attached on exit")
     targets.add_argument("--max-interfaces", type=max_interfaces, default=DEFAULT_MAX_IFACES, metavar="N",
                          help=f"interfaces the maps hold, 1 to {MAX_INTERFACES_LIMIT} (default {DEFAULT_MAX_IFACES})")
-    return {"where": where, "pin_dir": pin_dir, "targets": targets}
+    return {"where": where, "pin_dir": pins_parent, "targets": targets}
 
 
 def parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parents = _parents()
-    p = argparse.ArgumentParser(prog="tcflow", description="Per-interface traffic counters from XDP/TC eBPF.",
+    p = Parser(prog="tcflow", description="Per-interface traffic counters from XDP/TC eBPF.",
                                 epilog=EPILOG, formatter_class=fmt)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--version", action="version", version=f"tcflow {__version__}")

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 from .errors import DependencyError
+from .safepath import chmod_dir, make_dirs, trusted_dir
 
 CACHE_DIR = os.environ.get("TCFLOW_CACHE_DIR", "/var/cache/tcflow")
 _ARCH = {"x86_64": ("amd64", "x86"), "aarch64": ("arm64", "arm64")}
@@ -85,14 +86,22 @@ def build_merged_tree(common: str, flavour: str, dest: str, machine: Optional[st
         (f"arch/{arch}/include", ["generated"]),
     ]
     tmp = f"{dest}.tmp{os.getpid()}"
-    for sub, from_flavour in pairs:
-        os.makedirs(os.path.join(tmp, sub), exist_ok=True)
-        for entry in sorted(os.listdir(os.path.join(common, sub))):
-            os.symlink(os.path.join(common, sub, entry), os.path.join(tmp, sub, entry))
-        for entry in from_flavour:
-            src = os.path.join(flavour, sub, entry)
-            if os.path.exists(src):
-                os.symlink(src, os.path.join(tmp, sub, entry))
+    try:
+        for sub, from_flavour in pairs:
+            os.makedirs(os.path.join(tmp, sub), mode=0o755, exist_ok=True)
+            for entry in sorted(os.listdir(os.path.join(common, sub))):
+                os.symlink(os.path.join(common, sub, entry), os.path.join(tmp, sub, entry))
+            for entry in from_flavour:
+                src = os.path.join(flavour, sub, entry)
+                if os.path.exists(src):
+                    os.symlink(src, os.path.join(tmp, sub, entry))
+        for sub, _ in pairs:  # 0755 whatever the umask was: the directories made here, not the links
+            parts = sub.split("/")
+            for i in range(len(parts) + 1):
+                chmod_dir(os.path.join(tmp, *parts[:i]), 0o755)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no half tree behind
+        raise
     try:
         os.rename(tmp, dest)
     except OSError:
@@ -127,10 +136,19 @@ def locate(environ: Optional[dict[str, str]] = None, release: Optional[str] = No
         )
     common, flavour = split
     base = os.path.basename(flavour)[len("linux-headers-"):]
-    dest = os.path.join(cache_dir or CACHE_DIR, "kernel-headers", base)
-    if not _has_kconfig(dest):
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        build_merged_tree(common, flavour, dest)
+    cache = cache_dir or CACHE_DIR
+    dest = os.path.join(cache, "kernel-headers", base)
+    try:
+        # Root compiles what it finds here: only a tree that no other user
+        # could have changed is used; one that another could is refused.
+        if not trusted_dir(dest, DependencyError) or not _has_kconfig(dest):
+            make_dirs(os.path.dirname(dest), 0o755, DependencyError)
+            build_merged_tree(common, flavour, dest)
+            trusted_dir(dest, DependencyError)
+    except OSError as e:
+        raise DependencyError(f"cannot write the kernel-header cache {cache}: {e.strerror}",
+                              hint="free some space there, or set TCFLOW_CACHE_DIR to a directory root can write") \
+            from None
     return Headers(
         "fallback",
         dest,

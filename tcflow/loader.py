@@ -101,8 +101,6 @@ class Datapath:
                 "cannot import bcc", hint="apt-get install python3-bpfcc, and run tcflow from a "
                 "Python that sees Debian's dist-packages (make setup builds one)"
             ) from None
-        if options.pin_dir:
-            os.makedirs(options.pin_dir, exist_ok=True)
         try:
             with _CaptureStderr() as cap, kheaders.applied(self.headers):
                 self.bpf = BPF(src_file=SOURCE.encode(), cflags=options.cflags())
@@ -184,6 +182,11 @@ class Datapath:
 
     def map_fd(self, name: str) -> int:
         return int(self.bpf[name.encode()].get_fd())
+
+    def map_ids(self) -> set[int]:
+        """The kernel's ids of this module's maps (to tell its pins from others')."""
+        names = ("ifaces", "counters", "meta") if self.options.pin_dir else ("ifaces", "counters")
+        return {_libbpf.map_info(self.map_fd(n)).id for n in names}
 
     def __enter__(self) -> "Datapath":
         return self

@@ -22,26 +22,32 @@ import ctypes
 import errno
 import fcntl
 import os
+import re
+import stat
 import time
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
 from . import _libbpf
 from .classes import NUM_CLASSES
-from .errors import PermissionError_, PinError
+from .errors import PermissionError_, PinError, TcflowError, UsageError
 from .reader import Sums, read_slots
+from .safepath import chmod_dir, trusted_dir
 from .snapshot import Hooks, Snapshot, make_snapshot
 
 BPFFS = "/sys/fs/bpf"
 DEFAULT_PIN_DIR = os.path.join(BPFFS, "tcflow")
 BPF_FS_MAGIC = 0xCAFE4A11
 MAP_NAMES = ("ifaces", "counters", "meta")
+SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]+$")
+LOCK_TIMEOUT_S = 30.0
+BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY = 1, 2, 6
 INGRESS_CODES = {"xdp": 1, "tc": 2}
 XDP_MODE_CODES = {None: 0, "native": 1, "generic": 2}
 
 
 def default_pin_dir() -> str:
-    return os.environ.get("TCFLOW_PIN_DIR") or DEFAULT_PIN_DIR
+    return os.environ.get("TCFLOW_PIN_DIR", DEFAULT_PIN_DIR)
 
 
 class IfaceKey(ctypes.Structure):
@@ -61,6 +67,14 @@ class Meta(ctypes.Structure):
                 ("created_clsact", ctypes.c_uint8), ("flags", ctypes.c_uint32),
                 ("ifname", ctypes.c_char * 16), ("netns", ctypes.c_char * 112),
                 ("netns_path", ctypes.c_char * 128)]
+
+
+# What each pinned map of tcflow's is: (name, type, key size, value size).
+MAP_LAYOUT = {
+    "ifaces": ("ifaces", BPF_MAP_TYPE_HASH, ctypes.sizeof(IfaceKey), ctypes.sizeof(IfaceVal)),
+    "counters": ("counters", BPF_MAP_TYPE_PERCPU_ARRAY, 4, 16 * NUM_CLASSES),
+    "meta": ("meta", BPF_MAP_TYPE_ARRAY, 4, ctypes.sizeof(Meta)),
+}
 
 
 @dataclass(frozen=True)
@@ -106,50 +120,134 @@ def is_bpffs(path: str = BPFFS) -> bool:
     """True if ``path`` is a mounted bpf filesystem."""
     libc = ctypes.CDLL(None, use_errno=True)
     buf = (ctypes.c_long * 16)()  # struct statfs; f_type is the first field
-    if libc.statfs(path.encode(), buf) != 0:
+    if libc.statfs(os.fsencode(path), buf) != 0:
         return False
     return (buf[0] & 0xFFFFFFFF) == BPF_FS_MAGIC
 
 
-def ensure_bpffs(pin_dir: str) -> None:
-    """Make sure ``pin_dir`` can hold pins: bpffs mounted, directory made.
+def check_name(pin_dir: str) -> str:
+    """A pin directory the user named, normalised, or a UsageError.
 
-    If nothing is mounted at /sys/fs/bpf, tcflow mounts bpffs there, as
-    systemd and iproute2 do; any other failure is a PinError with the fix.
+    It goes into the C as a string (bcc pins the maps there), so only plain
+    path characters are taken; it must be a directory inside a bpffs, not a
+    bpffs mount itself."""
+    if not pin_dir:
+        raise UsageError("--pin-dir is empty", hint=f"name a directory under a bpf filesystem, e.g. {DEFAULT_PIN_DIR}")
+    norm = os.path.normpath(pin_dir)
+    if not SAFE_PATH.match(norm) or "/../" in norm + "/":
+        raise UsageError(f"--pin-dir {pin_dir!r} is not an absolute path of letters, digits and . _ - /",
+                         hint=f"e.g. {DEFAULT_PIN_DIR}")
+    if norm == BPFFS or is_bpffs(norm) and os.path.ismount(norm):
+        raise UsageError(f"--pin-dir {norm} is a bpf filesystem itself",
+                         hint=f"use a directory in it, e.g. {norm}/tcflow")
+    return norm
+
+
+def verify(pin_dir: str) -> bool:
+    """False if ``pin_dir`` does not exist; raises a PinError if another user
+    could have made or changed it, or any directory above it."""
+    return trusted_dir(pin_dir, PinError)
+
+
+def ensure_bpffs(pin_dir: str) -> None:
+    """Make sure ``pin_dir`` can hold pins: bpffs mounted, directory made
+    root-only (0700, whatever the umask), nothing another user could have
+    planted on the way.
+
+    If nothing is mounted at /sys/fs/bpf, tcflow mounts bpffs there (mode
+    0700), as systemd does; any other failure is a PinError with the fix.
     """
-    parent = os.path.dirname(pin_dir.rstrip("/")) or "/"
+    parent = os.path.dirname(pin_dir)
     if not is_bpffs(parent):
         if parent != BPFFS:
             raise PinError(f"{parent} is not a bpf filesystem", hint=f"mount one: mount -t bpf bpf {parent}")
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.mount(b"bpf", BPFFS.encode(), b"bpf", 0, None) != 0:
+        if libc.mount(b"bpf", BPFFS.encode(), b"bpf", 0, b"mode=0700") != 0:
             err = ctypes.get_errno()
+            if err == errno.EPERM:
+                raise PermissionError_(f"mounting bpffs at {BPFFS} needs root", hint="run tcflow with sudo")
             raise PinError(f"bpffs is not mounted at {BPFFS} and mounting it failed: {os.strerror(err)}",
-                           hint=f"mount it as root: mount -t bpf bpf {BPFFS}")
+                           hint=f"mount it as root: mount -t bpf bpf {BPFFS} -o mode=0700")
+    if verify(pin_dir):
+        return
     try:
-        os.makedirs(pin_dir, exist_ok=True)
+        os.mkdir(pin_dir, 0o700)
+        chmod_dir(pin_dir, 0o700)  # the umask does not decide this
+    except FileExistsError:
+        pass  # another tcflow made it just now: verified below
     except OSError as e:
         if e.errno in (errno.EACCES, errno.EPERM):
             raise PermissionError_(f"cannot create {pin_dir}: {e.strerror}", hint="run tcflow with sudo") from None
         raise PinError(f"cannot create {pin_dir}: {e.strerror}",
                        hint="check that it is on a bpf filesystem and that it is writable") from None
+    verify(pin_dir)
 
 
 class Lock:
-    """An exclusive flock on the pin directory, held while pins change."""
+    """An exclusive flock on the pin directory, held while pins change.
 
-    def __init__(self, pin_dir: str):
-        self.pin_dir = pin_dir
+    The directory is root-only (verified first), so no other user can open
+    it, let alone hold its lock. Waiting is bounded and can be interrupted.
+    Re-entrant: a rollback inside a start takes it again. With ``create``,
+    the directory is made first (ensure_bpffs); a directory removed while
+    this process waited for it is made again and locked anew."""
+
+    def __init__(self, pin_dir: str, create: bool = False, timeout: float = LOCK_TIMEOUT_S):
+        self.pin_dir, self.create, self.timeout = pin_dir, create, timeout
         self.fd = -1
+        self.depth = 0
 
     def __enter__(self) -> "Lock":
-        self.fd = os.open(self.pin_dir, os.O_RDONLY | os.O_DIRECTORY)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
+        self.depth += 1
+        if self.depth > 1:
+            return self
+        try:
+            end = time.monotonic() + self.timeout
+            while True:
+                if self.create:
+                    ensure_bpffs(self.pin_dir)
+                elif not verify(self.pin_dir):
+                    raise PinError(f"nothing is pinned under {self.pin_dir}",
+                                   hint="attach with `tcflow attach --pin IFACE` first")
+                self.fd = os.open(self.pin_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                self._wait(end)
+                held, now = os.fstat(self.fd), _stat_or_none(self.pin_dir)
+                if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+                    return self
+                os.close(self.fd)  # removed (and maybe made again) while we waited
+                self.fd = -1
+        except BaseException:
+            self._release()
+            raise
+
+    def _wait(self, end: float) -> None:
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= end:
+                    raise PinError(f"another process has held the lock on {self.pin_dir} for {self.timeout:g} s",
+                                   hint="see `tcflow status`; try again when it is done") from None
+                time.sleep(0.05)
+
+    def _release(self) -> None:
+        self.depth = 0
+        if self.fd >= 0:
+            os.close(self.fd)  # drops the flock too
+            self.fd = -1
 
     def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
+        self.depth -= 1
+        if self.depth == 0:
+            self._release()
+
+
+def _stat_or_none(path: str) -> Optional[os.stat_result]:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
 
 
 def exists(pin_dir: str) -> bool:
@@ -162,6 +260,9 @@ class Store:
     def __init__(self, pin_dir: str):
         self.pin_dir = pin_dir
         self.fds: dict[str, int] = {}
+        if not verify(pin_dir):
+            raise PinError(f"nothing is pinned under {pin_dir}",
+                           hint="attach with `tcflow attach --pin IFACE` first")
         try:
             for n in MAP_NAMES:
                 self.fds[n] = _libbpf.obj_get(os.path.join(pin_dir, n))
@@ -222,13 +323,42 @@ class Store:
         _libbpf.map_update(self.fds["meta"], ctypes.c_uint32(e.slot), Meta())
 
 
-def unpin(pin_dir: str) -> None:
-    """Remove the pinned maps and the directory, if nothing else is in it."""
+def is_ours(path: str, name: str) -> bool:
+    """True if ``path`` is a pinned map that tcflow makes: a regular bpffs
+    file (not a link) holding a map of that name, type and layout."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        fd = _libbpf.obj_get(path)
+    except (OSError, TcflowError):
+        return False
+    try:
+        info = _libbpf.map_info(fd)
+    except TcflowError:
+        return False
+    finally:
+        os.close(fd)
+    return (info.name.decode(errors="replace"), info.type, info.key_size, info.value_size) == MAP_LAYOUT[name]
+
+
+def unpin(pin_dir: str, only_ids: Optional[set[int]] = None) -> None:
+    """Remove tcflow's pinned maps, then the directory if nothing else is in
+    it. A file of another kind or layout is left alone; with ``only_ids``,
+    so is any map but those (a rollback removes only the maps it made)."""
+    if not verify(pin_dir):
+        return
     for n in MAP_NAMES:
-        try:
-            os.unlink(os.path.join(pin_dir, n))
-        except FileNotFoundError:
-            pass
+        path = os.path.join(pin_dir, n)
+        if not is_ours(path, n):
+            continue
+        if only_ids is not None:
+            fd = _libbpf.obj_get(path)
+            try:
+                if _libbpf.map_info(fd).id not in only_ids:
+                    continue
+            finally:
+                os.close(fd)
+        os.unlink(path)
     try:
         os.rmdir(pin_dir)
     except OSError:

@@ -126,7 +126,7 @@ def _remove(entry_ns_path: Optional[str], label: str, ifindex: int, ifname: str,
 
 def detach_all(pin_dir: str) -> list[str]:
     """Every pinned attachment: hooks off, entries gone, then the pins."""
-    if not os.path.isdir(pin_dir):
+    if not _pins.verify(pin_dir):
         return [f"nothing is pinned under {pin_dir}"]
     lines = []
     with _pins.Lock(pin_dir):
@@ -140,7 +140,7 @@ def detach_all(pin_dir: str) -> list[str]:
                     where = f"{e.netns}/{e.ifname}" if e.netns else e.ifname
                     lines.append(f"detached {where}" if found else f"forgot {where} (interface or namespace gone)")
                     store.remove(e)
-    _pins.unpin(pin_dir)
+        _pins.unpin(pin_dir)
     left = list(_pins.iter_pin_files(pin_dir))
     if left:
         lines.append(f"left {pin_dir} in place: it holds files tcflow did not make: {', '.join(left)}")
