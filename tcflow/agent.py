@@ -187,6 +187,13 @@ class Agent:
         return [w.ns.label for w in gone]
 
     # -- read -------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """What an operator checks: interfaces counted, slots used of the map's
+        size, programs loaded, namespaces watched, and whether it follows."""
+        return {"interfaces": len(self.links()), "slots_used": self.slots.in_use() if self.slots else 0,
+                "slots": self.options.max_ifaces, "programs": self.dp.programs_loaded if self.dp else 0,
+                "namespaces": len(self.watches), "following": any(w.follow for w in self.watches.values())}
+
     def links(self) -> list[Link]:
         return [ln for w in self.watches.values() for ln in w.links.values()]
 

@@ -287,30 +287,15 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from . import _libbpf
     from .doctor import require_root
-    from .exporters.http import Source, make_server
+    from .exporters.http import Source, is_loopback, make_server
 
     host, port = parse_listen(args.listen)
     agent, targets = make_agent(args)
     require_root()
-
-    def stats() -> Any:
-        return agent.dp.program_stats() if agent.dp is not None else {}
-
-    source = Source(agent.snapshot, stats)
+    source = Source(agent.snapshot, lambda: agent.dp.program_stats() if agent.dp is not None else {}, agent.health)
     try:
         server = make_server(host, port, source)
     except OSError as e:
@@ -326,11 +311,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             except TcflowError as e:
                 note(f"BPF run-time statistics unavailable ({e}); /metrics leaves out tcflow's own cost")
             flush_notices(agent)
-            thread = threading.Thread(target=server.serve_forever, name="tcflow-http", daemon=True)
-            thread.start()
+            server.start()
             serving = True
             shown = f"[{host}]" if ":" in host else host
-            if not _is_loopback(host):
+            if not is_loopback(host):
                 note(f"listening on {shown}:{port}, reachable from other hosts (read-only endpoints)")
             note(f"attached to {_attached_line(agent)}; serving http://{shown}:{port}/ "
                  "(/traffic, /metrics, /healthz); Ctrl-C stops")
@@ -338,9 +322,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             run_loop(agent, sig, 1.0, lambda: True, lambda: source.lock)
             return Exit.OK
         finally:
-            if serving:
-                server.shutdown()
-            server.server_close()
+            server.close()
             if stats_fd >= 0:
                 os.close(stats_fd)  # the kernel goes back to its previous setting
             agent.close()
@@ -408,7 +390,7 @@ class Parser(argparse.ArgumentParser):
         self.exit(Exit.USAGE, f"tcflow: error: {message} (`{self.prog} --help` lists the options)\n")
 
 
-def _parents() -> dict[str, argparse.ArgumentParser]:
+def _parents() -> dict[str, Parser]:
     where = Parser(add_help=False)
     pin_dir_type = pin_dir
     where.add_argument("--netns", metavar="NAME", type=namespace_name,

@@ -4,24 +4,36 @@
   GET /traffic   JSON, tcflow.snapshot.document (as attach --json prints)
   GET /metrics   Prometheus text format, tcflow/exporters/prometheus.py
   GET /classes   the class catalogue (tcflow.classes.catalogue), for the dashboard
-  GET /healthz   {"status": "ok", "interfaces": N}
+  GET /healthz   {"status": "ok", "interfaces": N, ...}; 503 when nothing is counted
 
-HEAD works wherever GET does; other methods get 405, other paths 404.
+HEAD works wherever GET does; any other method gets 405, other paths 404.
+
+The server is built to stay up on a host where any local user can connect:
+connections live in one asyncio loop, so an idle or slow one costs no
+thread; a request head must arrive whole within REQUEST_TIMEOUT_S and fit in
+MAX_HEAD_BYTES; at most MAX_CONNECTIONS are kept (a new one evicts the
+oldest that is only waiting), and responses are built by WORKERS threads.
+On a loopback address the Host header must name loopback (no DNS rebinding
+from a browser); the dashboard carries a Content-Security-Policy.
+
 Each request is answered from a snapshot read after it arrived; nothing
 polls. Concurrent requests for the same document share one read and one
 rendering (``Coalesced``): with 100 interfaces a /metrics body is about
-600 KB and takes some 50 ms of Python to render, so 50 scrapers at once
-would otherwise queue behind each other on the GIL.
+360 KB and takes tens of ms of Python to render.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import gzip
+import ipaddress
 import json
 import os
+import resource
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
 from typing import Any, Callable, Mapping, Optional
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -31,16 +43,30 @@ from ..snapshot import Snapshot, document
 from . import prometheus
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
+MAX_CONNECTIONS = 1024
+MAX_HEAD_BYTES = 16 * 1024
+MAX_BODY_BYTES = 64 * 1024     # read and dropped: these endpoints take no body
+REQUEST_TIMEOUT_S = 10.0       # from waiting for a request to having its whole head
+WRITE_TIMEOUT_S = 10.0
+WORKERS = 4
+CSP = ("default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+Reply = tuple[int, str, bytes, dict[str, str]]
 
 
 class Source:
-    """What the endpoints read: snapshots and program statistics, serialised by a lock."""
+    """What the endpoints read, serialised by a lock: snapshots, program
+    statistics and the agent's health (interfaces, slots, programs)."""
 
     def __init__(self, snapshot: Callable[[], Snapshot],
-                 program_stats: Optional[Callable[[], Mapping[str, tuple[int, int]]]] = None):
+                 program_stats: Optional[Callable[[], Mapping[str, tuple[int, int]]]] = None,
+                 health: Optional[Callable[[], Mapping[str, Any]]] = None):
         self.lock = threading.Lock()
         self._snapshot = snapshot
         self._stats = program_stats
+        self._health = health
 
     def snapshot(self) -> Snapshot:
         with self.lock:
@@ -51,6 +77,12 @@ class Source:
             return {}
         with self.lock:
             return self._stats()
+
+    def health(self) -> dict[str, Any]:
+        with self.lock:
+            out = dict(self._health()) if self._health else {}
+            out.setdefault("interfaces", len(self._snapshot().interfaces))
+        return out
 
 
 class Coalesced:
@@ -91,95 +123,244 @@ class Coalesced:
             return self.result
 
 
+class AsyncCoalesced:
+    """Coalesced for the event loop: requests that arrive while a rendering
+    runs (in a worker) share the next one, which starts after they arrived.
+    However many scrapes wait, one worker renders for all of them."""
+
+    def __init__(self, fn: Callable[[], bytes], pool: concurrent.futures.Executor):
+        self.fn, self.pool = fn, pool
+        self.running: Optional[asyncio.Future[bytes]] = None
+        self.next: Optional[asyncio.Future[bytes]] = None
+
+    async def __call__(self) -> bytes:
+        loop = asyncio.get_running_loop()
+        if self.running is None:
+            self.running = loop.run_in_executor(self.pool, self.fn)
+            self.running.add_done_callback(self._done)
+            return await asyncio.shield(self.running)
+        if self.next is None:
+            self.next = loop.create_future()
+        return await asyncio.shield(self.next)
+
+    def _done(self, fut: "asyncio.Future[bytes]") -> None:
+        self.running, waiting, self.next = None, self.next, None
+        if waiting is None:
+            return
+        self.running = asyncio.get_running_loop().run_in_executor(self.pool, self.fn)
+        self.running.add_done_callback(self._done)
+        self.running.add_done_callback(lambda f: _settle(waiting, f))
+
+
+def _settle(target: "asyncio.Future[bytes]", source: "asyncio.Future[bytes]") -> None:
+    if target.cancelled():
+        return
+    if source.exception() is not None:
+        target.set_exception(source.exception())  # type: ignore[arg-type]
+    else:
+        target.set_result(source.result())
+
+
 def _page(name: str) -> bytes:
     with open(os.path.join(STATIC, name), "rb") as f:
         return f.read()
 
 
-def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
-    collector = prometheus.TcflowCollector(source.snapshot,
-                                           source.program_stats if source._stats is not None else None)
-    registry = prometheus.registry(collector)
-    metrics = Coalesced(lambda: prometheus.render(registry))
-    # Prometheus asks for gzip; 100 interfaces shrink from about 600 KB to a
-    # few tens of KB. Level 1: the rendering, not the compression, is the cost.
-    metrics_gz = Coalesced(lambda: gzip.compress(metrics(), 1))
-    traffic_json = Coalesced(lambda: json.dumps(document(source.snapshot())).encode())
-    pages = {"/": ("text/html; charset=utf-8", _page("dashboard.html")),
-             "/dashboard.js": ("text/javascript; charset=utf-8", _page("dashboard.js")),
-             "/classes": ("application/json", json.dumps(catalogue()).encode())}
+class Endpoints:
+    """Request -> reply. Runs in the event loop; renderings go to the workers."""
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "tcflow"
-        sys_version = ""
-        protocol_version = "HTTP/1.1"
+    def __init__(self, source: Source, pool: concurrent.futures.Executor):
+        self.source = source
+        registry = prometheus.registry(prometheus.TcflowCollector(
+            source.snapshot, source.program_stats if source._stats is not None else None))
+        metrics = Coalesced(lambda: prometheus.render(registry))
+        self.metrics = AsyncCoalesced(metrics, pool)
+        # Prometheus asks for gzip; the rendering, not the compression, is the cost: level 1.
+        self.metrics_gz = AsyncCoalesced(lambda: gzip.compress(metrics(), 1), pool)
+        self.traffic = AsyncCoalesced(lambda: json.dumps(document(source.snapshot())).encode(), pool)
+        self.health = AsyncCoalesced(lambda: json.dumps(source.health()).encode(), pool)
+        self.pages = {"/": ("text/html; charset=utf-8", _page("dashboard.html")),
+                      "/dashboard.js": ("text/javascript; charset=utf-8", _page("dashboard.js")),
+                      "/classes": ("application/json", json.dumps(catalogue()).encode())}
 
-        def _reply(self, code: int, ctype: str, body: bytes, extra: Optional[dict[str, str]] = None) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            for k, v in (extra or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+    async def __call__(self, method: str, target: str, headers: Mapping[str, str]) -> Reply:
+        if method not in ("GET", "HEAD"):
+            return 405, "text/plain; charset=utf-8", b"read-only: GET and HEAD only\n", {"Allow": "GET, HEAD"}
+        path = target.split("?", 1)[0]
+        if path in self.pages:
+            ctype, body = self.pages[path]
+            return 200, ctype, body, {"Content-Security-Policy": CSP} if path == "/" else {}
+        if path == "/traffic":
+            return 200, "application/json", await self.traffic(), {}
+        if path == "/metrics":
+            if "gzip" in headers.get("accept-encoding", ""):
+                return 200, CONTENT_TYPE_LATEST, await self.metrics_gz(), {"Content-Encoding": "gzip",
+                                                                           "Vary": "Accept-Encoding"}
+            return 200, CONTENT_TYPE_LATEST, await self.metrics(), {"Vary": "Accept-Encoding"}
+        if path == "/healthz":
+            h = json.loads(await self.health())
+            counting = h["interfaces"] > 0
+            h["status"] = "ok" if counting else ("waiting" if h.get("following") else "no interface attached")
+            code = 200 if counting or h.get("following") else 503
+            return code, "application/json", json.dumps(h).encode(), {}
+        return 404, "text/plain; charset=utf-8", b"not found: try /, /traffic, /metrics, /classes, /healthz\n", {}
 
-        def _get(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path in pages:
-                self._reply(200, *pages[path])
-            elif path == "/traffic":
-                self._reply(200, "application/json", traffic_json())
-            elif path == "/metrics":
-                if "gzip" in self.headers.get("Accept-Encoding", ""):
-                    self._reply(200, CONTENT_TYPE_LATEST, metrics_gz(), {"Content-Encoding": "gzip",
-                                                                         "Vary": "Accept-Encoding"})
-                else:
-                    self._reply(200, CONTENT_TYPE_LATEST, metrics(), {"Vary": "Accept-Encoding"})
-            elif path == "/healthz":
-                n = len(source.snapshot().interfaces)
-                self._reply(200, "application/json", json.dumps({"status": "ok", "interfaces": n}).encode())
-            else:
-                self._reply(404, "text/plain; charset=utf-8",
-                            b"not found: try /, /traffic, /metrics, /classes, /healthz\n")
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+def _host_ok(host_header: Optional[str], loopback: bool) -> bool:
+    """On a loopback listener, a browser tricked by DNS rebinding sends its own
+    name as Host: only loopback names are served. No Host (HTTP/1.0) is fine."""
+    if not loopback or host_header is None:
+        return True
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host in LOOPBACK_HOSTS
+
+
+class Server:
+    """The HTTP server on its own thread and event loop. ``start()`` binds
+    (errors surface at once), ``close()`` stops it and waits."""
+
+    def __init__(self, host: str, port: int, source: Source):
+        self.loopback = is_loopback(host)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind((host, port))
+            self.sock.listen(128)  # concurrent scrapers must not wait out SYN retransmits
+        except OSError:
+            self.sock.close()
+            raise
+        self.pool = concurrent.futures.ThreadPoolExecutor(WORKERS, thread_name_prefix="tcflow-http-worker")
+        self.endpoints = Endpoints(source, self.pool)
+        self.loop = asyncio.new_event_loop()
+        self.conns: dict[asyncio.StreamWriter, list[Any]] = {}  # writer -> [since, busy]
+        self.thread = threading.Thread(target=self._run, name="tcflow-http", daemon=True)
+        self._server: Optional[asyncio.base_events.Server] = None
+
+    def start(self) -> "Server":
+        _enough_fds(MAX_CONNECTIONS + 256)
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.set_exception_handler(lambda loop, context: None)  # a client's failure is not news
+        self._server = self.loop.run_until_complete(
+            asyncio.start_server(self._client, sock=self.sock, limit=MAX_HEAD_BYTES))
+        self.loop.run_forever()
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            def stop() -> None:
+                if self._server is not None:
+                    self._server.close()
+                for w in list(self.conns):
+                    w.transport.abort()
+                self.loop.stop()
+
+            self.loop.call_soon_threadsafe(stop)
+            self.thread.join(timeout=10)
+        self.sock.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+    def _make_room(self) -> None:
+        """At the cap, the oldest connection that is only waiting goes."""
+        idle = [(v[0], w) for w, v in self.conns.items() if not v[1]]
+        if idle:
+            min(idle, key=lambda t: t[0])[1].transport.abort()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self.conns) >= MAX_CONNECTIONS:
+            self._make_room()
+        state = self.conns[writer] = [time.monotonic(), False]
+        try:
+            while await self._one(reader, writer, state):
+                state[0], state[1] = time.monotonic(), False
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, asyncio.LimitOverrunError,
+                asyncio.CancelledError, ValueError):
+            pass  # the client went away, stalled or sent garbage: nothing to tell anyone
+        finally:
+            self.conns.pop(writer, None)
+            writer.transport.abort()
+
+    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: list[Any]) -> bool:
+        """One request and its reply; False when the connection should close."""
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_S)
+        except asyncio.LimitOverrunError:
+            await self._send(writer, (431, "text/plain", b"request head too large\n", {}), "GET", False)
+            return False
+        state[1] = True
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            await self._send(writer, (400, "text/plain", b"bad request\n", {}), "GET", False)
+            return False
+        method, target, version = parts
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            if ":" in line:
+                k, v = line.split(":", 1)
+                headers[k.strip().lower()] = v.strip()
+        keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+        if "transfer-encoding" in headers:
+            await self._send(writer, (411, "text/plain", b"no chunked bodies here\n", {}), method, False)
+            return False
+        length = headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            await self._send(writer, (413, "text/plain", b"no bodies here\n", {}), method, False)
+            return False
+        if int(length):
+            await asyncio.wait_for(reader.readexactly(int(length)), REQUEST_TIMEOUT_S)  # read, then dropped
+        if not _host_ok(headers.get("host"), self.loopback):
+            reply: Reply = (403, "text/plain; charset=utf-8", b"this server answers to localhost only\n", {})
+        else:
             try:
-                self._get()
-            except Exception as e:  # keep serving; say what broke
-                self._reply(500, "text/plain; charset=utf-8", f"tcflow: {type(e).__name__}: {e}\n".encode())
+                reply = await self.endpoints(method, target, headers)
+            except Exception as e:  # keep serving; say what broke, in one line
+                reply = (500, "text/plain; charset=utf-8", f"tcflow: {type(e).__name__}: {e}\n".encode(), {})
+        await self._send(writer, reply, method, keep)
+        return keep
 
-        do_HEAD = do_GET  # noqa: N815
+    async def _send(self, writer: asyncio.StreamWriter, reply: Reply, method: str, keep: bool) -> None:
+        code, ctype, body, extra = reply
+        head = [f"HTTP/1.1 {code} {_REASONS.get(code, 'Status')}", "Server: tcflow", f"Content-Type: {ctype}",
+                f"Content-Length: {len(body)}", "Cache-Control: no-store", "X-Content-Type-Options: nosniff",
+                "Referrer-Policy: no-referrer", f"Connection: {'keep-alive' if keep else 'close'}"]
+        head += [f"{k}: {v}" for k, v in extra.items()]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        if method != "HEAD":
+            writer.write(body)
+        await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
 
-        def _not_allowed(self) -> None:
-            self._reply(405, "text/plain; charset=utf-8", b"read-only: GET and HEAD only\n", {"Allow": "GET, HEAD"})
 
-        do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed  # noqa: N815
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            pass  # quiet: a scrape every few seconds is not news
-
-    return Handler
+_REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+            411: "Length Required", 413: "Payload Too Large", 431: "Request Header Fields Too Large",
+            500: "Internal Server Error", 503: "Service Unavailable"}
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    # socketserver's default listen backlog is 5: with more scrapers at once,
-    # connections overflow it and wait out SYN retransmits (1, 3, 7 s...).
-    request_queue_size = 128
-    source: Source
+def _enough_fds(want: int) -> None:
+    """Raise the soft fd limit so that MAX_CONNECTIONS fit (never above the hard one)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY else min(want, hard), hard))
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def make_server(host: str, port: int, source: Source) -> Server:
-    cls = Server
-    if ":" in host:
-        class Server6(Server):
-            address_family = socket.AF_INET6
-
-        cls = Server6
-    srv = cls((host, port), make_handler(source))
-    srv.source = source
-    return srv
+    """Bind now (so a busy port is an error at once); serve after start()."""
+    return Server(host, port, source)

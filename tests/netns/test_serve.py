@@ -57,10 +57,10 @@ class Serve:
         self.stop()
         raise AssertionError("serve did not come up")
 
-    def get(self, path: str, method: str = "GET", gzip_ok: bool = False,
-            decompress: bool = True) -> tuple[int, dict[str, str], bytes]:
+    def get(self, path: str, method: str = "GET", gzip_ok: bool = False, decompress: bool = True,
+            headers: Optional[dict[str, str]] = None) -> tuple[int, dict[str, str], bytes]:
         req = urllib.request.Request(self.base + path, method=method,
-                                     headers={"Accept-Encoding": "gzip"} if gzip_ok else {})
+                                     headers={**({"Accept-Encoding": "gzip"} if gzip_ok else {}), **(headers or {})})
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 body = r.read()
@@ -213,7 +213,13 @@ def test_read_only_and_safe_defaults(silent_pair: VethPair, env: dict[str, str])
         from tcflow.classes import catalogue
 
         assert json.loads(srv.get("/classes")[2]) == catalogue()  # the dashboard's class list comes from here
-        assert json.loads(srv.get("/healthz")[2]) == {"status": "ok", "interfaces": 1}
+        health = json.loads(srv.get("/healthz")[2])
+        assert (health["status"], health["interfaces"], health["slots_used"], health["programs"]) == ("ok", 1, 1, 2)
+        code, headers, _ = srv.get("/traffic", method="FOO")  # any method, not only the known ones
+        assert code == 405 and headers.get("Allow") == "GET, HEAD"
+        assert srv.get("/traffic", headers={"Host": "attacker.example"})[0] == 403  # DNS rebinding
+        assert srv.get("/traffic", headers={"Host": f"localhost:{srv.port}"})[0] == 200
+        assert "default-src 'none'" in srv.get("/")[1]["Content-Security-Policy"]
     finally:
         srv.stop()
     # the default is loopback only
@@ -335,3 +341,59 @@ def test_load_50_clients_200_scrapes_100_interfaces(netns: Any, env: dict[str, s
     finally:
         srv.stop()
     assert errors == [] and len(lat) == 50 * 200
+
+
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def test_idle_slow_and_oversized_connections_do_not_starve_scrapes(silent_pair: VethPair, env: dict[str, str]) -> None:
+    """500 idle connections and 100 that send their headers a byte at a time,
+    plus oversized heads and client resets: scrapes keep being answered, the
+    thread count stays fixed, slow heads are cut off, nothing is logged."""
+    p = silent_pair
+    srv = Serve("--netns", p.ns_a, p.dev_a, env=env)
+    socks: list[socket.socket] = []
+    try:
+        threads_before = _threads(srv.p.pid)
+        for _ in range(500):
+            socks.append(socket.create_connection(("127.0.0.1", srv.port), timeout=10))
+        slow = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(100)]
+        socks += slow
+        for s in slow:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
+        for _ in range(3):  # keep the slow ones trickling while scrapes go on
+            for s in slow:
+                try:
+                    s.sendall(b"a")
+                except OSError:
+                    pass
+            code, _, body = srv.get("/metrics")
+            assert code == 200 and b"tcflow_ip_bytes_total" in body
+            time.sleep(1)
+        assert _threads(srv.p.pid) <= threads_before + 1  # no thread per connection
+        # a head larger than the limit gets 431 and the door
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as big:
+            big.sendall(b"GET / HTTP/1.1\r\n" + b"X-Big: " + b"a" * 20000 + b"\r\n\r\n")
+            assert big.recv(100).startswith(b"HTTP/1.1 431")
+        # a client that resets mid-request is nobody's business
+        for _ in range(20):
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as rst:
+                rst.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                rst.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        time.sleep(11)  # past the request deadline: the slow heads are closed by the server
+        closed = 0
+        for s in slow:
+            try:
+                s.settimeout(5)
+                closed += s.recv(1) == b""
+            except OSError:
+                closed += 1
+        assert closed == len(slow)
+        assert srv.get("/healthz")[0] == 200
+    finally:
+        for s in socks:
+            s.close()
+        err = srv.stop()
+    assert srv.p.returncode == 0
+    assert "Traceback" not in err and "Error" not in err, err
