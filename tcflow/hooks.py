@@ -16,7 +16,7 @@ from typing import Any, Optional
 from pyroute2 import IPRoute
 
 from . import _libbpf
-from .errors import AttachError, PermissionError_
+from .errors import AttachError, InterfaceError, PermissionError_
 from .links import Link
 from .netns import Netns, run_in
 
@@ -47,15 +47,29 @@ def ipr_for(ns: Netns) -> Any:
     it); tcflow makes the netlink socket in a thread that entered the
     namespace instead (a socket stays in the namespace it was made in), and
     hands pyroute2 its fd. Never creates a namespace by accident."""
+    # groups=0: no multicast subscription. pyroute2 subscribes by default,
+    # and link events would then pile up in a socket that only sends requests
+    # (under churn: ENOBUFS on the next request). Watch has its own event socket.
     if not ns.name:
-        return IPRoute()
+        return IPRoute(groups=0)
     sock = run_in(ns.path, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
                                                  NETLINK_ROUTE))
-    return IPRoute(fileno=sock.detach())
+    return IPRoute(fileno=sock.detach(), groups=0)
 
 
 def _code(e: Exception) -> int:
     return int(getattr(e, "code", 0) or getattr(e, "errno", 0) or 0)
+
+
+def _words(e: Exception) -> str:
+    """A netlink error in words ("No such device"), not as a Python tuple."""
+    code = _code(e)
+    return os.strerror(code) if code else str(e)
+
+
+def _gone(link: Link) -> InterfaceError:
+    return InterfaceError(f"{link.key} disappeared while tcflow was attaching to it",
+                          hint="nothing to do; with --follow it is attached again if it comes back")
 
 
 def xdp_state(ipr: Any, ifindex: int) -> tuple[Optional[int], Optional[str]]:
@@ -127,6 +141,8 @@ def attach_xdp(ipr: Any, link: Link, prog_fd: int, mode: str = "auto") -> str:
             last = e
             if _code(e) == errno.EPERM:
                 raise PermissionError_("attaching XDP needs root", hint="run tcflow with sudo") from None
+            if _code(e) == errno.ENODEV:
+                raise _gone(link) from None
             if _code(e) == errno.EBUSY:
                 prog_id, _ = xdp_state(ipr, link.ifindex)
                 raise AttachError(f"{link.key} already has an XDP program ({prog_name(prog_id)})",
@@ -136,9 +152,9 @@ def attach_xdp(ipr: Any, link: Link, prog_fd: int, mode: str = "auto") -> str:
         link.attached["xdp"] = True
         return m
     if mode == "native":
-        raise NativeRefused(f"the driver refused native XDP: {last}", ifname=link.key,
+        raise NativeRefused(f"the driver refused native XDP: {_words(last) if last else '?'}", ifname=link.key,
                             hint="use --xdp-mode generic, or --ingress tc")
-    raise AttachError(f"could not attach XDP ({mode}): {last}", ifname=link.key,
+    raise AttachError(f"could not attach XDP ({mode}): {_words(last) if last else '?'}", ifname=link.key,
                       hint="try --xdp-mode generic or --ingress tc")
 
 
@@ -239,7 +255,9 @@ def _ensure_clsact(ipr: Any, link: Link) -> None:
             return
         if _code(e) == errno.EPERM:
             raise PermissionError_("adding a clsact qdisc needs root", hint="run tcflow with sudo") from None
-        raise AttachError(f"could not add a clsact qdisc: {e}", ifname=link.key,
+        if _code(e) == errno.ENODEV:
+            raise _gone(link) from None
+        raise AttachError(f"could not add a clsact qdisc: {_words(e)}", ifname=link.key,
                           hint="check that the kernel has CONFIG_NET_SCH_INGRESS") from None
 
 
@@ -271,7 +289,9 @@ def attach_tc(ipr: Any, link: Link, prog_fd: int, hook: str) -> None:
             raise _already_tcflow(link) from None
         if _code(e) == errno.EPERM:
             raise PermissionError_("adding a tc filter needs root", hint="run tcflow with sudo") from None
-        raise AttachError(f"could not add the {hook} filter: {e}", ifname=link.key) from None
+        if _code(e) == errno.ENODEV:
+            raise _gone(link) from None
+        raise AttachError(f"could not add the {hook} filter: {_words(e)}", ifname=link.key) from None
     link.attached[f"tc_{hook}"] = True
 
 
