@@ -96,6 +96,23 @@ def note(text: str) -> None:
     print(f"tcflow: {text}", file=sys.stderr, flush=True)
 
 
+class OutputClosed(Exception):
+    """Whoever read standard output has gone (`| head -1`): stop, quietly."""
+
+
+def out(text: str, end: str = "\n") -> None:
+    """Write to standard output. A closed pipe ends tcflow quietly (after its
+    clean-up); any other failure to write is a one-line error."""
+    try:
+        sys.stdout.write(text + end)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise OutputClosed from None
+    except OSError as e:
+        raise TcflowError(f"cannot write to standard output: {e.strerror}",
+                          hint="check where the output goes (a full disk?)") from None
+
+
 # -- argument types: a bad value is a usage error (exit 2) ---------------------
 def positive_seconds(text: str) -> float:
     try:
@@ -246,12 +263,11 @@ def cmd_attach(args: argparse.Namespace) -> int:
     def emit() -> bool:
         snap = agent.snapshot()
         if args.json:
-            print(json.dumps(document(snap)), flush=True)
+            out(json.dumps(document(snap)))
         elif live:
-            sys.stdout.write("\x1b[H\x1b[2J" + header(snap, args.interval) + "\n\n" + render(snap, prev[0]) + "\n")
-            sys.stdout.flush()
+            out("\x1b[H\x1b[2J" + header(snap, args.interval) + "\n\n" + render(snap, prev[0]))
         else:
-            print(render(snap, prev[0]) + "\n", flush=True)
+            out(render(snap, prev[0]) + "\n")
         prev[0] = snap
         shown[0] += 1
         return not (args.count and shown[0] >= args.count)
@@ -337,7 +353,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     require_root()
     snap = pins.read_snapshot(args.pin_dir)
-    print(json.dumps(document(snap)) if args.json else render(snap))
+    out(json.dumps(document(snap)) if args.json else render(snap))
     return Exit.OK
 
 
@@ -347,7 +363,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     require_root()
     report = collect(args.pin_dir)
-    print(json.dumps(report, indent=1) if args.json else render_status(report))
+    out(json.dumps(report, indent=1) if args.json else render_status(report))
     return Exit.OK
 
 
@@ -364,7 +380,7 @@ def cmd_detach(args: argparse.Namespace) -> int:
     else:
         lines = detach_named(args.interfaces, Where(args.netns, args.pid), args.pin_dir)
     for line in lines:
-        print(line)
+        out(line)
     return Exit.OK
 
 
@@ -372,14 +388,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from .doctor import report, run_checks
 
     text, ok = report(run_checks())
-    print(text)
+    out(text)
     return Exit.OK if ok else Exit.ERROR
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run
 
-    return run(seconds=args.seconds, ingress=args.ingress)
+    return run(seconds=args.seconds, ingress=args.ingress, out=out)
 
 
 # -- the parser ----------------------------------------------------------------
@@ -497,6 +513,13 @@ def fix_command(args: argparse.Namespace, words: Sequence[str]) -> str:
     return "tcflow " + shell_words([*words, *extra])
 
 
+def _quiet_stdout() -> None:
+    """Point fd 1 at /dev/null, so that Python's flush at exit finds no closed pipe to complain about."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -508,6 +531,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return Exit.INTERRUPTED
+    except OutputClosed:
+        _quiet_stdout()
+        return Exit.OK
     except Exception as e:  # a bug, or something tcflow did not foresee
         if args.debug:
             raise

@@ -55,17 +55,17 @@ def _traffic(p: VethPair, seconds: float) -> None:
     subprocess.run(["ip", "netns", "exec", p.ns_a, "ping", "-c", "3", "-i", "0.2", p.ip4_b], capture_output=True)
 
 
-def run(seconds: float = 3.0, ingress: str = "tc") -> int:
+def run(seconds: float = 3.0, ingress: str = "tc", out: Callable[[str], None] = print) -> int:
     if os.geteuid() != 0:
         print("tcflow: error: the demo creates namespaces and loads BPF: run it with sudo", file=sys.stderr)
         return 1
     with Sandbox("tcflow-demo-") as box:
         p = box.pair(dev_a="veth-a", dev_b="veth-b")
-        print(f"tcflow demo: namespaces {p.ns_a} and {p.ns_b}, veth-a <-> veth-b; "
-              f"tcflow attached to veth-a (recv on {ingress}); {seconds:g} s of TCP, UDP and ICMP\n")
+        out(f"tcflow demo: namespaces {p.ns_a} and {p.ns_b}, veth-a <-> veth-b; "
+            f"tcflow attached to veth-a (recv on {ingress}); {seconds:g} s of TCP, UDP and ICMP\n")
         with Monitor([p.dev_a], netns=p.ns_a, ingress=ingress) as m:
             first = m.snapshot()
             _traffic(p, seconds)
-            print(render(m.snapshot(), first))
-        print("\ntcflow demo: detached; removing the namespaces")
+            out(render(m.snapshot(), first))
+        out("\ntcflow demo: detached; removing the namespaces")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -19,7 +20,7 @@ import pytest
 
 from tcflow.cli import main
 from tcflow.sandbox import Sandbox, VethPair
-from tests.support.cli import Live, leftovers, nonzero, one_line_error, run, settled_show
+from tests.support.cli import REPO, Live, leftovers, nonzero, one_line_error, run, settled_show
 from tests.support.counting import FRAMES, RECV_B, RECV_P, SEND_B, SEND_P, both_ways, key
 from tests.support.inject import send_frames
 from tests.support.shell import FOREIGN, foreign_bpf, sh
@@ -314,7 +315,7 @@ def test_error_not_root(silent_pair: VethPair, env: dict[str, str], how: str) ->
     prefix = (("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups") if how == "nobody"
               else ("setpriv", "--bounding-set=-all", "--inh-caps=-all"))
     for args in (("attach", "--netns", p.ns_a, p.dev_a), ("attach", "--pin", "--netns", p.ns_a, p.dev_a),
-                 ("detach", "--all")):
+                 ("detach", "--all"), ("status",), ("show",)):
         one_line_error(run(*args, env=env, prefix=prefix), "needs root", "sudo")
     assert leftovers(p.ns_a, p.dev_a, env["TCFLOW_PIN_DIR"]) == []
 
@@ -380,3 +381,38 @@ def test_doctor_passes_here() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     for item in ("root", "bpf()", "bcc", "kernel headers", "compile", "clsact", "XDP"):
         assert item in r.stdout
+
+
+# -- pipes and full disks ----------------------------------------------------------------
+
+def test_a_closed_pipe_ends_tcflow_quietly_after_detaching(silent_pair: VethPair, env: dict[str, str]) -> None:
+    """`tcflow attach --json | head -1`: exit 0, nothing on stderr, nothing left attached."""
+    p = silent_pair
+    proc = subprocess.Popen([sys.executable, "-m", "tcflow", "attach", key(p), "--json", "--interval", "0.1"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().startswith(b"{")
+    proc.stdout.close()  # what head does after its line
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and err == b"", err
+    assert leftovers(p.ns_a, p.dev_a) == []
+
+
+def test_a_full_stdout_is_a_one_line_error(silent_pair: VethPair, env: dict[str, str]) -> None:
+    p = silent_pair
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "tcflow", "attach", key(p), "--json", "--count", "1"], cwd=REPO,
+                           env=env, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    one_line_error(r, "cannot write to standard output: No space left on device")
+    assert leftovers(p.ns_a, p.dev_a) == []
+
+
+def test_an_unwritable_header_cache_is_a_one_line_error_and_a_doctor_finding(silent_pair: VethPair,
+                                                                               env: dict[str, str]) -> None:
+    if os.path.exists("/sys/kernel/kheaders.tar.xz") or os.path.exists(f"/lib/modules/{os.uname().release}/build"):
+        pytest.skip("this kernel has its own headers: tcflow makes no header cache here")
+    env = dict(env, TCFLOW_CACHE_DIR="/proc/tcflow-cannot-exist/cache")
+    one_line_error(run("attach", key(silent_pair), "--count", "1", env=env), "cannot write the kernel-header cache")
+    doc = run("doctor", env=env)
+    assert doc.returncode == 1 and "cannot write the kernel-header cache" in doc.stdout, doc.stdout + doc.stderr
+    assert "Traceback" not in doc.stderr and "please report" not in doc.stderr
+    assert leftovers(silent_pair.ns_a, silent_pair.dev_a) == []

@@ -111,7 +111,10 @@ def test_usage_errors_exit_2_in_one_line_and_need_no_root(capsys: pytest.Capture
                                   ["attach", "--interval", "inf", "eth9"], ["attach", "--count", "-1", "eth9"],
                                   ["attach", "--max-interfaces", "0", "eth9"],
                                   ["attach", "--max-interfaces", "4294967297", "eth9"],
-                                  ["attach", "--ingress", "bpf", "eth9"]])
+                                  ["attach", "--ingress", "bpf", "eth9"], ["attach", "--netns", "", "eth9"],
+                                  ["attach", "--pin-dir", "", "eth9"], ["show", "--pin-dir", '/sys/fs/bpf/a"b'],
+                                  ["detach", "--all", "--pin-dir", "/sys/fs/bpf"],
+                                  ["status", "--pin-dir", "relative/dir"]])
 def test_bad_values_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as e:
         main(argv)
