@@ -120,7 +120,7 @@ def test_bad_values_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixt
         main(argv)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("tcflow: error: ") and "tcflow attach --help" in err[0]
+    assert len(err) == 1 and err[0].startswith("tcflow: error: ") and f"tcflow {argv[0]} --help" in err[0]
 
 
 def test_hints_repeat_the_options_the_user_gave() -> None:
