@@ -369,14 +369,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_detach(args: argparse.Namespace) -> int:
     from .doctor import require_root
-    from .status import detach_all, detach_named
+    from .status import detach_all, detach_named, detach_stale
 
-    if bool(args.all) == bool(args.interfaces):
-        raise UsageError("name the interfaces to detach, or give --all",
+    if sum((bool(args.all), bool(args.stale), bool(args.interfaces))) != 1:
+        raise UsageError("name the interfaces to detach, or give --all or --stale (one of the three)",
                          hint="e.g. `tcflow detach eth1`, `tcflow detach ns1/veth0` or `tcflow detach --all`")
     require_root()
     if args.all:
         lines = detach_all(args.pin_dir)
+    elif args.stale:
+        lines = detach_stale(args.pin_dir)
     else:
         lines = detach_named(args.interfaces, Where(args.netns, args.pid), args.pin_dir)
     for line in lines:
@@ -478,10 +480,13 @@ def parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("detach", help="remove tcflow from interfaces (pinned or left by a killed tcflow)",
                        epilog="examples:\n  sudo tcflow detach eth1\n  sudo tcflow detach ns1/veth0\n"
-                              "  sudo tcflow detach --all          every pinned attachment, and the pins",
+                              "  sudo tcflow detach --all          every pinned attachment, and the pins\n"
+                              "  sudo tcflow detach --stale        pinned entries of interfaces that are gone",
                        formatter_class=fmt, parents=[parents["where"], parents["pin_dir"]])
     d.add_argument("interfaces", nargs="*", metavar="IFACE", help="IFACE or NETNS/IFACE, as for attach")
     d.add_argument("--all", action="store_true", help="every pinned attachment, then the pins themselves")
+    d.add_argument("--stale", action="store_true",
+                   help="only pinned entries whose interface or namespace is gone (left by an earlier run)")
     d.set_defaults(func=cmd_detach)
 
     dr = sub.add_parser("doctor", help="check root, bpf(), bcc, kernel headers, clsact and XDP",

@@ -55,7 +55,8 @@ def collect(pin_dir: str) -> dict[str, Any]:
                 seen.add((cookie, ifindex))
                 recv, send = _hooks_text(found)
                 rows.append({
-                    "netns": label or "-", "interface": ifname, "ifindex": ifindex, "kind": kind or "device",
+                    "netns": label or "-", "interface": ifname, "ifindex": ifindex, "cookie": cookie,
+                    "kind": kind or "device",
                     "recv": recv, "send": send, "pinned": e is not None,
                     "since": e.attached_at if e else None,
                     "by_pid": e.pid if e else None,
@@ -99,7 +100,7 @@ def render_status(r: dict[str, Any]) -> str:
             out.append(f"  {o['netns']}/{o['interface']}: {o['program']}")
     if r["stale_pins"]:
         out.append("")
-        out.append("pinned entries whose interface is gone (`tcflow detach --all` clears them): "
+        out.append("pinned entries whose interface is gone (`tcflow detach --stale` clears them): "
                    + ", ".join(f"{s['netns']}/{s['interface']}" for s in r["stale_pins"]))
     if r["pin_error"]:
         out.append(f"\npins under {r['pin_dir']}: {r['pin_error']}")
@@ -185,6 +186,27 @@ def detach_named(words: list[str], default: Where, pin_dir: str) -> list[str]:
             _pins.unpin(pin_dir)
             lines.append(f"no pinned interface left: removed the pins under {pin_dir}")
     return lines
+
+
+def detach_stale(pin_dir: str) -> list[str]:
+    """Forget pinned entries whose interface (or namespace) is gone or has
+    none of tcflow's hooks left: what a run before this one left behind."""
+    if not _pins.verify(pin_dir) or not _pins.exists(pin_dir):
+        return [f"nothing is pinned under {pin_dir}"]
+    lines = []
+    with _pins.Lock(pin_dir):
+        live = {(r["cookie"], r["ifindex"]) for r in collect(pin_dir)["attached"]}
+        with _pins.Store(pin_dir) as store:
+            for e in store.entries():
+                if (e.netns_cookie, e.ifindex) not in live:
+                    store.remove(e)
+                    lines.append(f"forgot {e.netns + '/' if e.netns else ''}{e.ifname} (slot {e.slot}): "
+                                 "its interface or namespace is gone")
+            left = len(store.entries())
+        if not left:
+            _pins.unpin(pin_dir)
+            lines.append(f"no pinned interface left: removed the pins under {pin_dir}")
+    return lines or ["no stale pinned entries"]
 
 
 def pid_alive(pid: int) -> bool:

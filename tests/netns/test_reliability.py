@@ -382,3 +382,37 @@ def test_a_netlink_overrun_is_answered_by_a_full_resync(sandbox: Sandbox) -> Non
         assert {ln.ifname for ln in agent.links()} == {"fkeep"} | {f"f{i}" for i in range(40)}
     finally:
         agent.close()
+
+
+def test_pinned_follow_releases_gone_interfaces_and_detach_stale_clears_old_ones(
+        netns: Callable[[], str], env: dict[str, str], pin_dir: str) -> None:
+    import json
+
+    ns = netns()
+    for i in range(3):
+        sh(f"ip -n {ns} link add f{i} type veth peer name g{i}")
+    live = Live("attach", "--pin", "--netns", ns, "--match", "f*", "--follow", "--json", "--interval", "0.2",
+                env=env)
+    try:
+        live.until(lambda s: len(s["interfaces"]) == 3)
+        for cycle in range(20):  # container churn: each start/stop must not leave a pinned entry
+            sh(f"ip -n {ns} link add f9{cycle} type veth peer name g9{cycle}")
+            live.until(lambda s, c=cycle: f"{ns}/f9{c}" in s["interfaces"])
+            sh(f"ip -n {ns} link del f9{cycle}")
+            live.until(lambda s, c=cycle: f"{ns}/f9{c}" not in s["interfaces"])
+        st = json.loads(run("status", "--json", env=env).stdout)
+        assert st["pinned"] == 3 and st["stale_pins"] == []
+        live.p.send_signal(signal.SIGKILL)  # an older run, gone; then its interface goes too
+        live.p.wait()
+    finally:
+        live.kill()
+    sh(f"ip -n {ns} link del f2")
+    st = json.loads(run("status", "--json", env=env).stdout)
+    assert [s["interface"] for s in st["stale_pins"]] == ["f2"]
+    r = run("detach", "--stale", env=env)
+    assert r.returncode == 0 and "forgot" in r.stdout and "f2" in r.stdout, r.stdout + r.stderr
+    st = json.loads(run("status", "--json", env=env).stdout)
+    assert st["pinned"] == 2 and st["stale_pins"] == []
+    assert run("detach", "--all", env=env).returncode == 0
+    for dev in ("f0", "f1"):
+        assert leftovers(ns, dev, pin_dir) == []
