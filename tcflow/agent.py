@@ -22,6 +22,7 @@ from .binding import Binder, Settings
 from .errors import InterfaceError
 from .links import Link, diff
 from .loader import Datapath, Options
+from .names import shown
 from .reader import read_slots
 from .slots import SlotTable
 from .snapshot import Hooks, Snapshot, make_snapshot
@@ -204,6 +205,6 @@ class Agent:
         links = [ln for ln in self.links() if (ln.netns.cookie, ln.ifindex) in self.binder.slot_of]
         slots = [self.binder.slot(ln) for ln in links]
         sums = read_slots(self.dp.map_fd("counters"), max(slots, default=-1) + 1, self.dp.ncpus)
-        return make_snapshot((ln.ifname, ln.netns.name, ln.ifindex,
+        return make_snapshot((shown(ln.ifname), shown(ln.netns.name), ln.ifindex,
                               Hooks(ln.ingress, ln.xdp_mode if ln.ingress == "xdp" else None,
                                     pinned=self.settings.pin), *sums[s]) for ln, s in zip(links, slots, strict=True))

@@ -28,6 +28,7 @@ from .agent import Agent
 from .binding import INGRESS_CHOICES, XDP_MODES, Settings
 from .errors import InterfaceError, TcflowError, UsageError, shell_words
 from .loader import DEFAULT_MAX_IFACES, Options
+from .names import printable
 from .snapshot import Snapshot, document
 from .targets import Where, group
 
@@ -93,7 +94,7 @@ methods 405.
 
 
 def note(text: str) -> None:
-    print(f"tcflow: {text}", file=sys.stderr, flush=True)
+    print(f"tcflow: {printable(text)}", file=sys.stderr, flush=True)
 
 
 class OutputClosed(Exception):
@@ -510,7 +511,8 @@ def fix_command(args: argparse.Namespace, words: Sequence[str]) -> str:
     takes = {"show": {"pin_dir"}, "status": {"pin_dir"}, "detach": {"pin_dir", "netns", "pid"}}.get(command, set())
     if "pin_dir" in takes and getattr(args, "pin_dir", None) not in (None, pins.default_pin_dir()):
         extra += ["--pin-dir", args.pin_dir]
-    plain = not any("/" in w for w in words[1:])
+    named = [w for w in words[1:] if not w.startswith("-")]
+    plain = bool(named) and not any("/" in w for w in named)  # plain names: the namespace must come along
     if plain and "netns" in takes and getattr(args, "netns", None):
         extra += ["--netns", args.netns]
     if plain and "pid" in takes and getattr(args, "pid", None):
@@ -532,7 +534,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except TcflowError as e:
         if args.debug:
             raise
-        print(f"tcflow: error: {e.render(lambda words: fix_command(args, words))}", file=sys.stderr)
+        print(f"tcflow: error: {printable(e.render(lambda words: fix_command(args, words)))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         return Exit.INTERRUPTED
@@ -542,7 +544,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as e:  # a bug, or something tcflow did not foresee
         if args.debug:
             raise
-        text = " ".join(str(e).split()) or type(e).__name__
+        text = printable(" ".join(str(e).split()) or type(e).__name__)
         print(f"tcflow: error: {type(e).__name__}: {text} (run with --debug for the traceback, and please "
               "report it)", file=sys.stderr)
         return Exit.ERROR

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 from .errors import InterfaceError
+from .names import from_kernel, shown
 from .netns import Netns
 
 Present = list[tuple[int, str, str]]  # (ifindex, name, kind) of every link in a namespace
@@ -28,8 +29,9 @@ class Link:
 
     @property
     def key(self) -> str:
-        """``NETNS/IFACE``, or ``IFACE`` in tcflow's own namespace."""
-        return f"{self.netns.name}/{self.ifname}" if self.netns.name else self.ifname
+        """``NETNS/IFACE``, or ``IFACE`` in tcflow's own namespace, as shown to
+        people (names.shown: safe to print, and the CLI takes it back)."""
+        return f"{shown(self.netns.name)}/{shown(self.ifname)}" if self.netns.name else shown(self.ifname)
 
 
 def list_links(ipr: Any) -> Present:
@@ -38,7 +40,7 @@ def list_links(ipr: Any) -> Present:
     for msg in ipr.get_links():
         info = msg.get_attr("IFLA_LINKINFO")
         kind = (info.get_attr("IFLA_INFO_KIND") or "") if info is not None else ""
-        out.append((msg["index"], msg.get_attr("IFLA_IFNAME"), kind))
+        out.append((msg["index"], from_kernel(msg.get_attr("IFLA_IFNAME")), kind))
     return out
 
 
@@ -47,9 +49,9 @@ def lookup(present: Present, ns: Netns, ifname: str) -> Link:
     for ifindex, name, kind in present:
         if name == ifname:
             return Link(name, ifindex, ns, kind)
-    where = f" in namespace {ns.name}" if ns.name else ""
-    raise InterfaceError(f"no such interface{where}", ifname=ifname,
-                         hint="list interfaces with `ip link`" + (f" -n {ns.name}" if ns.name else ""))
+    where = f" in namespace {shown(ns.name)}" if ns.name else ""
+    raise InterfaceError(f"no such interface{where}", ifname=shown(ifname),
+                         hint="list interfaces with `ip link`" + (f" -n {shown(ns.name)}" if ns.name else ""))
 
 
 def matching(present: Present, ns: Netns, globs: Iterable[str]) -> list[Link]:

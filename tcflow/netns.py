@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, TypeVar
 
 from .errors import InterfaceError
+from .names import shown
 
 NETNS_RUN_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
@@ -38,7 +39,8 @@ class Netns:
 
     @property
     def label(self) -> str:
-        return self.name or "-"
+        """The name as shown to people ("-" for tcflow's own namespace)."""
+        return shown(self.name) if self.name else "-"
 
 
 def _libc() -> ctypes.CDLL:
@@ -114,7 +116,7 @@ def resolve(name: Optional[str] = None, pid: Optional[int] = None) -> Netns:
         path = name if "/" in name else os.path.join(NETNS_RUN_DIR, name)
         if not os.path.exists(path):
             raise InterfaceError(
-                "no such network namespace", netns=name, hint="list them with `ip netns list`"
+                "no such network namespace", netns=shown(name), hint="list them with `ip netns list`"
             )
         label = name
     else:
@@ -125,7 +127,7 @@ def resolve(name: Optional[str] = None, pid: Optional[int] = None) -> Netns:
         cookie = run_in(path, cookie_of_current) if label else cookie_of_current()
     except OSError as e:
         raise InterfaceError(f"cannot enter network namespace: {e.strerror}",
-                             netns=label or None, hint="run tcflow as root") from None
+                             netns=shown(label) if label else None, hint="run tcflow as root") from None
     return Netns(label, path, inode, cookie)
 
 

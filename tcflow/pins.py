@@ -31,6 +31,7 @@ from typing import Iterator, Optional
 from . import _libbpf
 from .classes import NUM_CLASSES
 from .errors import PermissionError_, PinError, TcflowError, UsageError
+from .names import shown
 from .reader import Sums, read_slots
 from .safepath import chmod_dir, trusted_dir
 from .snapshot import Hooks, Snapshot, make_snapshot
@@ -104,15 +105,15 @@ def meta_for(slot: int, *, cookie: int, inode: int, netns: str, netns_path: str,
              ingress: str, xdp_mode: Optional[str], created_clsact: bool, flags: int) -> Meta:
     return Meta(netns_cookie=cookie, netns_inode=inode, attached_ns=time.time_ns(), ifindex=ifindex,
                 pid=os.getpid(), in_use=1, ingress=INGRESS_CODES[ingress], xdp_mode=XDP_MODE_CODES[xdp_mode],
-                created_clsact=int(created_clsact), flags=flags, ifname=ifname.encode()[:15],
-                netns=netns.encode()[:111], netns_path=netns_path.encode()[:127])
+                created_clsact=int(created_clsact), flags=flags, ifname=os.fsencode(ifname)[:15],
+                netns=os.fsencode(netns)[:111], netns_path=os.fsencode(netns_path)[:127])
 
 
 def _entry(slot: int, m: Meta) -> Entry:
     ingress = {v: k for k, v in INGRESS_CODES.items()}.get(m.ingress, "?")
     mode = {v: k for k, v in XDP_MODE_CODES.items()}.get(m.xdp_mode)
-    return Entry(slot, m.netns_cookie, m.netns_inode, m.netns.decode(errors="replace"),
-                 m.netns_path.decode(errors="replace"), m.ifindex, m.ifname.decode(errors="replace"),
+    return Entry(slot, m.netns_cookie, m.netns_inode, os.fsdecode(m.netns), os.fsdecode(m.netns_path), m.ifindex,
+                 os.fsdecode(m.ifname),
                  ingress, mode, bool(m.created_clsact), m.flags, m.attached_ns / 1e9, m.pid)
 
 
@@ -376,4 +377,4 @@ def read_snapshot(pin_dir: str) -> Snapshot:
     with Store(pin_dir) as store:
         entries = store.entries()
         sums = store.counters([e.slot for e in entries])
-    return make_snapshot((e.ifname, e.netns, e.ifindex, e.hooks, *sums[e.slot]) for e in entries)
+    return make_snapshot((shown(e.ifname), shown(e.netns), e.ifindex, e.hooks, *sums[e.slot]) for e in entries)

@@ -17,6 +17,7 @@ from . import netns as _netns
 from . import pins as _pins
 from .errors import InterfaceError, TcflowError
 from .links import Link, list_links, lookup
+from .names import shown
 from .targets import Where, split
 
 
@@ -55,7 +56,8 @@ def collect(pin_dir: str) -> dict[str, Any]:
                 seen.add((cookie, ifindex))
                 recv, send = _hooks_text(found)
                 rows.append({
-                    "netns": label or "-", "interface": ifname, "ifindex": ifindex, "cookie": cookie,
+                    "netns": shown(label) if label else "-", "interface": shown(ifname), "ifindex": ifindex,
+                    "cookie": cookie,
                     "kind": kind or "device",
                     "recv": recv, "send": send, "pinned": e is not None,
                     "since": e.attached_at if e else None,
@@ -64,10 +66,12 @@ def collect(pin_dir: str) -> dict[str, Any]:
                     "complete": bool(found["tc_egress"] and (found["xdp"] or found["tc_ingress"])),
                 })
                 for hook, desc in found["others"]:
-                    others.append({"netns": label or "-", "interface": ifname, "hook": hook, "program": desc})
+                    others.append({"netns": shown(label) if label else "-", "interface": shown(ifname),
+                                   "hook": hook, "program": shown(desc)})
         finally:
             ipr.close()
-    stale = [{"netns": e.netns or "-", "interface": e.ifname, "ifindex": e.ifindex, "slot": e.slot}
+    stale = [{"netns": shown(e.netns) if e.netns else "-", "interface": shown(e.ifname), "ifindex": e.ifindex,
+              "slot": e.slot}
              for e in pinned if (e.netns_cookie, e.ifindex) not in seen]
     return {"pin_dir": pin_dir, "pinned": len(pinned), "pin_error": pin_error, "attached": rows,
             "other_programs": others, "stale_pins": stale}
@@ -138,7 +142,7 @@ def detach_all(pin_dir: str) -> list[str]:
                     path = "/proc/self/ns/net" if own else _netns.find(e.netns_inode, e.netns_cookie, e.netns_path)
                     label = "" if own else (e.netns or f"inode:{e.netns_inode}")
                     found = _remove(path, label, e.ifindex, e.ifname, e.created_clsact)
-                    where = f"{e.netns}/{e.ifname}" if e.netns else e.ifname
+                    where = f"{shown(e.netns)}/{shown(e.ifname)}" if e.netns else shown(e.ifname)
                     lines.append(f"detached {where}" if found else f"forgot {where} (interface or namespace gone)")
                     store.remove(e)
         _pins.unpin(pin_dir)
@@ -200,7 +204,7 @@ def detach_stale(pin_dir: str) -> list[str]:
             for e in store.entries():
                 if (e.netns_cookie, e.ifindex) not in live:
                     store.remove(e)
-                    lines.append(f"forgot {e.netns + '/' if e.netns else ''}{e.ifname} (slot {e.slot}): "
+                    lines.append(f"forgot {shown(e.netns) + '/' if e.netns else ''}{shown(e.ifname)} (slot {e.slot}): "
                                  "its interface or namespace is gone")
             left = len(store.entries())
         if not left:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Iterable, Optional
 
 from .errors import UsageError
+from .names import parse
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def split(word: str, default: Where) -> tuple[Where, str]:
     if "/" not in word:
         if not word:
             raise UsageError("an empty interface name", hint="name an interface, e.g. eth0 or ns1/veth0")
-        return default, word
+        return default, parse(word)
     ns, _, name = word.rpartition("/")
     if not name or not ns:
         raise UsageError(f"{word!r} is not IFACE or NETNS/IFACE", hint="e.g. veth0, ns1/veth0 or pid:4242/eth0")
@@ -46,8 +47,8 @@ def split(word: str, default: Where) -> tuple[Where, str]:
         pid = ns[4:]
         if not pid.isdigit() or int(pid) <= 0:
             raise UsageError(f"{ns!r} is not pid:N", hint="e.g. pid:4242/eth0")
-        return Where(pid=int(pid)), name
-    return Where(netns=ns), name
+        return Where(pid=int(pid)), parse(name)
+    return Where(netns=parse(ns)), parse(name)
 
 
 def group(names: Iterable[str], globs: Iterable[str], follow: bool, default: Where) -> list[Target]:

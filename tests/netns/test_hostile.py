@@ -163,3 +163,49 @@ def test_header_cache_writable_by_others_is_refused_and_umask_000_makes_it_root_
     for d in (fresh, fresh / "kernel-headers"):
         assert d.stat().st_mode & 0o022 == 0, oct(d.stat().st_mode)
     assert leftovers(silent_pair.ns_a, silent_pair.dev_a) == []
+
+
+def test_names_that_are_not_utf8_or_carry_escapes_are_counted_and_shown_escaped(
+        sandbox, env: dict[str, str]) -> None:  # noqa: ANN001
+    """Interface and namespace names any container root can pick: tcflow
+    matches them, counts them, shows them as \\xNN (never raw bytes or escape
+    sequences), takes the shown form back, and detaches them."""
+    import json
+
+    ns = sandbox.netns()
+    odd_ns = "tcft-n\udcff" + ns[-4:]  # a namespace whose name is not UTF-8 (byte 0xff)
+    subprocess.run(["ip", "netns", "add", os.fsencode(odd_ns)], check=True)
+    try:
+        subprocess.run([b"ip", b"-n", ns.encode(), b"link", b"add", b"\xff\xfe", b"type", b"veth", b"peer", b"name",
+                        b"e\x1b[31mx"], check=True)
+        subprocess.run([b"ip", b"-n", os.fsencode(odd_ns), b"link", b"add", b"caf\xc3\xa9", b"type", b"veth",
+                        b"peer", b"name", b"bel\x07l"], check=True)
+        r = run("attach", "--pin", "--netns", ns, "--match", "*", "--count", "1", "--json", env=env)
+        assert r.returncode == 0, r.stderr
+        keys = set(json.loads(r.stdout)["interfaces"])
+        assert keys == {f"{ns}/\\xff\\xfe", f"{ns}/e\\x1b[31mx"}
+        shown_ns = "tcft-n\\xff" + ns[-4:]
+        r = run("attach", "--pin", f"{shown_ns}/café", f"{shown_ns}/bel\\x07l", "--count", "1", env=env)
+        assert r.returncode == 0, r.stderr
+        for argv in (("status",), ("show",), ("status", "--json"), ("show", "--json")):
+            r = run(*argv, env=env)
+            assert r.returncode == 0, r.stderr
+            assert "\x1b" not in r.stdout + r.stderr and "\udcff" not in r.stdout
+            text = "\n".join(_strings(json.loads(r.stdout))) if "--json" in argv else r.stdout
+            assert "\\xff\\xfe" in text and "café" in text and "bel\\x07l" in text
+        r = run("detach", f"{shown_ns}/café", env=env)  # the shown form is taken back
+        assert r.returncode == 0 and f"detached {shown_ns}/café" in r.stdout, r.stderr
+        r = run("detach", "--all", env=env)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.count("detached") == 3 and "\x1b" not in r.stdout
+    finally:
+        subprocess.run(["ip", "netns", "del", os.fsencode(odd_ns)], check=False)
+
+
+def _strings(doc: object) -> list[str]:
+    """Every key and string value in a JSON document."""
+    if isinstance(doc, dict):
+        return [s for k, v in doc.items() for s in (str(k), *_strings(v))]
+    if isinstance(doc, list):
+        return [s for v in doc for s in _strings(v)]
+    return [doc] if isinstance(doc, str) else []

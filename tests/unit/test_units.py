@@ -209,3 +209,15 @@ def test_hostile_generator_reaches_every_outcome() -> None:
         assert seen[name] > 0, name
     assert max(len(f) for f in frames) <= MAX_TEST_FRAME
     assert hostile(7, 50) == hostile(7, 50)  # seeded: a failure can be replayed
+
+
+@pytest.mark.parametrize("raw", [b"veth0", b"\xff\xfe", b"e\x1b[31mx", "café".encode(), b"a\\b", b"tab\tx", b"\\xff"])
+def test_names_are_shown_printable_and_read_back_exactly(raw: bytes) -> None:
+    from tcflow.names import from_kernel, parse, printable, shown
+
+    name = from_kernel(raw)
+    text = shown(name)
+    assert text.isprintable() and text.encode("ascii", "ignore") or text == "café"
+    assert "\x1b" not in text and not any("\udc80" <= c <= "\udcff" for c in text)
+    assert os.fsencode(parse(text)) == raw  # what is shown can be typed back
+    assert printable(f"error: {text}") == f"error: {text}"  # already safe: left alone
