@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from pyroute2 import IPRoute
 
-from . import _libbpf
+from . import _libbpf, journal
 from .errors import AttachError, InterfaceError, PermissionError_
 from .links import Link
 from .netns import Netns, run_in
@@ -247,10 +247,17 @@ def detach_xdp(ipr: Any, link: Link, prog_fd: int) -> None:
 
 
 def _ensure_clsact(ipr: Any, link: Link) -> None:
+    """A clsact qdisc on the link: tcflow's if it had to add it (noted in the
+    journal first, so that even a kill -9 right after cannot lose that)."""
+    cookie = link.netns.cookie
+    if has_clsact(ipr, link.ifindex):
+        return  # someone's already (tcflow's own from a killed run is in the journal)
+    journal.note(cookie, link.ifindex)
     try:
         ipr.tc("add", "clsact", link.ifindex)
         link.created_clsact = True
     except Exception as e:
+        journal.forget(cookie, link.ifindex)  # not made by tcflow after all
         if _code(e) == errno.EEXIST:
             return
         if _code(e) == errno.EPERM:
@@ -309,7 +316,7 @@ def detach_tc(ipr: Any, link: Link, hook: str) -> None:
 
 def drop_clsact_if_ours(ipr: Any, link: Link) -> None:
     """Remove the clsact qdisc only if tcflow made it and nobody else uses it."""
-    if not link.created_clsact:
+    if not (link.created_clsact or journal.made(link.netns.cookie, link.ifindex)):
         return
     if filters(ipr, link.ifindex, TC_INGRESS) or filters(ipr, link.ifindex, TC_EGRESS):
         return
@@ -318,4 +325,9 @@ def drop_clsact_if_ours(ipr: Any, link: Link) -> None:
     except Exception as e:
         if _code(e) not in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
             raise
+    journal.forget(link.netns.cookie, link.ifindex)
     link.created_clsact = False
+
+
+def has_clsact(ipr: Any, ifindex: int) -> bool:
+    return any(q.get_attr("TCA_KIND") == "clsact" for q in ipr.get_qdiscs(index=ifindex))

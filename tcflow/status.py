@@ -13,6 +13,7 @@ import time
 from typing import Any, Optional
 
 from . import hooks as _hooks
+from . import journal
 from . import netns as _netns
 from . import pins as _pins
 from .errors import InterfaceError, TcflowError
@@ -113,18 +114,24 @@ def render_status(r: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _remove(entry_ns_path: Optional[str], label: str, ifindex: int, ifname: str,
+def _remove(entry_ns_path: Optional[str], label: str, cookie: int, ifindex: int, ifname: str,
             created_clsact: bool) -> Optional[dict[str, Any]]:
-    """Remove tcflow's hooks from one link; None if the link is gone."""
+    """Remove tcflow's hooks from one link, and the clsact qdisc if tcflow made
+    it (pinned meta or the journal) and it is empty; None if the link is gone.
+    The result says what was found, plus ``clsact``: an empty one removed."""
     if entry_ns_path is None:
         return None
-    ns = _netns.Netns(label, entry_ns_path, 0, 0)
+    ns = _netns.Netns(label, entry_ns_path, 0, cookie)
     ipr = _hooks.ipr_for(ns)
     try:
         if not any(i == ifindex for i, _, _ in list_links(ipr)):
+            journal.forget(cookie, ifindex)
             return None
         link = Link(ifname, ifindex, ns)
-        return _hooks.remove_found(ipr, link, created_clsact)
+        had_qdisc = _hooks.has_clsact(ipr, ifindex)
+        found = _hooks.remove_found(ipr, link, created_clsact)
+        found["clsact"] = had_qdisc and not _hooks.has_clsact(ipr, ifindex)
+        return found
     finally:
         ipr.close()
 
@@ -141,7 +148,7 @@ def detach_all(pin_dir: str) -> list[str]:
                     own = _netns.cookie_of_current() == e.netns_cookie
                     path = "/proc/self/ns/net" if own else _netns.find(e.netns_inode, e.netns_cookie, e.netns_path)
                     label = "" if own else (e.netns or f"inode:{e.netns_inode}")
-                    found = _remove(path, label, e.ifindex, e.ifname, e.created_clsact)
+                    found = _remove(path, label, e.netns_cookie, e.ifindex, e.ifname, e.created_clsact)
                     where = f"{shown(e.netns)}/{shown(e.ifname)}" if e.netns else shown(e.ifname)
                     lines.append(f"detached {where}" if found else f"forgot {where} (interface or namespace gone)")
                     store.remove(e)
@@ -177,8 +184,8 @@ def detach_named(words: list[str], default: Where, pin_dir: str) -> list[str]:
             ns = link.netns
             e = entries.get((ns.cookie, link.ifindex))
             path = ns.path if ns.name else "/proc/self/ns/net"
-            found = _remove(path, ns.name, link.ifindex, link.ifname, e.created_clsact if e else False)
-            had = bool(found and (found["xdp"] or found["tc_ingress"] or found["tc_egress"]))
+            found = _remove(path, ns.name, ns.cookie, link.ifindex, link.ifname, e.created_clsact if e else False)
+            had = bool(found and (found["xdp"] or found["tc_ingress"] or found["tc_egress"] or found["clsact"]))
             if e is not None and store is not None:
                 store.remove(e)
             if not had and e is None:
