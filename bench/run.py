@@ -32,7 +32,7 @@ SMOKE: dict[str, dict[str, Any]] = {"perpacket": {"repeat": 1000, "rounds": 1},
          "throughput": {"pairs": 1, "seconds": 1, "configs": ("tc_ingress",)},
          "scale": {"sizes": (1, 3)},
          "startup": {"runs": 1},
-         "scrape": {"clients": 3, "scrapes": 5, "interfaces": 3}}
+         "scrape": {"clients": 3, "scrapes": 5, "interfaces": 3, "idle": 5, "slow": 2}}
 
 
 def machine() -> dict[str, Any]:
@@ -114,6 +114,16 @@ def report(res: dict[str, Any]) -> str:
             f"**p99 {sc2['p99_ms']:.0f} ms**, p50 {sc2['p50_ms']:.0f} ms, max {sc2['max_ms']:.0f} ms; "
             f"{sc2['scrapes_per_s']:.0f} scrapes/s; errors: {sc2['errors']}. Concurrent scrapes share one read "
             "and one rendering, each started after they arrived.", ""]
+    h = sc2.get("held")
+    if h:
+        t = h["target"]
+        out += [f"Then, with {h['idle']} idle connections and {h['slow']} that send their headers a byte at a "
+                f"time held open, {h['probes']} single scrapes: max {h['max_ms']:.0f} ms, p50 {h['p50_ms']:.0f} ms, "
+                f"errors {h['errors']}; the server's threads {h['threads_before']} -> peak {h['threads_peak']}, "
+                f"RSS {h['rss_before_mib']:.0f} -> peak {h['rss_peak_mib']:.0f} MiB. The bounds by design: "
+                "one event-loop thread and 4 rendering workers whatever the number of connections; at most "
+                "1,024 connections, each holding at most a 16 KiB request head for at most 10 s.", "",
+                f"Target, {t['what']}: **{'met' if t['met'] else 'not met'}** ({t['max_ms']:.0f} ms).", ""]
     return "\n".join(out)
 
 
