@@ -23,16 +23,18 @@ import threading
 import time
 from typing import Any, Callable, ContextManager, NoReturn, Optional, Sequence
 
-from . import __version__, pins
+from . import __version__, _libbpf, pins
 from .agent import Agent
 from .binding import INGRESS_CHOICES, XDP_MODES, Settings
 from .errors import InterfaceError, TcflowError, UsageError, shell_words
 from .loader import DEFAULT_MAX_IFACES, Options
 from .names import printable
+from .reader import VALUE_SIZE
 from .snapshot import Snapshot, document
 from .targets import Where, group
 
 MAX_INTERFACES_LIMIT = 65536
+MAX_COUNTERS_MIB = 1024  # the per-CPU counters map; the default 4096 interfaces take 1.6 MiB per CPU
 
 
 class Exit(enum.IntEnum):
@@ -197,6 +199,11 @@ def make_agent(args: argparse.Namespace) -> tuple[Agent, list[Any]]:
         ingress = "xdp"  # asking for an XDP mode means asking for XDP
     targets = group(args.interfaces, args.match or (), args.follow, Where(args.netns, args.pid))
     settings = Settings(ingress, args.xdp_mode, args.include_local, args.pin)
+    counters_mib = args.max_interfaces * VALUE_SIZE * _libbpf.num_possible_cpus() / 2**20
+    if counters_mib > MAX_COUNTERS_MIB:  # per-CPU: the same N costs 128 times more on a 256-CPU host
+        raise UsageError(f"--max-interfaces {args.max_interfaces} needs {counters_mib:,.0f} MiB of counters on "
+                         f"this machine's {_libbpf.num_possible_cpus()} CPUs (at most {MAX_COUNTERS_MIB} MiB)",
+                         hint="ask for fewer interfaces")
     return Agent(settings, Options(args.max_interfaces, args.pin_dir if args.pin else None)), targets
 
 
@@ -305,7 +312,6 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from . import _libbpf
     from .doctor import require_root
     from .exporters.http import Source, is_loopback, make_server
 

@@ -416,3 +416,19 @@ def test_an_unwritable_header_cache_is_a_one_line_error_and_a_doctor_finding(sil
     assert doc.returncode == 1 and "cannot write the kernel-header cache" in doc.stdout, doc.stdout + doc.stderr
     assert "Traceback" not in doc.stderr and "please report" not in doc.stderr
     assert leftovers(silent_pair.ns_a, silent_pair.dev_a) == []
+
+
+def test_a_full_header_cache_disk_is_one_line_and_leaves_no_half_tree(silent_pair: VethPair, env: dict[str, str],
+                                                                        tmp_path: Any) -> None:
+    if os.path.exists("/sys/kernel/kheaders.tar.xz") or os.path.exists(f"/lib/modules/{os.uname().release}/build"):
+        pytest.skip("this kernel has its own headers: tcflow makes no header cache here")
+    full = tmp_path / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=40,mode=0755", "tcft", str(full)], check=True)
+    try:
+        r = run("attach", key(silent_pair), "--count", "1", env=dict(env, TCFLOW_CACHE_DIR=str(full)))
+        one_line_error(r, "cannot write the kernel-header cache", "No space left on device")
+        assert [str(p) for p in full.rglob("*.tmp*")] == []
+    finally:
+        subprocess.run(["umount", str(full)], check=False)
+    assert leftovers(silent_pair.ns_a, silent_pair.dev_a) == []

@@ -342,7 +342,7 @@ def test_500_veth_cycles_under_serve_follow_leak_nothing(netns: Callable[[], str
         proc.terminate()
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-2000:]
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "CONFIG_NET_SCH_INGRESS" not in err  # vanished: not the kernel
 
 
 def test_a_netlink_overrun_is_answered_by_a_full_resync(sandbox: Sandbox) -> None:

@@ -179,3 +179,14 @@ def test_coalesced_calls_are_fresh_and_shared() -> None:
     assert {got[i][1] for i in range(1, 6)} == {b"2"}  # one shared call, begun after they arrived
     assert len(calls) == 2 and calls[1] >= arrived
     assert c() == b"3"  # a lone caller gets its own call
+
+
+def test_max_interfaces_is_bounded_by_memory_on_many_cpus(monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """The counters map is per CPU: what 2 CPUs hold easily, 256 would not."""
+    import tcflow.cli as cli
+
+    monkeypatch.setattr(cli._libbpf, "num_possible_cpus", lambda: 256)
+    assert main(["attach", "--max-interfaces", "65536", "eth9"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "MiB of counters" in err[0] and "256 CPUs" in err[0]
