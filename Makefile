@@ -2,13 +2,19 @@
 PY := .venv/bin/python
 .DEFAULT_GOAL := help
 
-.PHONY: help setup demo test test-unit test-bpf test-netns fuzz bench lint clean
+.PHONY: help setup install uninstall demo test test-unit test-bpf test-netns fuzz bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
 
-setup: ## install Debian packages and build .venv (idempotent, quick when done)
+setup: ## install Debian packages, build .venv, install the tcflow command (idempotent, quick when done)
 	@bash scripts/setup.sh
+
+install: ## (re)install the command only: /opt/tcflow, /usr/local/sbin/tcflow, bash completion
+	@bash scripts/install.sh
+
+uninstall: ## remove what `make install` put outside this clone (pins stay: `tcflow detach --all` first)
+	@bash scripts/install.sh uninstall
 
 demo: setup ## attach to veths in throwaway namespaces, generate traffic, print the counters
 	@$(PY) -m tcflow demo

@@ -12,7 +12,7 @@ fi
 
 pkgs="python3-bpfcc python3-venv python3-pip libbpf1 iproute2 ethtool tcpdump iputils-ping"
 # for the tests and `make bench`: traffic, promtool (Debian's prometheus), a headless browser
-pkgs="$pkgs iperf3 prometheus chromium chromium-driver bpftool jq"
+pkgs="$pkgs iperf3 prometheus chromium chromium-driver bpftool bash-completion"
 # Kernel headers for bcc: the running kernel's if Debian has them, else the
 # generic flavour (tcflow then merges Debian's split header tree itself; see
 # tcflow/kheaders.py). Skipped when real headers are installed already.
@@ -54,3 +54,6 @@ if [ ! -f .venv/.stamp ] || [ pyproject.toml -nt .venv/.stamp ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
   touch .venv/.stamp
 fi
+
+# The command itself, on root's PATH and under sudo: scripts/install.sh.
+bash scripts/install.sh

@@ -51,6 +51,7 @@ class Agent:
         self.slots: Optional[SlotTable] = None
         self.binder: Optional[Binder] = None
         self.notices: list[str] = []  # for the user: the CLI prints and clears them
+        self.attach_errors = 0        # interfaces that matched but could not be attached (follow)
 
     @property
     def pin_dir(self) -> Optional[str]:
@@ -172,6 +173,7 @@ class Agent:
                     binder.bind(watch.ipr, link, self.notices)
                 except Exception as e:
                     self._release(watch, link, detach=True)
+                    self.attach_errors += 1
                     self.notices.append(f"could not attach {link.key}: {e}")
 
     def reap(self) -> list[str]:
@@ -193,7 +195,8 @@ class Agent:
         size, programs loaded, namespaces watched, and whether it follows."""
         return {"interfaces": len(self.links()), "slots_used": self.slots.in_use() if self.slots else 0,
                 "slots": self.options.max_ifaces, "programs": self.dp.programs_loaded if self.dp else 0,
-                "namespaces": len(self.watches), "following": any(w.follow for w in self.watches.values())}
+                "namespaces": len(self.watches), "following": any(w.follow for w in self.watches.values()),
+                "attach_errors": self.attach_errors}
 
     def links(self) -> list[Link]:
         return [ln for w in self.watches.values() for ln in w.links.values()]

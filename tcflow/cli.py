@@ -401,6 +401,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return Exit.OK if ok else Exit.ERROR
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    from .completion import bash
+
+    out(bash(parser()), end="")
+    return Exit.OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run
 
@@ -499,6 +506,12 @@ def parser() -> argparse.ArgumentParser:
     dr = sub.add_parser("doctor", help="check root, bpf(), bcc, kernel headers, clsact and XDP",
                         epilog="examples:\n  sudo tcflow doctor", formatter_class=fmt)
     dr.set_defaults(func=cmd_doctor)
+
+    co = sub.add_parser("completion", help="print a bash completion script (make setup installs it)",
+                        epilog="examples:\n  tcflow completion bash > /usr/share/bash-completion/completions/tcflow\n"
+                               "  source <(tcflow completion bash)", formatter_class=fmt)
+    co.add_argument("shell", choices=["bash"], help="the shell (bash)")
+    co.set_defaults(func=cmd_completion)
 
     de = sub.add_parser("demo", help="self-contained demo in throwaway namespaces",
                         epilog="examples:\n  sudo tcflow demo\n  sudo tcflow demo --seconds 10 --ingress xdp",

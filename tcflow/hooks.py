@@ -250,8 +250,8 @@ def _ensure_clsact(ipr: Any, link: Link) -> None:
     """A clsact qdisc on the link: tcflow's if it had to add it (noted in the
     journal first, so that even a kill -9 right after cannot lose that)."""
     cookie = link.netns.cookie
-    if has_clsact(ipr, link.ifindex):
-        return  # someone's already (tcflow's own from a killed run is in the journal)
+    # Noted first, forgotten at once if the qdisc was there already (EEXIST).
+    # Asking first would cost a dump of every qdisc per interface (quadratic).
     journal.note(cookie, link.ifindex)
     try:
         ipr.tc("add", "clsact", link.ifindex)
@@ -330,4 +330,5 @@ def drop_clsact_if_ours(ipr: Any, link: Link) -> None:
 
 
 def has_clsact(ipr: Any, ifindex: int) -> bool:
-    return any(q.get_attr("TCA_KIND") == "clsact" for q in ipr.get_qdiscs(index=ifindex))
+    """For `tcflow detach` only: a dump of every qdisc in the namespace."""
+    return any(q["index"] == ifindex and q.get_attr("TCA_KIND") == "clsact" for q in ipr.get_qdiscs(index=ifindex))

@@ -172,7 +172,8 @@ class Endpoints:
     def __init__(self, source: Source, pool: concurrent.futures.Executor):
         self.source = source
         registry = prometheus.registry(prometheus.TcflowCollector(
-            source.snapshot, source.program_stats if source._stats is not None else None))
+            source.snapshot, source.program_stats if source._stats is not None else None,
+            source.health if source._health is not None else None))
         metrics = Coalesced(lambda: prometheus.render(registry))
         self.metrics = AsyncCoalesced(metrics, pool)
         # Prometheus asks for gzip; the rendering, not the compression, is the cost: level 1.

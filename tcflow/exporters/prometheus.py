@@ -18,6 +18,9 @@ naming, ``device`` for the interface):
   tcflow_program_runs_total / tcflow_program_run_seconds_total {program}
       tcflow's own cost, from the kernel's BPF run-time statistics
   tcflow_interfaces            interfaces attached (gauge)
+  tcflow_interface_slots / tcflow_interface_slots_used
+                               the interface map's size and what is in use (gauges)
+  tcflow_attach_errors_total   interfaces that matched --follow but could not be attached
   tcflow_build_info            {version, python} = 1
 plus prometheus_client's process_* and python_* families.
 """
@@ -49,9 +52,11 @@ class TcflowCollector:
     """
 
     def __init__(self, snapshot: Callable[[], Snapshot],
-                 program_stats: Optional[Callable[[], Mapping[str, tuple[int, int]]]] = None):
+                 program_stats: Optional[Callable[[], Mapping[str, tuple[int, int]]]] = None,
+                 health: Optional[Callable[[], Mapping[str, Any]]] = None):
         self.snapshot = snapshot
         self.program_stats = program_stats
+        self.health = health
 
     def describe(self) -> list[Any]:
         return []  # metrics are known only at scrape time; skip the registration-time collect
@@ -85,6 +90,13 @@ class TcflowCollector:
         g = GaugeMetricFamily("tcflow_interfaces", "Interfaces tcflow is attached to")
         g.add_metric([], len(snap.interfaces))
         yield g
+        if self.health is not None:
+            h = self.health()
+            yield GaugeMetricFamily("tcflow_interface_slots", "Interfaces the maps can hold (--max-interfaces)",
+                                    value=h["slots"])
+            yield GaugeMetricFamily("tcflow_interface_slots_used", "Interface slots in use", value=h["slots_used"])
+            yield CounterMetricFamily("tcflow_attach_errors", "Interfaces that matched but could not be attached",
+                                      value=h["attach_errors"])
         info = GaugeMetricFamily("tcflow_build_info", "tcflow's version, and the Python it runs on (always 1)",
                                  labels=["version", "python"])
         info.add_metric([__version__, platform.python_version()], 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pathlib
@@ -190,3 +191,45 @@ def test_max_interfaces_is_bounded_by_memory_on_many_cpus(monkeypatch: pytest.Mo
     assert main(["attach", "--max-interfaces", "65536", "eth9"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "MiB of counters" in err[0] and "256 CPUs" in err[0]
+
+
+def _all_parsers() -> dict[str, argparse.ArgumentParser]:
+    p = parser()
+    subs = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    return {"tcflow": p, **{f"tcflow {n}": sp for n, sp in subs.choices.items()}}
+
+
+def test_every_option_has_help_text() -> None:
+    missing = [f"{name} {a.option_strings or a.dest}" for name, p in _all_parsers().items() for a in p._actions
+               if not a.help and not isinstance(a, argparse._SubParsersAction)]
+    assert missing == []
+
+
+def test_bash_completion_knows_every_command_and_option(tmp_path: pathlib.Path) -> None:
+    import shutil
+    import subprocess
+
+    from tcflow.completion import bash
+
+    script = tmp_path / "tcflow.bash"
+    script.write_text(bash(parser()))
+    if shutil.which("bash") is None:
+        pytest.skip("no bash here")
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+
+    def complete(*words: str) -> list[str]:
+        line = " ".join(f'"{w}"' for w in words)
+        r = subprocess.run(["bash", "-c", f'source {script}; COMP_WORDS=(tcflow {line}); '
+                            f'COMP_CWORD={len(words)}; _tcflow; printf "%s\\n" "${{COMPREPLY[@]}}"'],
+                           capture_output=True, text=True, check=True)
+        return r.stdout.split()
+
+    for name, p in _all_parsers().items():
+        if name == "tcflow":
+            continue
+        cmd = name.split()[1]
+        assert cmd in complete(cmd[:3])
+        opts = {o for a in p._actions for o in a.option_strings}
+        assert opts <= set(complete(cmd, "-")), (cmd, opts - set(complete(cmd, "-")))
+    assert complete("attach", "--ingress", "") == ["auto", "xdp", "tc"]
+    assert complete("demo", "--ingress", "") == ["xdp", "tc"]

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install or remove the `tcflow` command for root, independent of this clone:
+# a venv of its own under $TCFLOW_PREFIX (default /opt/tcflow) with tcflow
+# copied in (not linked to the clone), the command linked into $TCFLOW_BINDIR
+# (default /usr/local/sbin, which sudo's secure_path keeps), and bash
+# completion. Re-run after changing the code; it reinstalls only when the
+# package's files changed.
+#
+#   scripts/install.sh            install (make setup runs this)
+#   scripts/install.sh uninstall  remove all of it (pins and attachments are
+#                                 left alone: `tcflow detach --all` first)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+prefix=${TCFLOW_PREFIX:-/opt/tcflow}
+bindir=${TCFLOW_BINDIR:-/usr/local/sbin}
+compdir=${TCFLOW_COMPDIR:-/usr/share/bash-completion/completions}
+
+if [ "${1:-install}" = uninstall ]; then
+  rm -f "$bindir/tcflow" "$compdir/tcflow"
+  rm -rf "$prefix"
+  echo "tcflow: removed $prefix, $bindir/tcflow and $compdir/tcflow"
+  exit 0
+fi
+
+stamp=$(find tcflow pyproject.toml README.md LICENSE LICENSES -type f -not -path '*/__pycache__/*' -print0 \
+        | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+if [ ! -x "$prefix/bin/tcflow" ] || [ "$(cat "$prefix/.stamp" 2>/dev/null)" != "$stamp" ]; then
+  echo "tcflow setup: installing the tcflow command into $prefix"
+  rm -rf "$prefix"
+  # Debian's bcc is for /usr/bin/python3; --system-site-packages lets the venv see it
+  /usr/bin/python3 -m venv --system-site-packages "$prefix"
+  "$prefix/bin/pip" install -q --disable-pip-version-check --no-cache-dir . >/dev/null
+  echo "$stamp" > "$prefix/.stamp"
+  chmod -R go-w "$prefix"
+fi
+mkdir -p "$bindir" "$compdir"
+ln -sfn "$prefix/bin/tcflow" "$bindir/tcflow"
+"$prefix/bin/tcflow" completion bash > "$compdir/tcflow"
