@@ -30,6 +30,7 @@ if [ ! -x "$prefix/bin/tcflow" ] || [ "$(cat "$prefix/.stamp" 2>/dev/null)" != "
   # Debian's bcc is for /usr/bin/python3; --system-site-packages lets the venv see it
   /usr/bin/python3 -m venv --system-site-packages "$prefix"
   "$prefix/bin/pip" install -q --disable-pip-version-check --no-cache-dir . >/dev/null
+  rm -rf build  # setuptools' scratch copy, not needed once installed
   echo "$stamp" > "$prefix/.stamp"
   chmod -R go-w "$prefix"
 fi

@@ -12,7 +12,7 @@ fi
 
 pkgs="python3-bpfcc python3-venv python3-pip libbpf1 iproute2 ethtool tcpdump iputils-ping"
 # for the tests and `make bench`: traffic, promtool (Debian's prometheus), a headless browser
-pkgs="$pkgs iperf3 prometheus chromium chromium-driver bpftool bash-completion"
+pkgs="$pkgs iperf3 prometheus chromium chromium-driver bpftool bash-completion tmux"
 # Kernel headers for bcc: the running kernel's if Debian has them, else the
 # generic flavour (tcflow then merges Debian's split header tree itself; see
 # tcflow/kheaders.py). Skipped when real headers are installed already.
@@ -41,7 +41,7 @@ fi
 if ! mountpoint -q /sys/fs/bpf; then
   mount -t bpf bpf /sys/fs/bpf -o mode=0700
 elif [ "$(stat -c %a /sys/fs/bpf)" = 1777 ]; then
-  mount -o remount,mode=0700 /sys/fs/bpf
+  chmod 0700 /sys/fs/bpf  # a remount with mode= does not change bpffs's root (kernel 6.18)
 fi
 
 # Debian's bcc is installed for Debian's /usr/bin/python3: build the venv from

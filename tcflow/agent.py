@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, ContextManager, Iterable, Optional
 
-from . import netns, pins
+from . import journal, netns, pins
 from .binding import Binder, Settings
 from .errors import InterfaceError
 from .links import Link, diff
@@ -164,6 +164,7 @@ class Agent:
             for link in d.gone:
                 watch.links.pop(link.ifindex, None)
                 binder.release(None, link, detach=False, forget=True)
+                journal.forget(link.netns.cookie, link.ifindex)  # its qdisc went with it
                 self.notices.append(f"{link.key} disappeared; its counters are no longer reported")
             for link, name in d.renamed:
                 link.ifname = name  # same device, same counters

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import select
+import shutil
 import signal
 import sys
 import threading
@@ -207,14 +208,14 @@ def make_agent(args: argparse.Namespace) -> tuple[Agent, list[Any]]:
     return Agent(settings, Options(args.max_interfaces, args.pin_dir if args.pin else None)), targets
 
 
-def flush_notices(agent: Agent) -> None:
+def flush_notices(agent: Agent, sink: Callable[[str], None] = note) -> None:
     for text in agent.notices:
-        note(text)
+        sink(text)
     agent.notices.clear()
 
 
 def run_loop(agent: Agent, sig: _Signals, interval: float, tick: Callable[[], bool],
-             guard: Callable[[], ContextManager[Any]]) -> None:
+             guard: Callable[[], ContextManager[Any]], sink: Callable[[str], None] = note) -> None:
     """Until a signal (or ``tick`` returns False): follow link changes in every
     namespace, let go of deleted namespaces, call ``tick`` every ``interval``.
     ``guard`` is held while the agent changes (readers take it too)."""
@@ -234,7 +235,7 @@ def run_loop(agent: Agent, sig: _Signals, interval: float, tick: Callable[[], bo
             lost = agent.reap()
         for label in lost:
             agent.notices.append(f"network namespace {label} was deleted; tcflow let it go")
-        flush_notices(agent)
+        flush_notices(agent, sink)
         if lost and not agent.watches:
             raise InterfaceError("the network namespace was deleted", netns=", ".join(lost),
                                  hint="tcflow detached and let it go; attach again in a new namespace")
@@ -258,48 +259,67 @@ def _left_pinned(args: argparse.Namespace, agent: Agent) -> None:
          f"`{fix_command(args, ('show',))}` reads them, `{fix_command(args, ('detach', '--all'))}` removes them")
 
 
+ALT_SCREEN_ON, ALT_SCREEN_OFF, HOME, CLEAR_BELOW = "\x1b[?1049h", "\x1b[?1049l", "\x1b[H", "\x1b[J"
+
+
 def cmd_attach(args: argparse.Namespace) -> int:
     from .doctor import require_root
-    from .exporters.table import header, render
+    from .exporters.table import header, render, screen
 
     agent, targets = make_agent(args)
     require_root()
     live = not args.json and sys.stdout.isatty()
     shown = [0]
-    prev: list[Optional[Snapshot]] = [None]
+    prev: list[Optional[Snapshot]] = [None, None]  # the last snapshot, and the one before it
+    kept: list[str] = []  # notices shown at the bottom of the live screen, newest last
+
+    def keep(text: str) -> None:
+        kept.append(f"{time.strftime('%H:%M:%S')} {printable(text)}")
+        del kept[:-3]
 
     def emit() -> bool:
         snap = agent.snapshot()
         if args.json:
             out(json.dumps(document(snap)))
         elif live:
-            out("\x1b[H\x1b[2J" + header(snap, args.interval) + "\n\n" + render(snap, prev[0]))
-        else:
-            out(render(snap, prev[0]) + "\n")
-        prev[0] = snap
+            size = shutil.get_terminal_size()
+            out(HOME + screen(snap, prev[0], args.interval, args.units, size.columns, size.lines, kept)
+                + CLEAR_BELOW, end="")
+        else:  # a pipe or a file: every snapshot says when it was taken
+            out(header(snap, args.interval, footer="") + "\n" + render(snap, prev[0], args.units) + "\n")
+        prev[1], prev[0] = prev[0], snap
         shown[0] += 1
         return not (args.count and shown[0] >= args.count)
 
+    sink = keep if live else note
     with _Signals() as sig:
         agent.start(targets)
         try:
-            flush_notices(agent)
+            flush_notices(agent, sink)
             if not args.json and not live:
                 note(f"attached to {_attached_line(agent)}; Ctrl-C to stop")
+            if live:
+                out(ALT_SCREEN_ON, end="")  # redraws leave nothing in the scrollback
             sig.looping = True
             if emit():
                 try:
-                    run_loop(agent, sig, args.interval, emit, threading.Lock)
+                    run_loop(agent, sig, args.interval, emit, threading.Lock, sink)
                 except InterfaceError:
                     emit()  # what was counted up to the loss
                     raise
                 if sig.stop:
                     emit()  # the last word on SIGINT/SIGTERM
-            return Exit.OK
         finally:
+            if live:
+                out(ALT_SCREEN_OFF, end="")
+                if prev[0] is not None:  # the last screen stays readable after exit
+                    out(render(prev[0], prev[1], args.units))
+                for text in kept:
+                    note(text)
             agent.close()
             if args.pin:
                 _left_pinned(args, agent)
+    return Exit.OK
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -356,11 +376,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # -- the pinned side: no bcc needed -------------------------------------------------
 def cmd_show(args: argparse.Namespace) -> int:
     from .doctor import require_root
-    from .exporters.table import render
+    from .exporters.table import render_all
 
     require_root()
     snap = pins.read_snapshot(args.pin_dir)
-    out(json.dumps(document(snap)) if args.json else render(snap))
+    out(json.dumps(document(snap)) if args.json else render_all(snap))
     return Exit.OK
 
 
@@ -471,6 +491,8 @@ def parser() -> argparse.ArgumentParser:
                    help="between snapshots (default 1)")
     a.add_argument("--count", type=count, default=0, metavar="N", help="stop after N snapshots (default 0: never)")
     a.add_argument("--json", action="store_true", help="one JSON object per snapshot per line")
+    a.add_argument("--units", choices=["bytes", "bits"], default="bytes",
+                   help="rates in bytes or bits a second (default bytes; counters are always bytes)")
     a.set_defaults(func=cmd_attach)
 
     sv = sub.add_parser("serve", help="attach, and serve /traffic (JSON), /metrics (Prometheus) and a dashboard",

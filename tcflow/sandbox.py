@@ -9,6 +9,7 @@ Sandbox deletes what it made, last first, even when something failed.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 import uuid
@@ -17,10 +18,12 @@ from typing import Any, Callable
 
 
 def run(*argv: str, check: bool = True) -> str:
-    r = subprocess.run(argv, capture_output=True, text=True)
+    """Run a command; its output as str, bytes that are not UTF-8 kept as
+    surrogate escapes (namespace names can be any bytes)."""
+    r = subprocess.run(argv, capture_output=True)
     if check and r.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: {r.stderr.strip()}")
-    return r.stdout
+        raise RuntimeError(f"{' '.join(argv)}: {os.fsdecode(r.stderr).strip()}")
+    return os.fsdecode(r.stdout)
 
 
 @dataclass

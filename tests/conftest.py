@@ -18,7 +18,11 @@ import pytest
 from tcflow.sandbox import Sandbox, VethPair, remove_leftovers
 from tests.support.shell import sh
 
-PREFIX = "tcft-"
+# Names of this test session's own: a second session running at the same
+# time (a developer's, beside CI) neither sees nor removes them.
+SESSION = f"{os.getpid() % 0x10000:04x}"
+PREFIX = f"tcft{SESSION}-"
+PIN_PREFIX = f"/sys/fs/bpf/tcflow-test-{SESSION}-"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -63,7 +67,7 @@ def silent_pair(sandbox: Sandbox) -> VethPair:
 @pytest.fixture
 def pin_dir() -> Iterator[str]:
     """A pin directory of the test's own: a real deployment's pins are never touched."""
-    path = f"/sys/fs/bpf/tcflow-test-{uuid.uuid4().hex[:8]}"
+    path = f"{PIN_PREFIX}{uuid.uuid4().hex[:8]}"
     try:
         yield path
     finally:
@@ -80,4 +84,4 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # Belt and braces: nothing named like ours survives the session.
     if os.geteuid() == 0:
         remove_leftovers(PREFIX)
-        sh("rm -rf /sys/fs/bpf/tcflow-test-*", check=False)
+        sh(f"rm -rf {PIN_PREFIX}*", check=False)

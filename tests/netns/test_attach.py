@@ -82,7 +82,7 @@ def test_failed_attach_rolls_back(silent_pair: VethPair) -> None:
 def test_unknown_namespace_is_not_created() -> None:
     with pytest.raises(InterfaceError, match="no such network namespace"):
         tcflow.Monitor(["eth0"], netns="tcft-does-not-exist").attach()
-    assert "tcft-does-not-exist" not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+    assert "tcft-does-not-exist" not in subprocess.run(["ip", "netns", "list"], capture_output=True, errors="replace",
                                                       text=True).stdout
 
 

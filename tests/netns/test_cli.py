@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -432,3 +433,51 @@ def test_a_full_header_cache_disk_is_one_line_and_leaves_no_half_tree(silent_pai
     finally:
         subprocess.run(["umount", str(full)], check=False)
     assert leftovers(silent_pair.ns_a, silent_pair.dev_a) == []
+
+
+# -- the live view, in a real terminal -------------------------------------------------
+
+def _tmux(*argv: str) -> str:
+    return subprocess.run(["tmux", *argv], capture_output=True, text=True, errors="replace", check=True).stdout
+
+
+def test_live_view_in_tmux_fits_80x24_with_50_interfaces_and_keeps_notices(sandbox: Sandbox,
+                                                                            env: dict[str, str]) -> None:
+    if shutil.which("tmux") is None:
+        pytest.fail("tmux is missing: `make setup` installs it")
+    ns = sandbox.netns()
+    sandbox.veths(ns, 50)
+    session = f"tcflow-test-{os.getpid()}"
+    cmd = " ".join([sys.executable, "-m", "tcflow", "attach", "--netns", ns, "--match", "s*a", "--interval", "0.5",
+                    "--units", "bits"])
+    _tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", "-e", f"TCFLOW_PIN_DIR={env['TCFLOW_PIN_DIR']}",
+          f"cd {REPO} && {cmd}; echo EXITED $?; sleep 30")
+    try:
+        def screen() -> list[str]:
+            return _tmux("capture-pane", "-p", "-t", session).rstrip("\n").split("\n")
+
+        end = time.monotonic() + 60
+        while time.monotonic() < end and "50 interfaces" not in screen()[0]:
+            time.sleep(0.2)
+        lines = screen()
+        assert lines[0].startswith("tcflow  ") and "50 interfaces" in lines[0], lines
+        assert len(lines) <= 24 and all(len(ln) <= 80 for ln in lines)
+        assert lines[2].startswith("INTERFACE") and any("more, quieter" in ln for ln in lines)
+        assert "bit/s" in "\n".join(lines) or " - " in "\n".join(lines)
+        sh(f"ip -n {ns} link del s7a")
+        end = time.monotonic() + 30
+        while time.monotonic() < end and not any("disappeared" in ln for ln in screen()):
+            time.sleep(0.2)
+        time.sleep(1.5)  # three redraws later the notice is still on screen
+        lines = screen()
+        assert lines[0].startswith("tcflow  ") and "49 interfaces" in lines[0]
+        assert any(f"{ns}/s7a disappeared" in ln for ln in lines[-3:]), lines
+        _tmux("send-keys", "-t", session, "C-c")
+        end = time.monotonic() + 30
+        while time.monotonic() < end and not any("EXITED" in ln for ln in screen()):
+            time.sleep(0.2)
+        after = "\n".join(screen())
+        assert "EXITED 0" in after and "bit/s" in after  # the last view, every interface, on the normal screen
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    assert leftovers(ns, "s0a") == []

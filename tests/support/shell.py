@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from typing import Any
 
@@ -16,10 +17,12 @@ int foreign(struct __sk_buff *skb) { return TC_ACT_UNSPEC; }
 
 
 def sh(cmd: str, check: bool = True) -> str:
-    r = subprocess.run(cmd, shell=True, capture_output=True, text=True)
+    """A shell command's output; bytes that are not UTF-8 (names can be any
+    bytes) kept as surrogate escapes."""
+    r = subprocess.run(cmd, shell=True, capture_output=True)
     if check and r.returncode != 0:
-        raise RuntimeError(f"{cmd}: {r.stderr.strip()}")
-    return r.stdout
+        raise RuntimeError(f"{cmd}: {os.fsdecode(r.stderr).strip()}")
+    return os.fsdecode(r.stdout)
 
 
 def foreign_bpf(text: str) -> Any:

@@ -12,7 +12,7 @@ import pytest
 from tcflow.classes import CLASSES, NAMES, SEED_NAMES
 from tcflow.cli import fix_command, main, parser
 from tcflow.errors import AttachError
-from tcflow.exporters.table import header, human, render
+from tcflow.exporters.table import header, human, render, render_all, screen
 from tcflow.snapshot import Hooks, document, make_snapshot
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
@@ -50,10 +50,13 @@ def test_table_matches_golden_and_fits_80_columns(monkeypatch: pytest.MonkeyPatc
     a, b = _snaps()
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
-    text = header(b, 1.0) + "\n\n" + render(b, a) + "\n"
+    text = header(b, 1.0) + "\n\n" + render_all(b, a) + "\n"
     _check_golden("table_80.txt", text)
     assert all(len(line) <= 80 for line in text.splitlines())
-    first = render(a) + "\n"  # the first snapshot: no rates yet
+    several = header(b, 1.0) + "\n\n" + render(b, a, "bits") + "\n"  # several interfaces: a line each
+    _check_golden("summary_80.txt", several)
+    assert all(len(line) <= 80 for line in several.splitlines())
+    first = render_all(a) + "\n"  # the first snapshot: no rates yet
     _check_golden("table_first.txt", first)
     assert all(len(line) <= 80 for line in first.splitlines())
     monkeypatch.undo()
@@ -62,8 +65,8 @@ def test_table_matches_golden_and_fits_80_columns(monkeypatch: pytest.MonkeyPatc
 
 def test_table_groups_rows_as_a_person_reads_them() -> None:
     _, b = _snaps()
-    labels = [ln.split("  ")[1] for ln in render(b).splitlines()[2:9]]
-    assert "recv: xdp (native)" in render(b).splitlines()[0]
+    labels = [ln.split("  ")[1] for ln in render_all(b).splitlines()[2:9]]
+    assert "recv: xdp (native)" in render_all(b).splitlines()[0]
     assert labels == [c.title for c in CLASSES if c.seed and c.family == "ipv4"]
     assert labels[0] == "TCP payload sent" and labels[-1] == "IP bytes sent, other"
 
@@ -233,3 +236,24 @@ def test_bash_completion_knows_every_command_and_option(tmp_path: pathlib.Path) 
         assert opts <= set(complete(cmd, "-")), (cmd, opts - set(complete(cmd, "-")))
     assert complete("attach", "--ingress", "") == ["auto", "xdp", "tc"]
     assert complete("demo", "--ingress", "") == ["xdp", "tc"]
+
+
+def test_the_live_screen_fits_80x24_with_50_interfaces_busiest_first() -> None:
+    zero = [0] * len(NAMES)
+    t0 = 1795300000.0
+
+    def snap(mono: float, scale: int) -> object:
+        return make_snapshot([(f"veth{i:02d}", "ns1", i + 2, Hooks("tc"),
+                               [scale * (i + 1) * 1000] * len(NAMES), zero) for i in range(50)],
+                             now=t0 + mono, mono=mono)
+
+    a, b = snap(0.0, 0), snap(1.0, 1)
+    notices = ["00:00:01 ns1/veth07 disappeared; its counters are no longer reported"]
+    text = screen(b, a, 1.0, "bits", 80, 24, notices)
+    lines = text.splitlines()
+    assert len(lines) <= 24 and all(len(ln) <= 80 for ln in lines)
+    assert lines[0].startswith("tcflow  ") and "50 interfaces" in lines[0]  # the header stays on screen
+    assert lines[2].startswith("INTERFACE")
+    assert lines[3].startswith("ns1/veth49") and lines[4].startswith("ns1/veth48")  # busiest first
+    assert "bit/s" in lines[3] and any("more, quieter" in ln for ln in lines)
+    assert lines[-1] == notices[0]  # notices stay visible at the bottom
