@@ -76,18 +76,22 @@ class Agent:
         except BaseException:
             self._close_handles()
             raise
-        with self._lock():
-            try:
-                binder = self._compile()
-                assert self.slots is not None
-                with self.slots.batch():
-                    for watch, links in plan:
-                        for link in links:
-                            watch.links[link.ifindex] = link
-                            binder.bind(watch.ipr, link, self.notices)
-            except BaseException:
-                self.abort()
-                raise
+        try:
+            with self._lock():
+                try:
+                    binder = self._compile()
+                    assert self.slots is not None
+                    with self.slots.batch():
+                        for watch, links in plan:
+                            for link in links:
+                                watch.links[link.ifindex] = link
+                                binder.bind(watch.ipr, link, self.notices)
+                except BaseException:
+                    self.abort()  # under the same lock
+                    raise
+        except BaseException:
+            self._close_handles()  # also when the lock itself could not be had
+            raise
         return self
 
     def _plan(self, t: Target) -> tuple[Watch, list[Link]]:

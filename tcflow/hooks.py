@@ -250,14 +250,19 @@ def _ensure_clsact(ipr: Any, link: Link) -> None:
     """A clsact qdisc on the link: tcflow's if it had to add it (noted in the
     journal first, so that even a kill -9 right after cannot lose that)."""
     cookie = link.netns.cookie
-    # Noted first, forgotten at once if the qdisc was there already (EEXIST).
-    # Asking first would cost a dump of every qdisc per interface (quadratic).
-    journal.note(cookie, link.ifindex)
+    # Noted first, and the note taken back if the qdisc was there already
+    # (EEXIST) - unless the note was there before this call: then a killed
+    # tcflow made that qdisc, and it stays tcflow's. (Asking the kernel first
+    # would cost a dump of every qdisc per interface: quadratic.)
+    noted_before = journal.made(cookie, link.ifindex)
+    if not noted_before:
+        journal.note(cookie, link.ifindex)
     try:
         ipr.tc("add", "clsact", link.ifindex)
         link.created_clsact = True
     except Exception as e:
-        journal.forget(cookie, link.ifindex)  # not made by tcflow after all
+        if not noted_before:
+            journal.forget(cookie, link.ifindex)  # not made by tcflow after all
         if _code(e) == errno.EEXIST:
             return
         if _code(e) == errno.EPERM:
