@@ -129,6 +129,8 @@ def _remove(entry_ns_path: Optional[str], label: str, cookie: int, ifindex: int,
             return None
         link = Link(ifname, ifindex, ns)
         had_qdisc = _hooks.has_clsact(ipr, ifindex)
+        if not had_qdisc:
+            journal.forget(cookie, ifindex)  # a note from a run killed before it added the qdisc
         found = _hooks.remove_found(ipr, link, created_clsact)
         found["clsact"] = had_qdisc and not _hooks.has_clsact(ipr, ifindex)
         return found
