@@ -259,7 +259,8 @@ def _left_pinned(args: argparse.Namespace, agent: Agent) -> None:
          f"`{fix_command(args, ('show',))}` reads them, `{fix_command(args, ('detach', '--all'))}` removes them")
 
 
-ALT_SCREEN_ON, ALT_SCREEN_OFF, HOME, CLEAR_BELOW = "\x1b[?1049h", "\x1b[?1049l", "\x1b[H", "\x1b[J"
+ALT_SCREEN_ON, ALT_SCREEN_OFF = "\x1b[?1049h", "\x1b[?1049l"
+HOME, CLEAR_LINE, CLEAR_BELOW = "\x1b[H", "\x1b[K", "\x1b[J"
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
@@ -283,8 +284,9 @@ def cmd_attach(args: argparse.Namespace) -> int:
             out(json.dumps(document(snap)))
         elif live:
             size = shutil.get_terminal_size()
-            out(HOME + screen(snap, prev[0], args.interval, args.units, size.columns, size.lines, kept)
-                + CLEAR_BELOW, end="")
+            lines = screen(snap, prev[0], args.interval, args.units, size.columns, size.lines, kept).split("\n")
+            # each line clears what a longer one left before it, then everything below goes
+            out(HOME + (CLEAR_LINE + "\n").join(lines) + CLEAR_LINE + CLEAR_BELOW, end="")
         else:  # a pipe or a file: every snapshot says when it was taken
             out(header(snap, args.interval, footer="") + "\n" + render(snap, prev[0], args.units) + "\n")
         prev[1], prev[0] = prev[0], snap
@@ -310,15 +312,17 @@ def cmd_attach(args: argparse.Namespace) -> int:
                 if sig.stop:
                     emit()  # the last word on SIGINT/SIGTERM
         finally:
-            if live:
-                out(ALT_SCREEN_OFF, end="")
-                if prev[0] is not None:  # the last screen stays readable after exit
-                    out(render(prev[0], prev[1], args.units))
-                for text in kept:
-                    note(text)
-            agent.close()
-            if args.pin:
-                _left_pinned(args, agent)
+            try:
+                if live:
+                    out(ALT_SCREEN_OFF, end="")
+                    if prev[0] is not None:  # the last screen stays readable after exit
+                        out(render(prev[0], prev[1], args.units))
+                    for text in kept:
+                        note(text)
+            finally:  # detached even when the terminal is gone
+                agent.close()
+                if args.pin:
+                    _left_pinned(args, agent)
     return Exit.OK
 
 
