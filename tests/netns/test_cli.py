@@ -209,6 +209,12 @@ def test_pin_survives_kill_9_show_reads_restart_adopts_detach_all_cleans(
     assert nonzero(shown["bytes"]) == RECV_B + SEND_B
     assert nonzero(shown["packets"]) == RECV_P + SEND_P
     assert shown["hook"]["ingress"] == ingress and shown["hook"]["pinned"] is True
+    # the library reads the same, without bcc
+    import tcflow
+
+    via_api = tcflow.counters(pin_dir).interfaces[key(p)]
+    assert dict(via_api.bytes) == shown["bytes"] and dict(via_api.packets) == shown["packets"]
+    assert via_api.hooks.pinned is True
 
     st = run("status", "--json", env=env)
     import json
