@@ -27,6 +27,7 @@ from typing import Any, Callable, ContextManager, NoReturn, Optional, Sequence
 from . import __version__, _libbpf, pins
 from .agent import Agent
 from .binding import INGRESS_CHOICES, XDP_MODES, Settings
+from .completion import bash, subcommands
 from .errors import InterfaceError, TcflowError, UsageError, shell_words
 from .loader import DEFAULT_MAX_IFACES, Options
 from .names import printable
@@ -426,8 +427,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
-    from .completion import bash
-
     out(bash(parser()), end="")
     return Exit.OK
 
@@ -553,7 +552,8 @@ def fix_command(args: argparse.Namespace, words: Sequence[str]) -> str:
     takes too (a --pin-dir, a --netns for plain names), so pasting it works."""
     extra: list[str] = []
     command = words[0] if words else ""
-    takes = {"show": {"pin_dir"}, "status": {"pin_dir"}, "detach": {"pin_dir", "netns", "pid"}}.get(command, set())
+    sub = subcommands(parser()).get(command)
+    takes = {a.dest for a in sub._actions} if sub else set()
     if "pin_dir" in takes and getattr(args, "pin_dir", None) not in (None, pins.default_pin_dir()):
         extra += ["--pin-dir", args.pin_dir]
     named = [w for w in words[1:] if not w.startswith("-")]

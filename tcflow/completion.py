@@ -39,7 +39,8 @@ VALUE_COMPLETION = {
 }
 
 
-def _subparsers(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+def subcommands(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The parsers of a parser's subcommands, by name."""
     for a in p._actions:
         if isinstance(a, argparse._SubParsersAction):
             return dict(a.choices)
@@ -47,7 +48,7 @@ def _subparsers(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser
 
 
 def bash(parser: argparse.ArgumentParser) -> str:
-    subs = _subparsers(parser)
+    subs = subcommands(parser)
     top = [*subs, *(o for a in parser._actions for o in a.option_strings)]
     options, values = [], {}
     for name, sub in subs.items():

@@ -94,11 +94,8 @@ def render(snap: Snapshot, previous: Optional[Snapshot] = None, units: str = "by
            rows: Optional[int] = None) -> str:
     """One interface: its class table. Several: a line each (summary). Rates
     since ``previous`` when given; at most ``rows`` lines with several."""
-    if not snap.interfaces:
-        return "(no interface attached)"
-    if len(snap.interfaces) == 1:
-        rates = snap.rates(previous) if previous else {}
-        return "\n\n".join(render_interface(ic, rates.get(key), units) for key, ic in snap.interfaces.items())
+    if len(snap.interfaces) <= 1:
+        return render_all(snap, previous, units)
     return "\n".join(summary(snap, previous, units, rows))
 
 

@@ -197,9 +197,10 @@ def test_max_interfaces_is_bounded_by_memory_on_many_cpus(monkeypatch: pytest.Mo
 
 
 def _all_parsers() -> dict[str, argparse.ArgumentParser]:
+    from tcflow.completion import subcommands
+
     p = parser()
-    subs = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
-    return {"tcflow": p, **{f"tcflow {n}": sp for n, sp in subs.choices.items()}}
+    return {"tcflow": p, **{f"tcflow {n}": sp for n, sp in subcommands(p).items()}}
 
 
 def test_every_option_has_help_text() -> None:
