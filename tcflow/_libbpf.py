@@ -1,8 +1,9 @@
-"""The few libbpf calls that bcc's Python bindings do not expose.
+"""tcflow's bpf(2) calls, through libbpf (Debian's libbpf1) with ctypes.
 
-libbpf.so.1 is a dependency of libbcc, so it is present wherever bcc is.
-Used for: BPF_PROG_TEST_RUN (tests, benchmarks), batch map reads, pinning and
-fetching objects by id. Pure ctypes, no compile step.
+Creating maps, loading programs, reading and writing map entries (batch reads
+too), pinning, fetching objects by id, BPF_PROG_TEST_RUN (tests, benchmarks).
+Pure ctypes, no compile step: this and the cached program image are all an
+agent needs (tcflow/build.py keeps bcc in a child process).
 """
 
 from __future__ import annotations
@@ -101,6 +102,10 @@ class SkBuff(ctypes.Structure):
 
 
 def _declare(lb: ctypes.CDLL) -> None:
+    lb.bpf_map_create.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32,
+                                  ctypes.c_uint32, ctypes.c_void_p]
+    lb.bpf_prog_load.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p,
+                                 ctypes.c_size_t, ctypes.c_void_p]
     lb.bpf_prog_test_run_opts.argtypes = [ctypes.c_int, ctypes.POINTER(TestRunOpts)]
     lb.bpf_map_lookup_batch.argtypes = [
         ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
@@ -123,6 +128,48 @@ def _check(ret: int, what: str) -> int:
         err = ctypes.get_errno() or -ret
         raise TcflowError(f"{what} failed: {os.strerror(err)}", errno=err)
     return ret
+
+
+class ProgLoadOpts(ctypes.Structure):
+    """struct bpf_prog_load_opts up to log_buf (libbpf >= 1.0; newer fields stay 0)."""
+
+    _fields_ = [("sz", ctypes.c_size_t), ("attempts", ctypes.c_int), ("expected_attach_type", ctypes.c_int),
+                ("prog_btf_fd", ctypes.c_uint32), ("prog_flags", ctypes.c_uint32),
+                ("prog_ifindex", ctypes.c_uint32), ("kern_version", ctypes.c_uint32),
+                ("attach_btf_id", ctypes.c_uint32), ("attach_prog_fd", ctypes.c_uint32),
+                ("attach_btf_obj_fd", ctypes.c_uint32), ("fd_array", ctypes.c_void_p),
+                ("func_info", ctypes.c_void_p), ("func_info_cnt", ctypes.c_uint32),
+                ("func_info_rec_size", ctypes.c_uint32), ("line_info", ctypes.c_void_p),
+                ("line_info_cnt", ctypes.c_uint32), ("line_info_rec_size", ctypes.c_uint32),
+                ("log_level", ctypes.c_uint32), ("log_size", ctypes.c_uint32), ("log_buf", ctypes.c_void_p)]
+
+
+def map_create(map_type: int, name: str, key_size: int, value_size: int, max_entries: int) -> int:
+    """A new map's fd (close it when done)."""
+    return _check(lib().bpf_map_create(map_type, name.encode(), key_size, value_size, max_entries, None),
+                  f"creating BPF map {name}")
+
+
+def prog_load(prog_type: int, name: str, insns: bytes, log_size: int = 1 << 16) -> int:
+    """Load (the kernel verifies) one program; its fd. On refusal the
+    TcflowError carries errno and the verifier's last line."""
+    buf = ctypes.create_string_buffer(insns, len(insns))
+    ret = lib().bpf_prog_load(prog_type, name.encode(), b"GPL", buf, len(insns) // 8, None)
+    if ret >= 0:
+        return ret
+    err = ctypes.get_errno() or -ret
+    # again, with a log, for the verifier's words (only on the failure path: a
+    # log makes the kernel print every step)
+    log = ctypes.create_string_buffer(log_size)
+    opts = ProgLoadOpts(sz=ctypes.sizeof(ProgLoadOpts), log_level=1, log_size=log_size,
+                        log_buf=ctypes.cast(log, ctypes.c_void_p))
+    ret = lib().bpf_prog_load(prog_type, name.encode(), b"GPL", buf, len(insns) // 8, ctypes.byref(opts))
+    if ret >= 0:
+        return ret  # refused once, then taken: a transient failure (memory)
+    lines = [ln for ln in log.value.decode(errors="replace").splitlines() if ln.strip()]
+    detail = next((ln for ln in reversed(lines) if not ln.startswith(("processed ", "verification time"))), "")
+    raise TcflowError(f"the kernel refused {name}: {os.strerror(err)}" + (f": {detail}" if detail else ""),
+                      errno=err)
 
 
 def num_possible_cpus() -> int:
@@ -193,7 +240,7 @@ class MapInfo(ctypes.Structure):
 
 
 class ProgInfo(ctypes.Structure):
-    """The head of struct bpf_prog_info, up to run_cnt (linux/bpf.h order)."""
+    """The head of struct bpf_prog_info, up to verified_insns (linux/bpf.h order; 0 where the kernel is older)."""
 
     _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("tag", ctypes.c_uint8 * 8),
                 ("jited_prog_len", ctypes.c_uint32), ("xlated_prog_len", ctypes.c_uint32),
@@ -209,7 +256,8 @@ class ProgInfo(ctypes.Structure):
                 ("jited_line_info", ctypes.c_uint64), ("nr_jited_line_info", ctypes.c_uint32),
                 ("line_info_rec_size", ctypes.c_uint32), ("jited_line_info_rec_size", ctypes.c_uint32),
                 ("nr_prog_tags", ctypes.c_uint32), ("prog_tags", ctypes.c_uint64), ("run_time_ns", ctypes.c_uint64),
-                ("run_cnt", ctypes.c_uint64)]
+                ("run_cnt", ctypes.c_uint64), ("recursion_misses", ctypes.c_uint64),
+                ("verified_insns", ctypes.c_uint32)]
 
 
 def map_info(fd: int) -> MapInfo:

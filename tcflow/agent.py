@@ -108,7 +108,7 @@ class Agent:
                 for watch in self.watches.values():
                     for link in reversed(list(watch.links.values())):
                         self._release(watch, link, detach=True)
-                if self.pin_dir and self._made_pins and self.dp is not None and not len(self.dp.ifaces):
+                if self.pin_dir and self._made_pins and self.dp is not None and not self.dp.iface_entries():
                     pins.unpin(self.pin_dir, only_ids=self.dp.map_ids())  # ours, and nothing uses them
         finally:
             self._close_handles()

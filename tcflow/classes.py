@@ -4,8 +4,8 @@ The first 14 entries keep the seed (kprobe) design's numbering, which users of
 the old ``/traffic`` endpoint rely on; docs/SPEC.md fixes it. Extended classes
 are appended after them and never renumber the 14.
 
-Everything else takes the classes from here: the C program gets each index
-as a compile-time define (``cflags()``), the JSON keys are ``name``, the
+Everything else takes the classes from here: the C program gets each class's
+counter cell as a compile-time define (``cflags()``), the JSON keys are ``name``, the
 table shows ``title``, the metrics use ``layer``/``protocol``/``direction``/
 ``family`` as labels, and the dashboard asks the server (``catalogue()``).
 """
@@ -86,6 +86,24 @@ def _build() -> tuple[CounterClass, ...]:
 SEED_COUNT = 14
 CLASSES: tuple[CounterClass, ...] = _build()
 NUM_CLASSES = len(CLASSES)
+
+
+def _cells() -> dict[str, int]:
+    """Where each class's {bytes, packets} pair sits in a slot's counters.
+
+    Not the class index: a TCP or UDP packet adds to its payload class and
+    its IP-bytes class, and those two are neighbours here (one 32-byte
+    stretch), so the datapath writes one place, not two cache lines apart."""
+    order: list[str] = []
+    for _fam, suffix in FAMILIES:
+        for proto in ("TCP", "UDP"):
+            for direction in ("SEND", "RECV"):
+                order += [f"L4_{proto}_{direction}_{suffix}", f"L3_{proto}_{direction}_{suffix}"]
+    order += [c.name for c in CLASSES if c.name not in order]
+    return {name: i for i, name in enumerate(order)}
+
+
+CELL: dict[str, int] = _cells()
 BY_NAME: dict[str, CounterClass] = {c.name: c for c in CLASSES}
 SEED_NAMES: tuple[str, ...] = tuple(c.name for c in CLASSES[:SEED_COUNT])
 NAMES: tuple[str, ...] = tuple(c.name for c in CLASSES)
@@ -108,8 +126,8 @@ def apart(reason: str, direction: str) -> CounterClass:
 
 
 def cflags() -> list[str]:
-    """The class indices as C defines: ``-DC_L4_TCP_SEND_V4=0`` ... ``-DNUM_CLASSES=26``."""
-    return [f"-DC_{c.name}={c.index}" for c in CLASSES] + [f"-DNUM_CLASSES={NUM_CLASSES}"]
+    """Each class's counter cell as a C define: ``-DC_L4_TCP_SEND_V4=0`` ... ``-DNUM_CLASSES=26``."""
+    return [f"-DC_{c.name}={CELL[c.name]}" for c in CLASSES] + [f"-DNUM_CLASSES={NUM_CLASSES}"]
 
 
 def catalogue() -> list[dict[str, Any]]:

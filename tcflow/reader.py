@@ -1,18 +1,20 @@
 """Read the per-CPU counters map: one batch syscall, summed across CPUs.
 
 The kernel side adds to per-CPU counters without atomics; user space sums
-them. ``struct counters`` in the C is ``u64 bytes[NUM_CLASSES]; u64
-packets[NUM_CLASSES]`` per slot, per CPU.
+them. ``struct counters`` in the C is one {u64 bytes, u64 packets} cell per
+class, per slot, per CPU, in the order of ``classes.CELL`` (not the class
+index: see there why).
 """
 
 from __future__ import annotations
 
 from . import _libbpf
-from .classes import NUM_CLASSES
+from .classes import CELL, CLASSES, NUM_CLASSES
 
 WORDS_PER_SLOT = 2 * NUM_CLASSES
 VALUE_SIZE = 8 * WORDS_PER_SLOT
 U64 = 0xFFFFFFFFFFFFFFFF
+_BYTES_AT = [2 * CELL[c.name] for c in CLASSES]  # word of each class's bytes; its packets follow
 
 Sums = tuple[list[int], list[int]]
 
@@ -31,7 +33,7 @@ def sum_percpu(raw: bytes, ncpus: int, nslots: int) -> list[Sums]:
         base = s * ncpus * WORDS_PER_SLOT
         rows = [words[base + c * WORDS_PER_SLOT: base + (c + 1) * WORDS_PER_SLOT] for c in range(ncpus)]
         tot = [sum(col) & U64 for col in zip(*rows, strict=True)]
-        out.append((tot[:NUM_CLASSES], tot[NUM_CLASSES:]))
+        out.append(([tot[w] for w in _BYTES_AT], [tot[w + 1] for w in _BYTES_AT]))
     return out
 
 

@@ -1,7 +1,8 @@
 """Counter slots: which slot of the counters map each interface counts into.
 
-The programs look up ``ifaces`` ({netns cookie, ifindex} -> {slot, flags})
-and add to ``counters[slot]``. A SlotTable hands out free slots, zeroes a
+The programs find an interface's slot in their namespace's ``by_ifindex``
+array (or, past its end, in ``ifaces``: {netns cookie, ifindex} -> {slot,
+flags}) and add to ``counters[slot]``. A SlotTable hands out free slots, zeroes a
 slot before its key goes in (a slot freed by one interface must not hand its
 counts to the next), and, with --pin, keeps the ``meta`` map that describes
 each slot for `tcflow show/status/detach`. One table per Datapath; its own
@@ -18,7 +19,8 @@ from typing import Iterator, Optional
 from . import _libbpf
 from .errors import LimitError
 from .loader import Datapath
-from .pins import Meta
+from .pins import IfaceKey, IfaceVal, Meta
+from .reader import VALUE_SIZE
 
 IFACE_F_INCLUDE_LOCAL = 1
 
@@ -48,7 +50,7 @@ class SlotTable:
         with self._lock:
             taken = self._taken
             if taken is None:
-                taken = self._taken = {v.slot for v in self.dp.ifaces.values()}
+                taken = self._taken = {slot for slot, _ in self.dp.iface_entries().values()}
             for s in range(self.size):
                 if s not in self._held and s not in taken:
                     self._held.add(s)
@@ -70,20 +72,22 @@ class SlotTable:
 
     def bind(self, cookie: int, ifindex: int, slot: int, flags: int) -> None:
         """Zero ``slot``, then point the interface at it: counting starts."""
-        self.dp.counters[ctypes.c_uint32(slot)] = self.dp.counters.Leaf()
-        self.dp.ifaces[self.dp.ifaces.Key(cookie, ifindex, 0)] = self.dp.ifaces.Leaf(slot, flags)
+        zero = ctypes.create_string_buffer(VALUE_SIZE * self.dp.ncpus)
+        _libbpf.map_update(self.dp.map_fd("counters"), ctypes.c_uint32(slot), zero)
+        _libbpf.map_update(self.dp.map_fd("ifaces"), IfaceKey(cookie, ifindex, 0), IfaceVal(slot, flags))
+        self.dp.index(cookie, ifindex, slot, flags)
 
     def unbind(self, cookie: int, ifindex: int) -> None:
         """Counting of that interface stops (its programs find no slot)."""
-        try:
-            del self.dp.ifaces[self.dp.ifaces.Key(cookie, ifindex, 0)]
-        except KeyError:
-            pass
+        self.dp.unindex(cookie, ifindex)
+        _libbpf.map_delete(self.dp.map_fd("ifaces"), IfaceKey(cookie, ifindex, 0))
 
     def lookup(self, cookie: int, ifindex: int) -> Optional[tuple[int, int]]:
         """(slot, flags) of an interface in the map, or None."""
-        v = self.dp.ifaces.get(self.dp.ifaces.Key(cookie, ifindex, 0))
-        return None if v is None else (int(v.slot), int(v.flags))
+        v = IfaceVal()
+        if not _libbpf.map_lookup(self.dp.map_fd("ifaces"), IfaceKey(cookie, ifindex, 0), v):
+            return None
+        return int(v.slot), int(v.flags)
 
     def in_use(self) -> int:
         with self._lock:

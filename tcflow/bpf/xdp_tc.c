@@ -3,19 +3,25 @@
  * tcflow datapath: count bytes and packets per attached interface.
  *
  * Three entry points share one parser and one counting function:
- *   tcflow_xdp         XDP, receive direction (the default recv hook)
- *   tcflow_tc_ingress  clsact ingress, receive direction (--ingress tc)
+ *   tcflow_xdp         XDP, receive direction
+ *   tcflow_tc_ingress  clsact ingress, receive direction
  *   tcflow_tc_egress   clsact egress, send direction
  * All of them only observe: XDP_PASS / TC_ACT_UNSPEC, whatever happens.
  *
- * The byte rules are docs/SPEC.md; tests/traffic_gen/reference.py is the
- * same rules in Python, and the bpf tests compare the two frame by frame.
+ * The byte rules are docs/SPEC.md; tests/support/reference.py is the same
+ * rules in Python, and the bpf tests compare the two frame by frame.
+ *
+ * Two parsers, one result. The fast path reads the common case straight
+ * from the packet: no VLAN tag, IPv4 without options and not a fragment or
+ * IPv6 without extension headers, headers in the linear data. Anything else
+ * (or anything it doubts) goes to the slow path, which walks every case
+ * SPEC names by copying each header out with bpf_{skb,xdp}_load_bytes: it
+ * needs no linear data (no pull), and the verifier walks it once.
  *
  * Compile-time switches (passed by tcflow/loader.py as cflags):
- *   C_<CLASS>, NUM_CLASSES  class indices, from tcflow/classes.py
- *   TCFLOW_MAX_IFACES  size of the interface and counter maps
- *   TCFLOW_PIN_DIR     pin the maps under this bpffs directory (string), and
- *                      add a third, meta, that describes each attachment
+ *   C_<CLASS>, NUM_CLASSES  each class's counter cell, from tcflow/classes.py
+ * Map sizes are set by the loader when it creates the maps; the sizes below
+ * only let bcc compile.
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
@@ -28,18 +34,14 @@
 #define VLAN_MAX_DEPTH 2  /* 802.1Q / 802.1ad tags parsed (SPEC) */
 #define IPV6_EXT_MAX 8    /* IPv6 extension headers walked (SPEC) */
 
-#ifndef TCFLOW_MAX_IFACES
-#define TCFLOW_MAX_IFACES 4096
-#endif
-
 /*
- * Class indices come from tcflow/classes.py, the only list of them, as
+ * Class cells come from tcflow/classes.py, the only list of the classes, as
  * cflags: -DC_L4_TCP_SEND_V4=0 ... -DNUM_CLASSES=26 (classes.cflags()).
- * CLASS(stem, v6) picks the IPv4 or IPv6 index of one class; the compiler
+ * CLASS(stem, v6) picks the IPv4 or IPv6 cell of one class; the compiler
  * folds it to one add.
  */
 #ifndef NUM_CLASSES
-#error "compile with tcflow.classes.cflags(): the class indices come from there"
+#error "compile with tcflow.classes.cflags(): the class cells come from there"
 #endif
 #define CLASS(stem, v6) (C_##stem##_V4 + (v6) * (C_##stem##_V6 - C_##stem##_V4))
 
@@ -47,14 +49,20 @@
 #define DIR_SEND 1
 
 #define IFACE_F_INCLUDE_LOCAL 1
+#define IFACE_F_BOUND 0x80000000 /* in by_ifindex: this entry is in use */
 
 /*
- * Counters are keyed by {netns cookie, ifindex}: ifindexes repeat across
+ * Interfaces are known by {netns cookie, ifindex}: ifindexes repeat across
  * namespaces. No helper gives the interface's namespace: XDP may not call
  * bpf_get_netns_cookie(), and for TC it answers the socket's namespace, or
  * init_net's when there is no socket (measured on 6.18 at clsact ingress).
- * So the loader writes the cookie into this 64-bit immediate before each
- * load: one compile, each program loaded once per namespace it serves.
+ * So each program is loaded once per namespace it serves, and the loader
+ * gives each load its namespace twice:
+ *  - by_ifindex: an array indexed by ifindex, one per namespace (the loader
+ *    swaps this map for that namespace's own). The JIT inlines an array
+ *    lookup: this is the lookup almost every packet takes.
+ *  - the cookie, written into the 64-bit immediate below, for the shared
+ *    hash `ifaces`: the fallback for an ifindex past the array's end.
  */
 #define TCFLOW_NETNS_PLACEHOLDER "0x7cf1c00c1e5eed01"
 
@@ -77,9 +85,13 @@ struct iface_val {
 	u32 flags; /* IFACE_F_* */
 };
 
+struct cell {
+	u64 bytes;
+	u64 packets;
+};
+
 struct counters {
-	u64 bytes[NUM_CLASSES];
-	u64 packets[NUM_CLASSES];
+	struct cell c[NUM_CLASSES];
 };
 
 /*
@@ -87,38 +99,9 @@ struct counters {
  * softirq, and the TC hooks run with bottom halves disabled, so two of our
  * programs never interleave on one CPU. User space sums the CPUs.
  */
-#ifdef TCFLOW_PIN_DIR
-BPF_TABLE_PINNED("hash", struct iface_key, struct iface_val, ifaces,
-		 TCFLOW_MAX_IFACES, TCFLOW_PIN_DIR "/ifaces");
-BPF_TABLE_PINNED("percpu_array", u32, struct counters, counters,
-		 TCFLOW_MAX_IFACES, TCFLOW_PIN_DIR "/counters");
-
-/*
- * What a pinned attachment is, for `tcflow show/status/detach` after the
- * process that attached it is gone. Written and read by user space only
- * (tcflow/pins.py mirrors this layout); no program touches it.
- */
-struct iface_meta {
-	u64 netns_cookie;
-	u64 netns_inode;
-	u64 attached_ns;  /* CLOCK_REALTIME, ns */
-	u32 ifindex;
-	u32 pid;          /* of the tcflow that attached it */
-	u8 in_use;
-	u8 ingress;       /* 1 xdp, 2 tc */
-	u8 xdp_mode;      /* 0 none, 1 native, 2 generic */
-	u8 created_clsact;
-	u32 flags;        /* IFACE_F_* as in ifaces */
-	char ifname[16];
-	char netns[112];  /* the label the user gave, or "" */
-	char netns_path[128];
-};
-BPF_TABLE_PINNED("array", u32, struct iface_meta, meta,
-		 TCFLOW_MAX_IFACES, TCFLOW_PIN_DIR "/meta");
-#else
-BPF_HASH(ifaces, struct iface_key, struct iface_val, TCFLOW_MAX_IFACES);
-BPF_PERCPU_ARRAY(counters, struct counters, TCFLOW_MAX_IFACES);
-#endif
+BPF_HASH(ifaces, struct iface_key, struct iface_val, 1);
+BPF_ARRAY(by_ifindex, struct iface_val, 1);
+BPF_PERCPU_ARRAY(counters, struct counters, 1);
 
 struct vlan_hdr {
 	__be16 tci;
@@ -135,29 +118,18 @@ struct frag6_hdr {
 enum parse_result {
 	R_IP = 0,     /* meta filled in */
 	R_OTHER,      /* not IPv4/IPv6 */
-	R_MALFORMED,  /* a header runs past the packet */
-	R_SHORT,      /* a header runs past the linear data: meta.need says how far */
+	R_MALFORMED,  /* a header runs past the packet or contradicts it */
+	R_SLOW,       /* fast path only: not the common case, ask the slow path */
 };
 
 struct meta {
 	u32 l3_len;  /* IP bytes of this skb (the whole aggregate for GSO) */
 	u32 ip_hlen; /* IP header, IPv4 options or IPv6 extension headers included */
 	u32 th_len;  /* transport header; 0 for raw and non-first fragments */
-	u32 need;    /* R_SHORT: bytes from data that the parser needs linear */
 	u8 proto;    /* upper-layer protocol; only 6 and 17 are not raw */
 	u8 v6;       /* family after IPv4-mapped addresses count as IPv4 */
 	u8 local;
 };
-
-/* Bounds check before a read: the verifier insists, and a short header is
- * either malformed or (TC only) not yet pulled into the linear data. */
-#define NEED(ptr, size)                                              \
-	do {                                                         \
-		if ((void *)(ptr) + (size) > data_end) {             \
-			m->need = (void *)(ptr) + (size) - data;      \
-			return R_SHORT;                              \
-		}                                                    \
-	} while (0)
 
 static __always_inline int is_vlan(__be16 proto)
 {
@@ -169,29 +141,9 @@ static __always_inline int is_v4_loopback(__be32 a)
 	return (bpf_ntohl(a) >> 24) == 127;
 }
 
-static __always_inline int parse_ipv4(void *data, void *data_end, void *pos,
-				      u64 avail, u32 segs, struct meta *m,
-				      void **l4, int *nonfirst)
+static __always_inline int v4_local(__be32 s, __be32 d)
 {
-	struct iphdr *iph = pos;
-
-	NEED(iph, sizeof(*iph));
-	if (iph->version != 4 || iph->ihl < 5)
-		return R_MALFORMED;
-	u32 hlen = iph->ihl * 4;
-	/* GSO may leave tot_len 0 (or stale): the aggregate's length is the
-	 * skb's. A plain packet is what its header says, padding excluded. */
-	u64 len = segs > 1 ? avail : bpf_ntohs(iph->tot_len);
-	if (len < hlen || len > avail)
-		return R_MALFORMED;
-	m->l3_len = len;
-	m->ip_hlen = hlen;
-	m->proto = iph->protocol;
-	m->local = is_v4_loopback(iph->saddr) || is_v4_loopback(iph->daddr) ||
-		   iph->saddr == iph->daddr;
-	*nonfirst = (bpf_ntohs(iph->frag_off) & 0x1fff) != 0;
-	*l4 = pos + hlen;
-	return R_IP;
+	return is_v4_loopback(s) || is_v4_loopback(d) || s == d;
 }
 
 static __always_inline int v6_is_mapped(const __be32 *a)
@@ -204,142 +156,309 @@ static __always_inline int v6_is_loopback(const __be32 *a)
 	return a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == bpf_htonl(1);
 }
 
-static __always_inline int parse_ipv6(void *data, void *data_end, void *pos,
-				      u64 avail, u32 segs, struct meta *m,
-				      void **l4, int *nonfirst)
+/* Family and locality of an IPv6 header's addresses (SPEC: IPv4-mapped
+ * addresses count as IPv4, and so does their loopback). */
+static __always_inline void v6_addrs(const struct ipv6hdr *ip6, struct meta *m)
 {
-	struct ipv6hdr *ip6 = pos;
-
-	NEED(ip6, sizeof(*ip6));
-	if (ip6->version != 6)
-		return R_MALFORMED;
-	u64 len = segs > 1 ? avail : 40 + (u64)bpf_ntohs(ip6->payload_len);
-	if (len > avail)
-		return R_MALFORMED;
-
 	const __be32 *s = ip6->saddr.in6_u.u6_addr32;
 	const __be32 *d = ip6->daddr.in6_u.u6_addr32;
 	int smap = v6_is_mapped(s), dmap = v6_is_mapped(d);
+
 	m->v6 = !(smap || dmap);
 	m->local = v6_is_loopback(s) || v6_is_loopback(d) ||
 		   (smap && is_v4_loopback(s[3])) ||
 		   (dmap && is_v4_loopback(d[3])) ||
 		   (s[0] == d[0] && s[1] == d[1] && s[2] == d[2] && s[3] == d[3]);
-
-	u8 nh = ip6->nexthdr;
-	u32 hoff = sizeof(*ip6);
-	void *cur = ip6 + 1;
-
-	/* AH (51), ESP (50) and anything unknown end the walk as the upper
-	 * layer; a chain longer than IPV6_EXT_MAX leaves nh on an extension
-	 * header, which is neither TCP nor UDP, so the packet counts as raw. */
-#pragma unroll
-	for (int i = 0; i < IPV6_EXT_MAX; i++) {
-		if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING ||
-		    nh == IPPROTO_DSTOPTS) {
-			u8 *e = cur;
-			NEED(e, 2);
-			u32 elen = ((u32)e[1] + 1) * 8;
-			nh = e[0];
-			cur += elen;
-			hoff += elen;
-		} else if (nh == IPPROTO_FRAGMENT) {
-			struct frag6_hdr *f = cur;
-			NEED(f, sizeof(*f));
-			nh = f->nexthdr;
-			cur = f + 1;
-			hoff += sizeof(*f);
-			if (bpf_ntohs(f->frag_off) & 0xfff8) {
-				*nonfirst = 1;
-				break;
-			}
-		} else {
-			break;
-		}
-		if (hoff > len)
-			return R_MALFORMED;
-	}
-	/* again: the fragment case leaves the loop before the check above */
-	if (hoff > len)
-		return R_MALFORMED;
-	m->l3_len = len;
-	m->ip_hlen = hoff;
-	m->proto = nh;
-	*l4 = cur;
-	return R_IP;
 }
 
-static __always_inline int parse(void *data, void *data_end, u64 frame_len,
-				 u32 segs, struct meta *m)
+static __always_inline int is_v6_ext(u8 nh)
 {
-	struct ethhdr *eth = data;
+	return nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING ||
+	       nh == IPPROTO_DSTOPTS || nh == IPPROTO_FRAGMENT;
+}
 
-	/* A frame shorter than an Ethernet header is not on the wire. */
+/* ---- fast path: direct packet access, common case only ------------------
+ * Each helper moves the cursor past its header and returns the next
+ * protocol, or -1: "not for the fast path" (the slow path decides what it
+ * is, malformed included). */
+
+struct hdr_cursor {
+	void *pos;
+};
+
+static __always_inline int fast_eth(struct hdr_cursor *nh, void *data_end)
+{
+	struct ethhdr *eth = nh->pos;
+
 	if ((void *)(eth + 1) > data_end)
-		return frame_len < sizeof(*eth) ? R_MALFORMED :
-		       (m->need = sizeof(*eth), R_SHORT);
-	__be16 proto = eth->h_proto;
-	void *pos = eth + 1;
+		return -1;
+	nh->pos = eth + 1;
+	return eth->h_proto; /* network order; a VLAN tag is not the fast path */
+}
 
-#pragma unroll
-	for (int i = 0; i < VLAN_MAX_DEPTH; i++) {
-		if (!is_vlan(proto))
-			break;
-		struct vlan_hdr *vh = pos;
-		NEED(vh, sizeof(*vh));
-		proto = vh->encap_proto;
-		pos = vh + 1;
-	}
+static __always_inline int fast_ipv4(struct hdr_cursor *nh, void *data_end,
+				     u64 avail, u32 segs, struct meta *m)
+{
+	struct iphdr *iph = nh->pos;
 
-	u64 l3_off = pos - data;
-	if (l3_off > frame_len)
-		return R_MALFORMED;
-	u64 avail = frame_len - l3_off;
-	void *l4 = pos;
-	int nonfirst = 0;
-	int r;
+	if ((void *)(iph + 1) > data_end)
+		return -1;
+	/* version 4 without options, and not a non-first fragment */
+	if (*(u8 *)iph != 0x45 || (iph->frag_off & bpf_htons(0x1fff)))
+		return -1;
+	/* GSO may leave tot_len 0 (or stale): the aggregate's length is the
+	 * skb's. A plain packet is what its header says, padding excluded. */
+	u64 len = segs > 1 ? avail : bpf_ntohs(iph->tot_len);
+	if (len < sizeof(*iph) || len > avail)
+		return -1;
+	m->l3_len = len;
+	m->ip_hlen = sizeof(*iph);
+	m->v6 = 0;
+	m->local = v4_local(iph->saddr, iph->daddr);
+	nh->pos = iph + 1;
+	return iph->protocol;
+}
 
-	if (proto == bpf_htons(ETH_P_IP))
-		r = parse_ipv4(data, data_end, pos, avail, segs, m, &l4, &nonfirst);
-	else if (proto == bpf_htons(ETH_P_IPV6))
-		r = parse_ipv6(data, data_end, pos, avail, segs, m, &l4, &nonfirst);
-	else
-		return R_OTHER;
-	if (r != R_IP)
-		return r;
+static __always_inline int fast_ipv6(struct hdr_cursor *nh, void *data_end,
+				     u64 avail, u32 segs, struct meta *m)
+{
+	struct ipv6hdr *ip6 = nh->pos;
 
-	/* A non-first fragment has no transport header: all of its IP payload
-	 * is payload of the protocol its IP (or fragment) header names. */
-	if (nonfirst) {
-		m->th_len = 0;
-	} else if (m->proto == IPPROTO_TCP) {
-		if (m->ip_hlen + 20 > m->l3_len)
-			return R_MALFORMED;
-		u8 *t = l4;
-		NEED(t, 13);
+	if ((void *)(ip6 + 1) > data_end)
+		return -1;
+	if (ip6->version != 6 || is_v6_ext(ip6->nexthdr))
+		return -1;
+	u64 len = segs > 1 ? avail : sizeof(*ip6) + (u64)bpf_ntohs(ip6->payload_len);
+	if (len > avail)
+		return -1;
+	m->l3_len = len;
+	m->ip_hlen = sizeof(*ip6);
+	v6_addrs(ip6, m);
+	nh->pos = ip6 + 1;
+	return ip6->nexthdr;
+}
+
+/* The transport header's length into m->th_len; 0, or -1 for the slow path. */
+static __always_inline int fast_l4(struct hdr_cursor *nh, void *data_end, struct meta *m)
+{
+	if (m->proto == IPPROTO_TCP) {
+		u8 *t = nh->pos;
+		if ((void *)(t + 13) > data_end || m->ip_hlen + 20 > m->l3_len)
+			return -1;
 		u32 doff = t[12] >> 4;
 		if (doff < 5 || m->ip_hlen + doff * 4 > m->l3_len)
-			return R_MALFORMED;
+			return -1;
 		m->th_len = doff * 4;
 	} else if (m->proto == IPPROTO_UDP) {
 		if (m->ip_hlen + 8 > m->l3_len)
-			return R_MALFORMED;
+			return -1;
 		m->th_len = 8;
 	} else {
 		m->th_len = 0;
 	}
-	return R_IP;
+	return 0;
 }
+
+static __always_inline int parse_fast(void *data, void *data_end, u64 frame_len,
+				      u32 segs, struct meta *m)
+{
+	struct hdr_cursor nh = { .pos = data };
+	int proto = fast_eth(&nh, data_end);
+	u64 avail = frame_len - sizeof(struct ethhdr); /* fast_eth saw 14 bytes */
+
+	if (proto == bpf_htons(ETH_P_IP))
+		proto = fast_ipv4(&nh, data_end, avail, segs, m);
+	else if (proto == bpf_htons(ETH_P_IPV6))
+		proto = fast_ipv6(&nh, data_end, avail, segs, m);
+	else
+		return R_SLOW;
+	if (proto < 0)
+		return R_SLOW;
+	m->proto = proto;
+	return fast_l4(&nh, data_end, m) < 0 ? R_SLOW : R_IP;
+}
+
+/* ---- slow path: every case SPEC names, headers copied out ---------------
+ * A cursor is an offset into the frame; load() fails when the bytes asked
+ * for run past the packet, which makes the packet malformed. */
+
+struct off_cursor {
+	void *ctx;
+	u32 off;
+	int xdp;
+};
+
+static __always_inline int load(struct off_cursor *cur, u32 off, void *to, u32 len)
+{
+	if (cur->xdp)
+		return bpf_xdp_load_bytes(cur->ctx, off, to, len);
+	return bpf_skb_load_bytes(cur->ctx, off, to, len);
+}
+
+/* Past the Ethernet header and up to VLAN_MAX_DEPTH tags: the protocol
+ * after them, or -1. A tag the kernel moved into skb metadata (vlan_meta)
+ * is one of SPEC's two: with one outside, two more in the frame make three,
+ * and the protocol left is a tag, which is not IP (R_OTHER). */
+static __always_inline int slow_eth(struct off_cursor *cur, int vlan_meta)
+{
+	struct ethhdr eth;
+
+	if (load(cur, 0, &eth, sizeof(eth)))
+		return -1;
+	__be16 proto = eth.h_proto;
+	cur->off = sizeof(eth);
+#pragma unroll
+	for (int i = 0; i < VLAN_MAX_DEPTH; i++) {
+		if (!is_vlan(proto) || (vlan_meta && i == VLAN_MAX_DEPTH - 1))
+			break;
+		struct vlan_hdr vh;
+		if (load(cur, cur->off, &vh, sizeof(vh)))
+			return -1;
+		proto = vh.encap_proto;
+		cur->off += sizeof(vh);
+	}
+	return proto;
+}
+
+/* The upper-layer protocol after an IPv4 header, or -1 if malformed. */
+static __always_inline int slow_ipv4(struct off_cursor *cur, u64 avail, u32 segs,
+				     struct meta *m, int *nonfirst)
+{
+	struct iphdr iph;
+
+	if (load(cur, cur->off, &iph, sizeof(iph)))
+		return -1;
+	if (iph.version != 4 || iph.ihl < 5)
+		return -1;
+	u32 hlen = iph.ihl * 4;
+	u64 len = segs > 1 ? avail : bpf_ntohs(iph.tot_len);
+	if (len < hlen || len > avail)
+		return -1;
+	m->l3_len = len;
+	m->ip_hlen = hlen;
+	m->v6 = 0;
+	m->local = v4_local(iph.saddr, iph.daddr);
+	*nonfirst = (bpf_ntohs(iph.frag_off) & 0x1fff) != 0;
+	cur->off += hlen;
+	return iph.protocol;
+}
+
+/* The upper-layer protocol after an IPv6 header and its extension headers,
+ * or -1 if malformed. AH (51), ESP (50) and anything unknown end the walk as
+ * the upper layer; a chain longer than IPV6_EXT_MAX leaves the protocol on an
+ * extension header, which is neither TCP nor UDP: the packet counts as raw. */
+static __always_inline int slow_ipv6(struct off_cursor *cur, u64 avail, u32 segs,
+				     struct meta *m, int *nonfirst)
+{
+	struct ipv6hdr ip6;
+
+	if (load(cur, cur->off, &ip6, sizeof(ip6)))
+		return -1;
+	if (ip6.version != 6)
+		return -1;
+	u64 len = segs > 1 ? avail : sizeof(ip6) + (u64)bpf_ntohs(ip6.payload_len);
+	if (len > avail)
+		return -1;
+	v6_addrs(&ip6, m);
+
+	u8 nh = ip6.nexthdr;
+	u32 hoff = sizeof(ip6);
+
+	cur->off += sizeof(ip6);
+#pragma unroll
+	for (int i = 0; i < IPV6_EXT_MAX; i++) {
+		if (nh == IPPROTO_FRAGMENT) {
+			struct frag6_hdr f;
+			if (load(cur, cur->off, &f, sizeof(f)))
+				return -1;
+			nh = f.nexthdr;
+			cur->off += sizeof(f);
+			hoff += sizeof(f);
+			if (bpf_ntohs(f.frag_off) & 0xfff8) {
+				*nonfirst = 1;
+				break;
+			}
+		} else if (is_v6_ext(nh)) {
+			u8 e[2];
+			if (load(cur, cur->off, e, sizeof(e)))
+				return -1;
+			u32 elen = ((u32)e[1] + 1) * 8;
+			nh = e[0];
+			cur->off += elen;
+			hoff += elen;
+		} else {
+			break;
+		}
+		if (hoff > len)
+			return -1;
+	}
+	/* again: the fragment case leaves the loop before the check above */
+	if (hoff > len)
+		return -1;
+	m->l3_len = len;
+	m->ip_hlen = hoff;
+	return nh;
+}
+
+/* The transport header's length into m->th_len; -1 if malformed. */
+static __always_inline int slow_l4(struct off_cursor *cur, struct meta *m, int nonfirst)
+{
+	/* A non-first fragment has no transport header: all of its IP payload
+	 * is payload of the protocol its IP (or fragment) header names. */
+	m->th_len = 0;
+	if (nonfirst)
+		return 0;
+	if (m->proto == IPPROTO_TCP) {
+		u8 doff;
+		if (m->ip_hlen + 20 > m->l3_len || load(cur, cur->off + 12, &doff, 1))
+			return -1;
+		doff >>= 4;
+		if (doff < 5 || m->ip_hlen + doff * 4 > m->l3_len)
+			return -1;
+		m->th_len = doff * 4;
+	} else if (m->proto == IPPROTO_UDP) {
+		if (m->ip_hlen + 8 > m->l3_len)
+			return -1;
+		m->th_len = 8;
+	}
+	return 0;
+}
+
+static __always_inline int parse_slow(void *ctx, int xdp, u64 frame_len, u32 segs,
+				      int vlan_meta, struct meta *m)
+{
+	struct off_cursor cur = { .ctx = ctx, .xdp = xdp };
+	int nonfirst = 0;
+	int proto = slow_eth(&cur, vlan_meta);
+
+	if (proto < 0 || cur.off > frame_len)
+		return R_MALFORMED;
+	u64 avail = frame_len - cur.off;
+
+	if (proto == bpf_htons(ETH_P_IP))
+		proto = slow_ipv4(&cur, avail, segs, m, &nonfirst);
+	else if (proto == bpf_htons(ETH_P_IPV6))
+		proto = slow_ipv6(&cur, avail, segs, m, &nonfirst);
+	else
+		return R_OTHER;
+	if (proto < 0)
+		return R_MALFORMED;
+	m->proto = proto;
+	return slow_l4(&cur, m, nonfirst) < 0 ? R_MALFORMED : R_IP;
+}
+
+/* ---- counting ------------------------------------------------------------ */
 
 static __always_inline void add(struct counters *c, u32 idx, u64 bytes, u64 pkts)
 {
 	if (idx >= NUM_CLASSES)
 		return; /* never taken; keeps the verifier's index bounded */
-	c->bytes[idx] += bytes;
-	c->packets[idx] += pkts;
+	c->c[idx].bytes += bytes;
+	c->c[idx].packets += pkts;
 }
 
-/* Apply SPEC's byte rules to a parsed packet and bump its classes. */
+/* Apply SPEC's byte rules to a parsed packet and bump its classes.
+ * frame_len: what other/malformed count (wire bytes). */
 static __always_inline void account(struct counters *c, u32 flags, int dir,
 				    int r, struct meta *m, u64 frame_len, u32 segs)
 {
@@ -388,15 +507,24 @@ static __always_inline void account(struct counters *c, u32 flags, int dir,
 	}
 }
 
-static __always_inline struct counters *lookup_iface(u64 cookie, u32 ifindex,
-						     u32 *flags)
+/* The counters of the interface a program runs on, or NULL if tcflow does
+ * not count it (any more). */
+static __always_inline struct counters *find_counters(u32 ifindex, u32 *flags)
 {
-	struct iface_key k = {};
-	k.netns_cookie = cookie;
-	k.ifindex = ifindex;
-	struct iface_val *v = ifaces.lookup(&k);
-	if (!v)
-		return NULL;
+	struct iface_val *v = by_ifindex.lookup(&ifindex);
+
+	if (v) {
+		if (!(v->flags & IFACE_F_BOUND))
+			return NULL;
+	} else {
+		/* past the array's end: the shared hash */
+		struct iface_key k = {};
+		k.netns_cookie = netns_cookie();
+		k.ifindex = ifindex;
+		v = ifaces.lookup(&k);
+		if (!v)
+			return NULL;
+	}
 	*flags = v->flags;
 	u32 slot = v->slot;
 	return counters.lookup(&slot);
@@ -405,7 +533,7 @@ static __always_inline struct counters *lookup_iface(u64 cookie, u32 ifindex,
 int tcflow_xdp(struct xdp_md *ctx)
 {
 	u32 flags = 0;
-	struct counters *c = lookup_iface(netns_cookie(), ctx->ingress_ifindex, &flags);
+	struct counters *c = find_counters(ctx->ingress_ifindex, &flags);
 	if (!c)
 		return XDP_PASS;
 
@@ -413,10 +541,11 @@ int tcflow_xdp(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	u64 frame_len = data_end - data;
 	struct meta m = {};
-	int r = parse(data, data_end, frame_len, 1, &m);
-	/* XDP sees the whole frame: a short header is a malformed one. */
-	account(c, flags, DIR_RECV, r == R_SHORT ? R_MALFORMED : r, &m,
-		frame_len, 1);
+	int r = parse_fast(data, data_end, frame_len, 1, &m);
+
+	if (r == R_SLOW)
+		r = parse_slow(ctx, 1, frame_len, 1, 0, &m);
+	account(c, flags, DIR_RECV, r, &m, frame_len, 1);
 	return XDP_PASS;
 }
 
@@ -430,54 +559,27 @@ static __always_inline int tc_count(struct __sk_buff *skb, int dir)
 		return TC_ACT_UNSPEC;
 
 	u32 flags = 0;
-	struct counters *c = lookup_iface(netns_cookie(), skb->ifindex, &flags);
+	struct counters *c = find_counters(skb->ifindex, &flags);
 	if (!c)
 		return TC_ACT_UNSPEC;
 
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	struct meta m = {};
-	int r;
-
-	/* The kernel moves the outer VLAN tag into skb metadata before clsact
-	 * ingress (and a VLAN device may do so on send). It counts toward
-	 * SPEC's two tags: with one outside, two more in the frame make three.
-	 * Checked here rather than in parse() to keep the verifier's state
-	 * count down (the parser is inlined twice in this program). */
-	if (skb->vlan_present) {
-		struct ethhdr *eth = data;
-		struct vlan_hdr *vh = (void *)(eth + 1);
-		if ((void *)(vh + 1) <= data_end && is_vlan(eth->h_proto) &&
-		    is_vlan(vh->encap_proto)) {
-			r = R_OTHER;
-			goto count;
-		}
-	}
-	r = parse(data, data_end, skb->len, skb->gso_segs, &m);
-
-	/* Headers beyond the linear data: pull just what the parser needs and
-	 * parse again (the helper refuses more than the packet holds). Pulling
-	 * unconditionally would unclone every TCP skb. Everything the second
-	 * parse uses is read afresh from the skb: values the first parse
-	 * narrowed would keep the verifier from merging its many exits. */
-	if (r == R_SHORT) {
-		r = R_MALFORMED;
-		if (bpf_skb_pull_data(skb, m.need) == 0) {
-			struct meta m2 = {};
-			data = (void *)(long)skb->data;
-			data_end = (void *)(long)skb->data_end;
-			r = parse(data, data_end, skb->len, skb->gso_segs, &m2);
-			if (r == R_SHORT)
-				r = R_MALFORMED;
-			m = m2;
-		}
-	}
-count:;
-	/* other/malformed count wire bytes: a tag held in metadata is one */
 	u64 frame_len = skb->len;
-	u64 wire_len = frame_len + (skb->vlan_present ? 4 : 0);
-	account(c, flags, dir, r, &m, r == R_IP ? frame_len : wire_len,
-		skb->gso_segs);
+	u32 segs = skb->gso_segs;
+	/* The kernel moves the outer VLAN tag into skb metadata before clsact
+	 * ingress (and a VLAN device may do so on send): the slow path counts
+	 * it toward SPEC's two tags. */
+	int vlan_meta = skb->vlan_present;
+	struct meta m = {};
+	int r = R_SLOW;
+
+	if (!vlan_meta)
+		r = parse_fast(data, data_end, frame_len, segs, &m);
+	if (r == R_SLOW)
+		r = parse_slow(skb, 0, frame_len, segs, vlan_meta, &m);
+	/* other/malformed count wire bytes: a tag held in metadata is one */
+	account(c, flags, dir, r, &m, frame_len + (r != R_IP && vlan_meta ? 4 : 0), segs);
 	return TC_ACT_UNSPEC;
 }
 

@@ -14,7 +14,8 @@ import pytest
 from tcflow import classes
 from tcflow.errors import CompileError, DependencyError
 from tcflow.kheaders import locate
-from tcflow.loader import PLACEHOLDER, SOURCE, patch_imm64
+from tcflow.build import SOURCE
+from tcflow.loader import PLACEHOLDER, patch_imm64
 from tcflow.reader import VALUE_SIZE, WORDS_PER_SLOT, sum_percpu
 from tcflow.snapshot import Hooks, make_snapshot
 from tests.support.frames import cases
@@ -46,7 +47,8 @@ def test_c_takes_every_index_from_the_class_table() -> None:
     flags = dict(f[2:].split("=") for f in classes.cflags())
     assert flags["NUM_CLASSES"] == str(classes.NUM_CLASSES)
     for c in classes.CLASSES:
-        assert flags[f"C_{c.name}"] == str(c.index)
+        assert flags[f"C_{c.name}"] == str(classes.CELL[c.name])
+    assert sorted(classes.CELL.values()) == list(range(classes.NUM_CLASSES))
     used = set(re.findall(r"\bC_([A-Z]\w+)", src)) | {f"{s}_V4" for s in re.findall(r"CLASS\(([A-Z]\w+),", src)}
     assert used and all(f"C_{u}" in flags for u in used), used - {k[2:] for k in flags}
     assert not re.search(r"#define\s+(OFF_|FAM_STRIDE|L3_RECV_BASE|(OTHER|LOCAL|MALFORMED)_RECV)", src)
@@ -81,21 +83,20 @@ def test_every_vocabulary_comes_from_one_class() -> None:
     assert [c["name"] for c in classes.catalogue()] == list(classes.NAMES)
 
 
-def _slot(values: list[int]) -> list[int]:
-    return values + [0] * (WORDS_PER_SLOT - len(values))
-
-
 def test_sum_percpu_sums_cpus_per_slot_and_wraps() -> None:
+    """Cells are {bytes, packets} pairs at classes.CELL; the sums come back by class index."""
     ncpus = 3
+    c0, c5 = (2 * classes.CELL[classes.CLASSES[i].name] for i in (0, 5))
     words: list[int] = []
     for slot in range(2):
         for cpu in range(ncpus):
-            w = _slot([slot * 100 + cpu + 1])
-            w[classes.NUM_CLASSES] = 1  # one packet per CPU in class 0
+            w = [0] * WORDS_PER_SLOT
+            w[c0] = slot * 100 + cpu + 1
+            w[c0 + 1] = 1  # one packet per CPU in class 0
             if slot == 1 and cpu == 0:
-                w[5] = 2**64 - 1
+                w[c5] = 2**64 - 1
             if slot == 1 and cpu == 2:
-                w[5] = 2
+                w[c5] = 2
             words += w
     raw = struct.pack(f"<{len(words)}Q", *words)
     assert len(raw) == 2 * ncpus * VALUE_SIZE
