@@ -2,8 +2,8 @@
 
 The parent makes the veths (in one throwaway namespace) and starts a fresh
 child process per size, so each RSS figure is that of a process which
-attached exactly that many interfaces. The child reports: the compile time
-(once, shared by every interface), the time to attach all, the time of one
+attached exactly that many interfaces. The child reports: the time to make
+the Datapath (maps, and the program image from the cache; once per process), the time to attach all, the time of one
 full read (one batch lookup plus the per-CPU sums, median of 9), the time to
 detach all, its RSS, and how many programs it loaded.
 """
@@ -68,10 +68,10 @@ def run(sizes: tuple[int, ...] = (1, 10, 100, 1000)) -> dict[str, Any]:
         box.close()
     top = max(out, key=lambda r: r["interfaces"])
     return {"veths_made_s": made, "results": out,
-            "target": {"what": f"{top['interfaces']} interfaces attached in at most 10 s; one full read in at "
-                               "most 100 ms",
+            "target": {"what": f"{top['interfaces']} interfaces attached in at most 3 s; one full read in at "
+                               "most 10 ms",
                        "attach_s": top["attach_s"], "read_ms": top["read_s"] * 1000,
-                       "met": top["attach_s"] <= 10 and top["read_s"] <= 0.1}}
+                       "met": top["attach_s"] <= 3 and top["read_s"] <= 0.010}}
 
 
 if __name__ == "__main__":

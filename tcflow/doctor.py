@@ -10,14 +10,16 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from . import _libbpf, kheaders
+from . import _libbpf, build, kheaders
 from .errors import PermissionError_, TcflowError
 from .loader import PROG_XDP, PROGRAMS, Datapath
 from .netns import cookie_of_current, run_in_scratch
 from .pins import BPFFS, is_bpffs
+from .safepath import trusted_dir
 
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
@@ -117,17 +119,39 @@ def check_headers() -> Check:
     return Check("kernel headers", True, detail)
 
 
+def check_cache() -> Check:
+    """What the next start will find: a cached image for this kernel, bcc and source, or none."""
+    name = "compiled-program cache"
+    try:
+        key = build.cache_key(kheaders.locate())
+        if not trusted_dir(build.cache_dir(), TcflowError):
+            return Check(name, True, f"empty ({build.cache_dir()}): the first start compiles", required=False)
+    except TcflowError as e:
+        return Check(name, False, e.message, e.hint or "", required=False)
+    path = os.path.join(build.cache_dir(), key + ".json")
+    others = [n for n in os.listdir(build.cache_dir()) if n.endswith(".json") and n != key + ".json"]
+    stale = f"; {len(others)} entr{'y' if len(others) == 1 else 'ies'} of other kernels or versions" if others else ""
+    if not os.path.exists(path):
+        return Check(name, True, f"no entry for this kernel, bcc and source in {build.cache_dir()}: the next "
+                     f"start compiles{stale}", required=False)
+    st = os.stat(path)
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(st.st_mtime))
+    return Check(name, True, f"{path} ({st.st_size // 1024} KiB, written {when}): starts load it without "
+                 f"bcc{stale}", required=False)
+
+
 def check_compile() -> tuple[Check, Optional[Datapath]]:
-    """Compile, and load all three programs (the verifier runs): the Datapath for check_xdp."""
+    """Compile afresh, and load all three programs (the verifier runs): the Datapath for check_xdp."""
     name = "compile and verify tcflow's programs"
     try:
-        dp = Datapath()
+        dp = Datapath(use_cache=False)
         cookie = cookie_of_current()
         for prog in PROGRAMS:
             dp.prog(prog, cookie)
     except TcflowError as e:
         return Check(name, False, e.message, e.hint or "run with --debug"), None
-    return Check(name, True, "bcc compiled xdp_tc.c; the verifier took all three"), dp
+    return Check(name, True, "bcc compiled xdp_tc.c (in a child process); the verifier took all three; "
+                 "cached for later starts"), dp
 
 
 def _in_scratch_netns(fn: Callable[[], Optional[str]]) -> Optional[str]:
@@ -186,7 +210,8 @@ def check_btf() -> Check:
 
 
 def run_checks() -> list[Check]:
-    checks = [check_root(), check_bpf_syscall(), check_bcc(), check_headers(), check_btf(), check_bpffs()]
+    checks = [check_root(), check_bpf_syscall(), check_bcc(), check_headers(), check_btf(), check_bpffs(),
+              check_cache()]
     have_basics = checks[0].ok and checks[2].ok and checks[3].ok
     dp = None
     if have_basics:

@@ -119,16 +119,15 @@ enum parse_result {
 	R_IP = 0,     /* meta filled in */
 	R_OTHER,      /* not IPv4/IPv6 */
 	R_MALFORMED,  /* a header runs past the packet or contradicts it */
-	R_SLOW,       /* fast path only: not the common case, ask the slow path */
 };
 
 struct meta {
-	u32 l3_len;  /* IP bytes of this skb (the whole aggregate for GSO) */
-	u32 ip_hlen; /* IP header, IPv4 options or IPv6 extension headers included */
-	u32 th_len;  /* transport header; 0 for raw and non-first fragments */
-	u8 proto;    /* upper-layer protocol; only 6 and 17 are not raw */
-	u8 v6;       /* family after IPv4-mapped addresses count as IPv4 */
-	u8 local;
+	u64 l3_len;  /* IP bytes of this skb (the whole aggregate for GSO) */
+	u64 ip_hlen; /* IP header, IPv4 options or IPv6 extension headers included */
+	u64 th_len;  /* transport header; 0 for raw and non-first fragments */
+	u32 proto;   /* upper-layer protocol; only 6 and 17 are not raw */
+	u32 v6;      /* family after IPv4-mapped addresses count as IPv4 */
+	u32 local;
 };
 
 static __always_inline int is_vlan(__be16 proto)
@@ -141,9 +140,15 @@ static __always_inline int is_v4_loopback(__be32 a)
 	return (bpf_ntohl(a) >> 24) == 127;
 }
 
+/* Either address in 127/8, or both the same (SPEC: local). Without a
+ * branch: each factor is 0 exactly when its condition holds, and the product
+ * (below 2^48) is 0 exactly when one does. BPF has no set-on-condition, so
+ * "||" would cost a branch per test on every packet. */
 static __always_inline int v4_local(__be32 s, __be32 d)
 {
-	return is_v4_loopback(s) || is_v4_loopback(d) || s == d;
+	u64 first_s = bpf_ntohl(s) >> 24, first_d = bpf_ntohl(d) >> 24;
+
+	return (first_s ^ 127) * (first_d ^ 127) * (u64)(s ^ d) == 0;
 }
 
 static __always_inline int v6_is_mapped(const __be32 *a)
@@ -257,25 +262,6 @@ static __always_inline int fast_l4(struct hdr_cursor *nh, void *data_end, struct
 		m->th_len = 0;
 	}
 	return 0;
-}
-
-static __always_inline int parse_fast(void *data, void *data_end, u64 frame_len,
-				      u32 segs, struct meta *m)
-{
-	struct hdr_cursor nh = { .pos = data };
-	int proto = fast_eth(&nh, data_end);
-	u64 avail = frame_len - sizeof(struct ethhdr); /* fast_eth saw 14 bytes */
-
-	if (proto == bpf_htons(ETH_P_IP))
-		proto = fast_ipv4(&nh, data_end, avail, segs, m);
-	else if (proto == bpf_htons(ETH_P_IPV6))
-		proto = fast_ipv6(&nh, data_end, avail, segs, m);
-	else
-		return R_SLOW;
-	if (proto < 0)
-		return R_SLOW;
-	m->proto = proto;
-	return fast_l4(&nh, data_end, m) < 0 ? R_SLOW : R_IP;
 }
 
 /* ---- slow path: every case SPEC names, headers copied out ---------------
@@ -507,6 +493,41 @@ static __always_inline void account(struct counters *c, u32 flags, int dir,
 	}
 }
 
+/* Count the common case straight from the packet: 0 when counted, -1 to
+ * ask the slow path. Each family has its own copy of account(), so that
+ * what is constant there (the header length, the family) folds away. */
+static __always_inline int count_fast(struct counters *c, u32 flags, int dir,
+				      void *data, void *data_end, u64 frame_len,
+				      u32 segs)
+{
+	struct hdr_cursor nh = { .pos = data };
+	int proto = fast_eth(&nh, data_end);
+	u64 avail = frame_len - sizeof(struct ethhdr); /* used once 14 bytes are seen */
+	struct meta m;
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		proto = fast_ipv4(&nh, data_end, avail, segs, &m);
+		if (proto < 0)
+			return -1;
+		m.proto = proto;
+		if (fast_l4(&nh, data_end, &m) < 0)
+			return -1;
+		account(c, flags, dir, R_IP, &m, frame_len, segs);
+		return 0;
+	}
+	if (proto == bpf_htons(ETH_P_IPV6)) {
+		proto = fast_ipv6(&nh, data_end, avail, segs, &m);
+		if (proto < 0)
+			return -1;
+		m.proto = proto;
+		if (fast_l4(&nh, data_end, &m) < 0)
+			return -1;
+		account(c, flags, dir, R_IP, &m, frame_len, segs);
+		return 0;
+	}
+	return -1;
+}
+
 /* The counters of the interface a program runs on, or NULL if tcflow does
  * not count it (any more). */
 static __always_inline struct counters *find_counters(u32 ifindex, u32 *flags)
@@ -540,12 +561,15 @@ int tcflow_xdp(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	u64 frame_len = data_end - data;
-	struct meta m = {};
-	int r = parse_fast(data, data_end, frame_len, 1, &m);
+	/* The slow path has its own meta and its own account(): the fast path
+	 * then needs no value of the slow path's at a join (the compiler would
+	 * spill them on every exit). */
+	if (count_fast(c, flags, DIR_RECV, data, data_end, frame_len, 1) == 0)
+		return XDP_PASS;
+	struct meta ms = {};
+	int r = parse_slow(ctx, 1, frame_len, 1, 0, &ms);
 
-	if (r == R_SLOW)
-		r = parse_slow(ctx, 1, frame_len, 1, 0, &m);
-	account(c, flags, DIR_RECV, r, &m, frame_len, 1);
+	account(c, flags, DIR_RECV, r, &ms, frame_len, 1);
 	return XDP_PASS;
 }
 
@@ -567,19 +591,19 @@ static __always_inline int tc_count(struct __sk_buff *skb, int dir)
 	void *data_end = (void *)(long)skb->data_end;
 	u64 frame_len = skb->len;
 	u32 segs = skb->gso_segs;
+
 	/* The kernel moves the outer VLAN tag into skb metadata before clsact
 	 * ingress (and a VLAN device may do so on send): the slow path counts
 	 * it toward SPEC's two tags. */
+	if (!skb->vlan_present &&
+	    count_fast(c, flags, dir, data, data_end, frame_len, segs) == 0)
+		return TC_ACT_UNSPEC;
 	int vlan_meta = skb->vlan_present;
-	struct meta m = {};
-	int r = R_SLOW;
+	struct meta ms = {};
+	int r = parse_slow(skb, 0, frame_len, segs, vlan_meta, &ms);
 
-	if (!vlan_meta)
-		r = parse_fast(data, data_end, frame_len, segs, &m);
-	if (r == R_SLOW)
-		r = parse_slow(skb, 0, frame_len, segs, vlan_meta, &m);
 	/* other/malformed count wire bytes: a tag held in metadata is one */
-	account(c, flags, dir, r, &m, frame_len + (r != R_IP && vlan_meta ? 4 : 0), segs);
+	account(c, flags, dir, r, &ms, frame_len + (r != R_IP && vlan_meta ? 4 : 0), segs);
 	return TC_ACT_UNSPEC;
 }
 
