@@ -60,7 +60,9 @@ class IfaceVal(ctypes.Structure):
 
 
 class Meta(ctypes.Structure):
-    """struct iface_meta in xdp_tc.c, byte for byte."""
+    """The value of the pinned ``meta`` map: what one slot is, for `tcflow
+    show/status/detach` after the process that attached it is gone. Written
+    and read by user space only; no program touches it."""
 
     _fields_ = [("netns_cookie", ctypes.c_uint64), ("netns_inode", ctypes.c_uint64),
                 ("attached_ns", ctypes.c_uint64), ("ifindex", ctypes.c_uint32), ("pid", ctypes.c_uint32),
@@ -129,9 +131,8 @@ def is_bpffs(path: str = BPFFS) -> bool:
 def check_name(pin_dir: str) -> str:
     """A pin directory the user named, normalised, or a UsageError.
 
-    It goes into the C as a string (bcc pins the maps there), so only plain
-    path characters are taken; it must be a directory inside a bpffs, not a
-    bpffs mount itself."""
+    Only plain path characters are taken (it is shown in hints and unit
+    files); it must be a directory inside a bpffs, not a bpffs mount itself."""
     if not pin_dir:
         raise UsageError("--pin-dir is empty", hint=f"name a directory under a bpf filesystem, e.g. {DEFAULT_PIN_DIR}")
     norm = os.path.normpath(pin_dir)
