@@ -20,6 +20,7 @@ from typing import Any, ContextManager, Iterable, Optional
 from . import journal, netns, pins
 from .binding import Binder, Settings
 from .errors import InterfaceError
+from .fleet import Fleet
 from .links import Link, diff
 from .loader import Datapath, Options
 from .names import shown
@@ -52,6 +53,7 @@ class Agent:
         self.binder: Optional[Binder] = None
         self.notices: list[str] = []  # for the user: the CLI prints and clears them
         self.attach_errors = 0        # interfaces that matched but could not be attached (follow)
+        self.fleet: Optional[Fleet] = Fleet() if settings.containers else None
 
     @property
     def pin_dir(self) -> Optional[str]:
@@ -86,6 +88,8 @@ class Agent:
                             for link in links:
                                 watch.links[link.ifindex] = link
                                 binder.bind(watch.ipr, link, self.notices)
+                    if self.fleet is not None:
+                        self._discover()
                 except BaseException:
                     self.abort()  # under the same lock
                     raise
@@ -117,6 +121,8 @@ class Agent:
         watch.links.pop(link.ifindex, None)
         if self.binder is None:
             return []
+        if self.fleet is not None:
+            self.fleet.carry(self, link)
         adopted = self.binder.is_adopted(link)
         return self.binder.release(watch.ipr, link, detach=detach and not adopted, forget=detach and not adopted)
 
@@ -167,6 +173,8 @@ class Agent:
         with self._lock(), self.slots.batch():
             for link in d.gone:
                 watch.links.pop(link.ifindex, None)
+                if self.fleet is not None:
+                    self.fleet.carry(self, link)
                 binder.release(None, link, detach=False, forget=True)
                 journal.forget(link.netns.cookie, link.ifindex)  # its qdisc went with it
                 self.notices.append(f"{link.key} disappeared; its counters are no longer reported")
@@ -190,9 +198,38 @@ class Agent:
                     self._release(watch, link, detach=True)
             watch.close()
             del self.watches[watch.ns.cookie]
+            if self.fleet is not None:
+                self.fleet.forget(watch.ns.cookie)
             if self.dp is not None:
                 self.dp.release(watch.ns.cookie)
         return [w.ns.label for w in gone]
+
+    def discover(self) -> int:
+        """--containers: watch the containers that started since; how many."""
+        if self.fleet is None or self.binder is None:
+            return 0
+        with self._lock():
+            return self._discover()
+
+    def _discover(self) -> int:
+        assert self.fleet is not None and self.slots is not None and self.binder is not None
+        new = self.fleet.discover(self)
+        for watch in new:
+            try:
+                links = watch.plan((), tuple(watch.globs), True)
+            except Exception as e:  # the container went while we looked: the next reap lets it go
+                self.notices.append(f"could not watch container {watch.ns.label}: {e}")
+                continue
+            with self.slots.batch():
+                for link in links:
+                    watch.links[link.ifindex] = link
+                    try:
+                        self.binder.bind(watch.ipr, link, self.notices)
+                    except Exception as e:
+                        self._release(watch, link, detach=True)
+                        self.attach_errors += 1
+                        self.notices.append(f"could not attach {link.key}: {e}")
+        return len(new)
 
     # -- read -------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -201,7 +238,8 @@ class Agent:
         return {"interfaces": len(self.links()), "slots_used": self.slots.in_use() if self.slots else 0,
                 "slots": self.options.max_ifaces, "programs": self.dp.programs_loaded if self.dp else 0,
                 "namespaces": len(self.watches), "following": any(w.follow for w in self.watches.values()),
-                "attach_errors": self.attach_errors}
+                "attach_errors": self.attach_errors,
+                "containers": sum(len(g.containers) for g in self.fleet.groups.values()) if self.fleet else None}
 
     def links(self) -> list[Link]:
         return [ln for w in self.watches.values() for ln in w.links.values()]
@@ -213,6 +251,14 @@ class Agent:
         links = [ln for ln in self.links() if (ln.netns.cookie, ln.ifindex) in self.binder.slot_of]
         slots = [self.binder.slot(ln) for ln in links]
         sums = read_slots(self.dp.map_fd("counters"), max(slots, default=-1) + 1, self.dp.ncpus)
-        return make_snapshot((shown(ln.ifname), shown(ln.netns.name), ln.ifindex,
-                              Hooks(ln.ingress, ln.xdp_mode if ln.ingress == "xdp" else None,
-                                    pinned=self.settings.pin), *sums[s]) for ln, s in zip(links, slots, strict=True))
+        fleet = self.fleet
+        if fleet is None:
+            return make_snapshot((shown(ln.ifname), shown(ln.netns.name), ln.ifindex, self._hooks(ln), *sums[s])
+                                 for ln, s in zip(links, slots, strict=True))
+        return make_snapshot(
+            (shown(ln.ifname), shown(ln.netns.name), ln.ifindex, self._hooks(ln), *fleet.totals(ln, sums[s]),
+             g.labels() if (g := fleet.identity(ln)) is not None else None)
+            for ln, s in zip(links, slots, strict=True))
+
+    def _hooks(self, ln: Link) -> Hooks:
+        return Hooks(ln.ingress, ln.xdp_mode if ln.ingress == "xdp" else None, pinned=self.settings.pin)

@@ -34,6 +34,7 @@ class Settings:
     xdp_mode: str = "auto"
     include_local: bool = False
     pin: bool = False
+    containers: bool = False  # also every container's namespace (tcflow.fleet)
 
 
 class Binder:

@@ -36,6 +36,7 @@ from .snapshot import Snapshot, document
 from .targets import Where, group
 
 MAX_INTERFACES_LIMIT = 65536
+CONTAINER_SCAN_S = 0.25  # --containers: how often /proc is scanned for new containers
 MAX_COUNTERS_MIB = 1024  # the per-CPU counters map; the default 4096 interfaces take 1.6 MiB per CPU
 
 
@@ -199,8 +200,10 @@ def make_agent(args: argparse.Namespace) -> tuple[Agent, list[Any]]:
     ingress = args.ingress
     if args.xdp_mode != "auto" and ingress == "auto":
         ingress = "xdp"  # asking for an XDP mode means asking for XDP
-    targets = group(args.interfaces, args.match or (), args.follow, Where(args.netns, args.pid))
-    settings = Settings(ingress, args.xdp_mode, args.include_local, args.pin)
+    targets = []
+    if args.interfaces or args.match or args.follow or not args.containers:
+        targets = group(args.interfaces, args.match or (), args.follow, Where(args.netns, args.pid))
+    settings = Settings(ingress, args.xdp_mode, args.include_local, args.pin, args.containers)
     counters_mib = args.max_interfaces * VALUE_SIZE * _libbpf.num_possible_cpus() / 2**20
     if counters_mib > MAX_COUNTERS_MIB:  # per-CPU: the same N costs 128 times more on a 256-CPU host
         raise UsageError(f"--max-interfaces {args.max_interfaces} needs {counters_mib:,.0f} MiB of counters on "
@@ -220,11 +223,13 @@ def run_loop(agent: Agent, sig: _Signals, interval: float, tick: Callable[[], bo
     """Until a signal (or ``tick`` returns False): follow link changes in every
     namespace, let go of deleted namespaces, call ``tick`` every ``interval``.
     ``guard`` is held while the agent changes (readers take it too)."""
-    following = any(w.follow for w in agent.watches.values())
+    following = agent.fleet is not None or any(w.follow for w in agent.watches.values())
     due = time.monotonic() + interval
+    scan_due = time.monotonic() + CONTAINER_SCAN_S
     while not sig.stop:
         fds = agent.event_fds()
-        ready, _, _ = select.select([sig.rfd, *fds], [], [], max(0.0, due - time.monotonic()))
+        wake = min(due, scan_due) if agent.fleet is not None else due
+        ready, _, _ = select.select([sig.rfd, *fds], [], [], max(0.0, wake - time.monotonic()))
         if sig.rfd in ready:
             sig.drain()
         if sig.stop:
@@ -234,10 +239,15 @@ def run_loop(agent: Agent, sig: _Signals, interval: float, tick: Callable[[], bo
                 if fd in fds:
                     agent.sync(fds[fd])
             lost = agent.reap()
+            if agent.fleet is not None and time.monotonic() >= scan_due:
+                agent.discover()
+                scan_due = time.monotonic() + CONTAINER_SCAN_S
+        if agent.fleet is not None:
+            lost = []  # containers come and go: that is no news
         for label in lost:
             agent.notices.append(f"network namespace {label} was deleted; tcflow let it go")
         flush_notices(agent, sink)
-        if lost and not agent.watches:
+        if lost and not agent.watches and agent.fleet is None:
             raise InterfaceError("the network namespace was deleted", netns=", ".join(lost),
                                  hint="tcflow detached and let it go; attach again in a new namespace")
         if not agent.links() and not following:
@@ -471,6 +481,9 @@ def _parents() -> dict[str, Parser]:
                          help="with XDP: auto (native, else generic), native or generic; implies --ingress xdp")
     targets.add_argument("--include-local", action="store_true",
                          help="count loopback and src == dst traffic in the classes, not only as local")
+    targets.add_argument("--containers", action="store_true",
+                         help="also every running container (Docker, containerd, CRI-O, Podman, LXC, nspawn), "
+                              "counted in its own namespace and named; new ones within a second")
     targets.add_argument("--pin", action="store_true",
                          help="pin the counters, adopt pinned attachments, and leave the programs attached on exit")
     targets.add_argument("--max-interfaces", type=max_interfaces, default=DEFAULT_MAX_IFACES, metavar="N",

@@ -25,8 +25,7 @@ from typing import Any, Optional
 from . import _libbpf, build, kheaders, pins
 from .build import PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_XDP, PROGRAMS  # noqa: F401 (re-exported)
 from .errors import CompileError, PermissionError_, PinError, TcflowError
-from .pins import BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, IfaceKey, IfaceVal, Meta
-from .reader import VALUE_SIZE
+from .pins import BPF_MAP_TYPE_ARRAY, IfaceKey, IfaceVal
 
 DEFAULT_MAX_IFACES = 4096
 # Entries of each namespace's by_ifindex array (8 bytes each, 64 KiB): an
@@ -66,12 +65,6 @@ def patch_imm64(insns: bytes, old: int, new: int) -> bytes:
     return bytes(buf)
 
 
-# (map type, key size, value size) of the maps a Datapath makes
-_SHARED = {"ifaces": (BPF_MAP_TYPE_HASH, ctypes.sizeof(IfaceKey), ctypes.sizeof(IfaceVal)),
-           "counters": (BPF_MAP_TYPE_PERCPU_ARRAY, 4, VALUE_SIZE),
-           "meta": (BPF_MAP_TYPE_ARRAY, 4, ctypes.sizeof(Meta))}
-
-
 class Datapath:
     """The program image, its loaded programs and its maps.
 
@@ -102,11 +95,11 @@ class Datapath:
 
     # -- maps ------------------------------------------------------------
     def _open_map(self, name: str) -> int:
-        mtype, ksize, vsize = _SHARED[name]
+        kname, mtype, ksize, vsize = pins.MAP_LAYOUT[name]
         size = self.options.max_ifaces
         pin_dir = self.options.pin_dir
         if not pin_dir:
-            return _create(mtype, name, ksize, vsize, size)
+            return _create(mtype, kname, ksize, vsize, size)
         path = os.path.join(pin_dir, name)
         if os.path.lexists(path):
             if not pins.is_ours(path, name):
@@ -119,7 +112,7 @@ class Datapath:
                 raise PinError(f"the maps pinned under {pin_dir} hold {held} interfaces, not {size}",
                                hint=f"use --max-interfaces {held}, or `tcflow detach --all` first")
             return fd
-        fd = _create(mtype, name, ksize, vsize, size)
+        fd = _create(mtype, kname, ksize, vsize, size)
         try:
             _libbpf.obj_pin(fd, path)
         except BaseException:

@@ -72,10 +72,13 @@ class Meta(ctypes.Structure):
                 ("netns_path", ctypes.c_char * 128)]
 
 
-# What each pinned map of tcflow's is: (name, type, key size, value size).
+# What each pinned map of tcflow's is: (kernel's map name, type, key size,
+# value size). The counters map's name tells its layout: "counter_cells" is
+# one {bytes, packets} cell per class (an older tcflow's "counters" had all
+# bytes, then all packets: same size, other meaning, so it is refused).
 MAP_LAYOUT = {
     "ifaces": ("ifaces", BPF_MAP_TYPE_HASH, ctypes.sizeof(IfaceKey), ctypes.sizeof(IfaceVal)),
-    "counters": ("counters", BPF_MAP_TYPE_PERCPU_ARRAY, 4, 16 * NUM_CLASSES),
+    "counters": ("counter_cells", BPF_MAP_TYPE_PERCPU_ARRAY, 4, 16 * NUM_CLASSES),
     "meta": ("meta", BPF_MAP_TYPE_ARRAY, 4, ctypes.sizeof(Meta)),
 }
 
@@ -280,8 +283,8 @@ class Store:
         info = _libbpf.map_info(self.fds["counters"])
         self.max_ifaces = info.max_entries
         self.ncpus = _libbpf.num_possible_cpus()
-        expect = 16 * NUM_CLASSES
-        if info.value_size != expect or _libbpf.map_info(self.fds["meta"]).value_size != ctypes.sizeof(Meta):
+        if (info.name.decode(errors="replace"), info.value_size) != MAP_LAYOUT["counters"][::3] \
+                or _libbpf.map_info(self.fds["meta"]).value_size != ctypes.sizeof(Meta):
             self.close()
             raise PinError(f"the maps pinned under {pin_dir} have another layout (another tcflow version)",
                            hint="remove them with `tcflow detach --all`, then attach again")

@@ -71,6 +71,7 @@ class InterfaceCounters:
     hooks: Hooks
     bytes: Mapping[str, int]
     packets: Mapping[str, int]
+    container: Optional[Mapping[str, str]] = None  # containers.CONTAINER_LABELS, for a container's interface
 
     @property
     def key(self) -> str:
@@ -109,16 +110,17 @@ class Snapshot:
         return out
 
 
-Entry = tuple[str, str, int, Hooks, list[int], list[int]]
+Entry = tuple[Any, ...]  # (ifname, netns, ifindex, hooks, bytes, packets[, container labels])
 
 
 def make_snapshot(entries: Iterable[Entry], now: Optional[float] = None, mono: Optional[float] = None) -> Snapshot:
-    """Build a Snapshot from (ifname, netns, ifindex, hooks, bytes, packets)."""
+    """Build a Snapshot from (ifname, netns, ifindex, hooks, bytes, packets[, container labels])."""
     ifs = {}
-    for ifname, netns, ifindex, hooks, b, p in entries:
+    for ifname, netns, ifindex, hooks, b, p, *container in entries:
         if len(b) != len(NAMES) or len(p) != len(NAMES):
             raise ValueError(f"expected {len(NAMES)} counters per kind, got {len(b)} and {len(p)}")
-        ic = InterfaceCounters(ifname, netns, ifindex, hooks, ClassCounts(b), ClassCounts(p))
+        ic = InterfaceCounters(ifname, netns, ifindex, hooks, ClassCounts(b), ClassCounts(p),
+                               container[0] if container else None)
         ifs[ic.key] = ic
     return Snapshot(time.time() if now is None else now, time.monotonic() if mono is None else mono, ifs)
 
@@ -129,7 +131,9 @@ def document(snap: Snapshot) -> dict[str, Any]:
     Per interface: ``bytes`` and ``packets`` of every class by name; and, for
     users of the kprobe design's ``/traffic``, the 14 seed classes by name
     (``classes``) and by their old numeric index (``by_index``, "0".."13"),
-    and the extended classes (``extended``). Cumulative since attach.
+    and the extended classes (``extended``). Cumulative since attach (for a
+    container: since tcflow first saw it, across its restarts). ``container``:
+    its identity (container_id, container, runtime, pod, namespace), or null.
     """
     out: dict[str, Any] = {}
     for key, ic in snap.interfaces.items():
@@ -143,5 +147,6 @@ def document(snap: Snapshot) -> dict[str, Any]:
             "classes": {c.name: ic.bytes[c.name] for c in CLASSES[:SEED_COUNT]},
             "by_index": {str(c.index): ic.bytes[c.name] for c in CLASSES[:SEED_COUNT]},
             "extended": {c.name: ic.bytes[c.name] for c in CLASSES[SEED_COUNT:]},
+            "container": dict(ic.container) if ic.container is not None else None,
         }
     return {"time": round(snap.time, 6), "interfaces": out}

@@ -15,6 +15,9 @@ naming, ``device`` for the interface):
   tcflow_excluded_bytes_total / tcflow_excluded_packets_total
       {device, netns, direction, reason}: what docs/SPEC.md keeps out of the
       classes, reason "non_ip", "local" or "malformed"
+  Every family above also carries {container_id, container, runtime, pod,
+  namespace}: a container's identity (``--containers``), empty otherwise;
+  for a pod, its containers' ids and names joined with ",".
   tcflow_program_runs_total / tcflow_program_run_seconds_total {program}
       tcflow's own cost, from the kernel's BPF run-time statistics
   tcflow_interfaces            interfaces attached (gauge)
@@ -39,8 +42,9 @@ from .. import __version__
 from ..classes import CLASSES
 from ..snapshot import Snapshot
 
-LABELS = ["device", "netns", "direction", "family", "protocol"]
-EXCLUDED_LABELS = ["device", "netns", "direction", "reason"]
+CONTAINER_LABELS = ["container_id", "container", "runtime", "pod", "namespace"]  # "" when not a container
+LABELS = ["device", "netns", "direction", "family", "protocol", *CONTAINER_LABELS]
+EXCLUDED_LABELS = ["device", "netns", "direction", "reason", *CONTAINER_LABELS]
 SPEC = "docs/SPEC.md"
 
 
@@ -74,13 +78,14 @@ class TcflowCollector:
         xp = CounterMetricFamily("tcflow_excluded_packets", "Packets kept out of the classes",
                                  labels=EXCLUDED_LABELS)
         for ic in snap.interfaces.values():
+            who = [(ic.container or {}).get(k, "") for k in CONTAINER_LABELS]
             for c in CLASSES:
                 if c.layer is None:
-                    labels = [ic.ifname, ic.netns, c.direction, str(c.reason)]
+                    labels = [ic.ifname, ic.netns, c.direction, str(c.reason), *who]
                     xb.add_metric(labels, ic.bytes[c.name])
                     xp.add_metric(labels, ic.packets[c.name])
                     continue
-                labels = [ic.ifname, ic.netns, c.direction, str(c.family), c.protocol_label]
+                labels = [ic.ifname, ic.netns, c.direction, str(c.family), c.protocol_label, *who]
                 if c.layer == "L4":
                     pl.add_metric(labels, ic.bytes[c.name])
                 else:

@@ -146,6 +146,26 @@ def test_a_foreign_map_in_the_pin_dir_survives_a_failed_attach(bpffs: str, silen
     os.unlink(os.path.join(pin_dir, "counters"))
 
 
+def test_pins_of_the_older_counter_layout_are_refused_not_misread(bpffs: str, silent_pair: VethPair) -> None:
+    """Before the {bytes, packets} cells, a slot was all bytes then all packets:
+    the same size, another meaning. Such pins are refused, never read as cells."""
+    pin_dir = os.path.join(bpffs, "tcflow")
+    os.mkdir(pin_dir, 0o700)
+    for name, kind, ksize, vsize in (("ifaces", "hash", 16, 8), ("counters", "percpu_array", 4, 416),
+                                     ("meta", "array", 4, 296)):
+        made = subprocess.run(["bpftool", "map", "create", os.path.join(pin_dir, name), "type", kind, "key",
+                               str(ksize), "value", str(vsize), "entries", "4096", "name", name],
+                              capture_output=True, text=True)
+        assert made.returncode == 0, made.stderr
+    for argv in (["show", "--pin-dir", pin_dir], ["attach", "--pin", "--pin-dir", pin_dir, key(silent_pair),
+                                                   "--count", "1"]):
+        r = run(*argv)
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "layout" in r.stderr and "detach --all" in r.stderr, r.stderr
+    assert leftovers(silent_pair.ns_a, silent_pair.dev_a) == []
+    assert sorted(os.listdir(pin_dir)) == ["counters", "ifaces", "meta"]  # nothing removed behind the user
+
+
 def test_header_cache_writable_by_others_is_refused_and_umask_000_makes_it_root_only(
         silent_pair: VethPair, tmp_path) -> None:  # noqa: ANN001
     if os.path.exists("/sys/kernel/kheaders.tar.xz") or os.path.exists(f"/lib/modules/{os.uname().release}/build"):

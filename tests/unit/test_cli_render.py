@@ -84,7 +84,8 @@ def test_json_document_has_the_documented_shape() -> None:
     assert set(obj) == {"time", "interfaces"}
     ic = obj["interfaces"]["eth1"]
     assert set(ic) == {"interface", "netns", "ifindex", "hook", "bytes", "packets", "classes", "by_index",
-                       "extended"}
+                       "extended", "container"}
+    assert ic["container"] is None
     assert set(SEED_NAMES) <= set(ic["bytes"]) and set(ic["bytes"]) == set(NAMES)
     assert all(isinstance(v, int) for v in ic["bytes"].values())
     assert ic["hook"] == {"ingress": "xdp", "xdp_mode": "native", "egress": "tc", "pinned": False}

@@ -1,0 +1,132 @@
+"""Container discovery from a made-up /proc and runtime state: no runtime needed."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tcflow import containers
+
+A, B, C, D = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
+
+
+def _proc(root: Path, pid: int, cgroup: str, netns: str, cmdline: bytes = b"sleep\0", uid: int = 0) -> None:
+    d = root / "proc" / str(pid)
+    (d / "ns").mkdir(parents=True)
+    (d / "cgroup").write_text(cgroup)
+    (d / "cmdline").write_bytes(cmdline)
+    (d / "status").write_text(f"Name:\tx\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
+    target = root / "netns" / netns
+    target.parent.mkdir(exist_ok=True)
+    if not target.exists():
+        target.write_text("")
+    os.link(target, d / "ns" / "net")  # one namespace, one inode
+
+
+def _docker(root: Path, cid: str, name: str, pid: int, running: bool = True, labels: dict | None = None) -> None:
+    d = root / "docker" / "containers" / cid
+    d.mkdir(parents=True)
+    (d / "config.v2.json").write_text(json.dumps({"Name": "/" + name, "State": {"Running": running, "Pid": pid},
+                                                  "Config": {"Labels": labels or {}}}))
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Path:
+    os.chmod(tmp_path, 0o700)
+    _proc(tmp_path, 1, "0::/init.scope\n", "host")
+    _proc(tmp_path, 50, "0::/system.slice/docker.service\n", "host",
+          cmdline=b"/usr/bin/dockerd\0--data-root\0" + str(tmp_path / "docker").encode() + b"\0")
+    (tmp_path / "docker").mkdir(mode=0o700)
+    return tmp_path
+
+
+def test_docker_containers_named_from_their_record_and_grouped_by_namespace(host: Path) -> None:
+    _proc(host, 100, f"0::/docker/{A}\n", "ns-web")
+    _proc(host, 101, f"0::/docker/{A}\n", "ns-web")          # a second process of web
+    _proc(host, 200, f"0::/system.slice/docker-{B}.scope\n", "ns-db")
+    _proc(host, 300, f"0::/docker/{C}\n", "host")            # --network host
+    _docker(host, A, "web", 100)
+    _docker(host, B, "db", 200)
+    _docker(host, C, "agent", 300)
+    groups = containers.scan(str(host / "proc"))
+    by_label = {g.label: g for g in groups}
+    assert set(by_label) == {"web", "db", "agent"}
+    assert by_label["web"].pid == 100 and not by_label["web"].host_network
+    assert by_label["agent"].host_network
+    assert by_label["db"].labels() == {"container_id": B, "container": "db", "runtime": "docker", "pod": "",
+                                       "namespace": ""}
+
+
+def test_a_process_that_only_claims_a_containers_cgroup_gets_nothing(host: Path) -> None:
+    """Docker's own record says which process is the container; a stopped one is no entry."""
+    _proc(host, 100, f"0::/docker/{A}\n", "ns-web")
+    _proc(host, 666, f"0::/docker/{A}\n", "ns-evil")  # not the recorded pid: ignored (100 comes first)
+    _docker(host, A, "web", 100)
+    _proc(host, 400, f"0::/docker/{D}\n", "ns-old")
+    _docker(host, D, "old", 400, running=False)
+    _proc(host, 700, f"0::/user.slice/user-1000.slice/user@1000.service/docker-{B}.scope\n", "ns-user")
+    _docker(host, B, "db", 700)
+    groups = containers.scan(str(host / "proc"))
+    assert [g.label for g in groups] == ["web"]
+    assert groups[0].inode == os.stat(host / "netns" / "ns-web").st_ino
+
+
+def test_a_dockerd_not_run_by_root_names_no_data_root(host: Path, tmp_path: Path) -> None:
+    evil = tmp_path / "evil"
+    evil.mkdir(mode=0o700)
+    _proc(host, 60, "0::/x\n", "host", cmdline=b"dockerd\0--data-root=" + str(evil).encode() + b"\0", uid=1000)
+    roots = containers.docker_roots(str(host / "proc"))
+    assert str(evil) not in roots and str(host / "docker") in roots
+
+
+def test_a_pod_is_one_entry_that_names_every_container(host: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = host / "containerd"
+    for cid, name, kind in ((A, "", "sandbox"), (B, "app", "container"), (C, "sidecar", "container")):
+        d = state / "k8s.io" / cid
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps({"annotations": {
+            "io.kubernetes.cri.container-type": kind, "io.kubernetes.cri.container-name": name,
+            "io.kubernetes.cri.sandbox-name": "shop-7f9", "io.kubernetes.cri.sandbox-namespace": "prod"}}))
+        pid = {A: 500, B: 501, C: 502}[cid]
+        _proc(host, pid, f"0::/kubepods.slice/kubepods-burstable.slice/kubepods-pod1.slice/"
+              f"cri-containerd-{cid}.scope\n", "ns-pod")
+    os.chmod(state, 0o700)
+    monkeypatch.setattr(containers, "CONTAINERD_STATE", str(state))
+    groups = containers.scan(str(host / "proc"))
+    assert len(groups) == 1
+    g = groups[0]
+    assert g.label == "prod/shop-7f9"
+    labels = g.labels()
+    assert labels["container"] == ",".join(
+        n for _, n in sorted([(A, "POD"), (B, "app"), (C, "sidecar")]))
+    assert labels["pod"] == "shop-7f9" and labels["namespace"] == "prod" and labels["runtime"] == "containerd"
+
+
+@pytest.mark.parametrize("path,want", [
+    (f"0::/system.slice/docker-{A}.scope", ("docker", A)),
+    (f"12:pids:/docker/{A}", ("docker", A)),
+    (f"0::/kubepods/besteffort/pod1/{A}", ("containerd", A)),
+    (f"0::/machine.slice/libpod-{A}.scope/container", ("podman", A)),
+    (f"0::/kubepods.slice/crio-{A}.scope", ("cri-o", A)),
+    ("0::/lxc.payload.web1/init.scope", ("lxc", "web1")),
+    ("0::/machine.slice/machine-deb12.scope/payload", ("systemd-nspawn", "deb12")),
+    ("0::/system.slice/ssh.service", None),
+    (f"0::/docker/{A[:63]}", None),
+    (f"0::/user.slice/user-1000.slice/docker-{A}.scope", None),
+])
+def test_cgroup_paths_of_each_runtime(path: str, want: tuple[str, str] | None) -> None:
+    assert containers.parse_cgroup(path + "\n") == want
+
+
+def test_hostile_names_and_files_are_bounded_and_escaped(host: Path) -> None:
+    _proc(host, 100, f"0::/docker/{A}\n", "ns-web")
+    _docker(host, A, "we\x1b[31mb\nx", 100)
+    (host / "docker" / "containers" / B).mkdir(parents=True)
+    (host / "docker" / "containers" / B / "config.v2.json").write_bytes(b"{" * (2 << 20))  # over the bound
+    _proc(host, 200, f"0::/docker/{B}\n", "ns-b")
+    os.symlink("/etc/shadow", host / "docker" / "containers" / B / "hostname")
+    groups = containers.scan(str(host / "proc"))
+    assert [g.labels()["container"] for g in groups] == ["we\\x1b[31mb\\x0ax"]
