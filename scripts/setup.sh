@@ -13,6 +13,9 @@ fi
 pkgs="python3-bpfcc python3-venv python3-pip libbpf1 iproute2 ethtool tcpdump iputils-ping"
 # for the tests and `make bench`: traffic, promtool (Debian's prometheus), a headless browser
 pkgs="$pkgs iperf3 prometheus chromium chromium-driver bpftool bash-completion tmux"
+# for the container tests: a real Docker (dockerd, containerd, runc), started by
+# the tests themselves, and a static busybox to build their image from
+pkgs="$pkgs docker.io busybox-static"
 # Kernel headers for bcc: the running kernel's if Debian has them, else the
 # generic flavour (tcflow then merges Debian's split header tree itself; see
 # tcflow/kheaders.py). Skipped when real headers are installed already.

@@ -237,7 +237,8 @@ class Agent:
         size, programs loaded, namespaces watched, and whether it follows."""
         return {"interfaces": len(self.links()), "slots_used": self.slots.in_use() if self.slots else 0,
                 "slots": self.options.max_ifaces, "programs": self.dp.programs_loaded if self.dp else 0,
-                "namespaces": len(self.watches), "following": any(w.follow for w in self.watches.values()),
+                "namespaces": len(self.watches),
+                "following": self.fleet is not None or any(w.follow for w in self.watches.values()),
                 "attach_errors": self.attach_errors,
                 "containers": sum(len(g.containers) for g in self.fleet.groups.values()) if self.fleet else None}
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import socket
 import struct
 import subprocess
@@ -17,6 +16,7 @@ import pytest
 
 import tcflow
 from tcflow.sandbox import VethPair
+from tests.support.pcap import capture, drain
 from tests.support.sockets import bulk_send
 
 TOTAL = 1_000_003  # a prime number of bytes
@@ -28,44 +28,6 @@ def out_segs(ns: str) -> int:
                           capture_output=True, text=True, check=True).stdout
     tcp = [ln.split() for ln in text.splitlines() if ln.startswith("Tcp:")]
     return int(tcp[1][tcp[0].index("OutSegs")])
-
-
-def capture(ns: str, dev: str, path: str) -> subprocess.Popen:
-    proc = subprocess.Popen(["ip", "netns", "exec", ns, "tcpdump", "-i", dev, "-Q", "out", "-s", "128", "-B", "16384",
-                             "--immediate-mode",
-                             "-U", "-w", path, "tcp"], stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    line = proc.stderr.readline()  # "listening on ...": the capture is live
-    assert "listening" in line, line
-    return proc
-
-
-def drain(cap: subprocess.Popen, path: str) -> list[tuple[bytes, int]]:
-    """Stop tcpdump once its file stops growing (SIGINT drops what is
-    still in its ring buffer), and return the frames."""
-    last = -1
-    for _ in range(100):
-        size = os.path.getsize(path)
-        if size == last:
-            break
-        last = size
-        time.sleep(0.2)
-    cap.send_signal(signal.SIGINT)
-    cap.wait(10)
-    return pcap_frames(path)
-
-
-def pcap_frames(path: str) -> list[tuple[bytes, int]]:
-    """(captured headers, original frame length) per record. Capturing only
-    128 bytes a packet keeps 64 KB aggregates from overflowing the ring."""
-    with open(path, "rb") as f:
-        data = f.read()
-    frames, off = [], 24
-    while off + 16 <= len(data):
-        incl, orig = struct.unpack_from("<II", data, off + 8)
-        frames.append((data[off + 16: off + 16 + incl], orig))
-        off += 16 + incl
-    return frames
 
 
 @pytest.mark.parametrize("offload", ["off", "on"])

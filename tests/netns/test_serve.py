@@ -7,16 +7,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -24,75 +21,11 @@ from tcflow.sandbox import VethPair
 from tests.support.cli import REPO, leftovers, nonzero
 from tests.support.counting import FRAMES, RECV_B, RECV_P, SEND_B, SEND_P, both_ways, key
 from tests.support.inject import send_frames
+from tests.support.serve import Serve, parse_metrics
 
 # Screenshots and other things a person may want to look at after a run;
 # ignored by git, so `make test` leaves the tree as it was.
 ARTIFACTS = os.path.join(REPO, "test-artifacts")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Serve:
-    """A `tcflow serve` subprocess on a free loopback port."""
-
-    def __init__(self, *args: str, env: dict[str, str], port: Optional[int] = None):
-        self.port = port or free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.p = subprocess.Popen([sys.executable, "-m", "tcflow", "serve", "--listen", f"127.0.0.1:{self.port}",
-                                   *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                                  env=env)
-        end = time.monotonic() + 60
-        while time.monotonic() < end:
-            if self.p.poll() is not None:
-                raise AssertionError(f"serve exited {self.p.returncode}: {self.p.stderr.read()}")  # type: ignore
-            try:
-                if self.get("/healthz")[0] == 200:
-                    return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise AssertionError("serve did not come up")
-
-    def get(self, path: str, method: str = "GET", gzip_ok: bool = False, decompress: bool = True,
-            headers: Optional[dict[str, str]] = None) -> tuple[int, dict[str, str], bytes]:
-        req = urllib.request.Request(self.base + path, method=method,
-                                     headers={**({"Accept-Encoding": "gzip"} if gzip_ok else {}), **(headers or {})})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                body = r.read()
-                if r.headers.get("Content-Encoding") == "gzip" and decompress:
-                    import gzip
-
-                    body = gzip.decompress(body)
-                return r.status, dict(r.headers), body
-        except urllib.error.HTTPError as e:
-            return e.code, dict(e.headers), e.read()
-
-    def traffic(self) -> dict[str, Any]:
-        return json.loads(self.get("/traffic")[2])
-
-    def metrics(self) -> str:
-        return self.get("/metrics")[2].decode()
-
-    def stop(self, sig: int = signal.SIGTERM) -> str:
-        if self.p.poll() is None:
-            self.p.send_signal(sig)
-        _, err = self.p.communicate(timeout=30)
-        return err
-
-
-def parse_metrics(text: str) -> dict[tuple[str, frozenset], float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    out = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
 
 
 FAMILY_OF_LAYER = {"L4": "tcflow_payload_bytes_total", "L3": "tcflow_ip_bytes_total"}

@@ -1,0 +1,188 @@
+"""--containers against a real Docker (Debian's docker.io, started here with a
+data root, socket and network namespace of its own; see tests/support/docker.py).
+
+Exact per-container counts against a pcap taken inside the container's own
+namespace; names and ids in the JSON and the metrics; a `docker restart`
+leaves one monotonic series; 20 containers started and stopped leave nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from typing import Any, Iterator
+
+import pytest
+
+from tests.conftest import PREFIX
+from tests.support.cli import Live
+from tests.support.docker import Dockerd
+from tests.support.pcap import capture, drain
+from tests.support.reference import classify
+from tests.support.serve import Serve, parse_metrics
+from tests.support.sockets import tcp_exchange, udp_exchange
+
+WEB_IP, DB_IP = "198.18.200.10", "198.18.200.11"
+
+
+@pytest.fixture(scope="module")
+def docker() -> Iterator[Dockerd]:
+    d = Dockerd(PREFIX)
+    try:
+        d.start()
+        yield d
+    finally:
+        d.close()
+
+
+@pytest.fixture
+def pair(docker: Dockerd) -> Iterator[tuple[str, str]]:
+    """Two running containers, web and db, with TSO/GSO off in web (so that its
+    capture holds wire-sized frames), removed afterwards."""
+    web, db = f"{PREFIX}web", f"{PREFIX}db"
+    docker.container(web, WEB_IP)
+    docker.container(db, DB_IP)
+    subprocess.run(["nsenter", "-t", str(docker.pid(web)), "-n", "ethtool", "-K", "eth0", "tso", "off", "gso", "off",
+                    "gro", "off"], check=True, capture_output=True)
+    try:
+        yield web, db
+    finally:
+        docker.run("rm", "-f", web, db, check=False)
+
+
+def _traffic(docker: Dockerd, web: str) -> None:
+    """ICMP (busybox ping), then TCP and UDP both ways between web and db:
+    kernel sockets opened inside the two containers' namespaces (busybox's nc
+    has no UDP)."""
+    db = web.replace("web", "db")
+    docker.exec(web, "ping", "-c", "4", "-i", "0.2", "-s", "300", DB_IP)
+    ns_web, ns_db = f"/proc/{docker.pid(web)}/ns/net", f"/proc/{docker.pid(db)}/ns/net"
+    assert tcp_exchange(ns_web, ns_db, socket.AF_INET, DB_IP, 30, 10_000, 500) == (300_000, 15_000)
+    udp_exchange(ns_web, ns_db, socket.AF_INET, WEB_IP, DB_IP, 5, 700, 3, 90)
+
+
+def _expected(frames: dict[str, list[tuple[bytes, int]]]) -> tuple[Counter, Counter]:
+    b: Counter = Counter()
+    p: Counter = Counter()
+    for tcpdump_dir, spec_dir in (("in", "recv"), ("out", "send")):
+        for frame, orig in frames[tcpdump_dir]:
+            assert len(frame) == orig, "capture cut a frame"
+            fb, fp = classify(frame, spec_dir)
+            b.update(fb)
+            p.update(fp)
+    return +b, +p
+
+
+def test_each_container_is_counted_exactly_in_its_own_namespace_and_named(
+        docker: Dockerd, pair: tuple[str, str], env: dict[str, str]) -> None:
+    web, db = pair
+    web_id = docker.run("inspect", "-f", "{{.Id}}", web).stdout.strip()
+    live = Live("attach", "--containers", "--json", "--interval", "0.3", env=env)
+    try:
+        live.until(lambda s: f"{web}/eth0" in s["interfaces"] and f"{db}/eth0" in s["interfaces"])
+        enter = ("nsenter", "-t", str(docker.pid(web)), "-n")
+        with tempfile.TemporaryDirectory() as tmp:
+            # one capture a direction: Docker's bridge reflects a container's
+            # broadcasts back to it (hairpin), so the source address does not
+            # tell which way a frame went
+            caps = {d: (capture("", "eth0", os.path.join(tmp, d), direction=d, snaplen=0, bpf_filter="",
+                                enter=enter), os.path.join(tmp, d)) for d in ("in", "out")}
+            _traffic(docker, web)
+            frames = {d: drain(cap, path) for d, (cap, path) in caps.items()}
+        want_b, want_p = _expected(frames)
+        assert want_b["L4_TCP_SEND_V4"] == 300_000 and want_b["L4_UDP_SEND_V4"] == 3500, (want_b, len(frames))
+
+        def settled(s: dict[str, Any]) -> bool:
+            e = s["interfaces"][f"{web}/eth0"]
+            return +Counter(e["bytes"]) == want_b and +Counter(e["packets"]) == want_p
+
+        try:
+            snap = live.until(settled, timeout=20)
+        except AssertionError:
+            e = live.lines[-1]["interfaces"][f"{web}/eth0"]
+            raise AssertionError(f"tcflow {+Counter(e['bytes'])} {+Counter(e['packets'])}; "
+                                 f"pcap {want_b} {want_p}") from None
+        e = snap["interfaces"][f"{web}/eth0"]
+        assert e["container"] == {"container_id": web_id, "container": web, "runtime": "docker", "pod": "",
+                                  "namespace": ""}
+        assert e["netns"] == web and e["interface"] == "eth0"
+        # db saw the other end of the same conversation
+        d = snap["interfaces"][f"{db}/eth0"]
+        assert d["bytes"]["L4_TCP_RECV_V4"] == 300_000 and d["container"]["container"] == db
+    finally:
+        live.kill()
+
+
+def _series(metrics: str, container: str, family: str = "tcflow_ip_bytes_total") -> dict[frozenset, float]:
+    return {labels: v for (name, labels), v in parse_metrics(metrics).items()
+            if name == family and ("container", container) in labels}
+
+
+def test_docker_restart_keeps_one_monotonic_series_and_leaves_the_others_alone(
+        docker: Dockerd, pair: tuple[str, str], env: dict[str, str]) -> None:
+    web, db = pair
+    srv = Serve("--containers", env=env)
+    try:
+        def both_seen() -> bool:
+            t = srv.traffic()["interfaces"]
+            return f"{web}/eth0" in t and f"{db}/eth0" in t
+
+        _wait(both_seen)
+        _traffic(docker, web)
+        before = _series(srv.metrics(), web)
+        db_before = _series(srv.metrics(), db)
+        assert sum(before.values()) > 300_000
+        seen = [before]
+        docker.run("restart", "-t", "1", web)
+        docker.exec(web, "ping", "-c", "3", "-i", "0.2", DB_IP)
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            now = _series(srv.metrics(), web)
+            seen.append(now)
+            if now and sum(now.values()) > sum(before.values()) + 3 * 84:
+                break
+            time.sleep(0.2)
+        # no series of web ever went down (a Prometheus resets() of 0)
+        for earlier, later in zip(seen, seen[1:], strict=False):
+            for labels, v in later.items():
+                assert v >= earlier.get(labels, 0), (labels, earlier.get(labels), v)
+        after = seen[-1]
+        assert sum(after.values()) > sum(before.values())
+        assert dict(after) and {k for k in after} >= {k for k, v in before.items() if v}
+        # db: untouched by web's restart, only grown by the pings
+        db_after = _series(srv.metrics(), db)
+        assert all(db_after[k] >= v for k, v in db_before.items())
+    finally:
+        srv.stop()
+
+
+def _wait(pred: Any, timeout: float = 20) -> None:
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.1)
+
+
+def test_20_containers_started_and_stopped_under_serve_leave_nothing(docker: Dockerd, env: dict[str, str]) -> None:
+    srv = Serve("--containers", env=env)
+    try:
+        base = json.loads(srv.get("/healthz")[2])
+        for i in range(20):
+            name = f"{PREFIX}churn{i}"
+            docker.container(name, f"198.18.200.{100 + i}")
+            _wait(lambda n=name: f"{n}/eth0" in srv.traffic()["interfaces"])
+            docker.run("rm", "-f", name)
+            _wait(lambda n=name: f"{n}/eth0" not in srv.traffic()["interfaces"])
+        health = json.loads(srv.get("/healthz")[2])
+        for k in ("slots_used", "programs", "namespaces", "interfaces"):
+            assert health[k] == base[k], (k, base, health)
+        assert not [k for k in srv.traffic()["interfaces"] if "churn" in k]
+    finally:
+        err = srv.stop()
+    assert "Traceback" not in err
