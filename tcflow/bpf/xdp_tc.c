@@ -161,19 +161,29 @@ static __always_inline int v6_is_loopback(const __be32 *a)
 	return a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == bpf_htonl(1);
 }
 
-/* Family and locality of an IPv6 header's addresses (SPEC: IPv4-mapped
- * addresses count as IPv4, and so does their loopback). */
-static __always_inline void v6_addrs(const struct ipv6hdr *ip6, struct meta *m)
+/* The rare addresses: only an address whose first 64 bits are zero can be
+ * IPv4-mapped (::ffff:a.b.c.d, counted as IPv4 by SPEC, its 127/8 as
+ * loopback) or the loopback ::1. */
+static __always_inline void v6_rare(const __be32 *s, const __be32 *d, struct meta *m)
 {
-	const __be32 *s = ip6->saddr.in6_u.u6_addr32;
-	const __be32 *d = ip6->daddr.in6_u.u6_addr32;
 	int smap = v6_is_mapped(s), dmap = v6_is_mapped(d);
 
 	m->v6 = !(smap || dmap);
-	m->local = v6_is_loopback(s) || v6_is_loopback(d) ||
-		   (smap && is_v4_loopback(s[3])) ||
-		   (dmap && is_v4_loopback(d[3])) ||
-		   (s[0] == d[0] && s[1] == d[1] && s[2] == d[2] && s[3] == d[3]);
+	m->local = m->local || v6_is_loopback(s) || v6_is_loopback(d) ||
+		   (smap && is_v4_loopback(s[3])) || (dmap && is_v4_loopback(d[3]));
+}
+
+/* Family and locality of an IPv6 header's addresses: local is either
+ * address loopback, or both the same (SPEC). The common case, two global
+ * addresses, costs two 64-bit compares. */
+static __always_inline void v6_addrs(const struct ipv6hdr *ip6, struct meta *m)
+{
+	const u64 *s = (const u64 *)&ip6->saddr, *d = (const u64 *)&ip6->daddr;
+
+	m->v6 = 1;
+	m->local = ((s[0] ^ d[0]) | (s[1] ^ d[1])) == 0;
+	if (!s[0] || !d[0])
+		v6_rare(ip6->saddr.in6_u.u6_addr32, ip6->daddr.in6_u.u6_addr32, m);
 }
 
 static __always_inline int is_v6_ext(u8 nh)
