@@ -25,6 +25,7 @@ the headline is tcflow's added ns over the minimal counter's.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import time
@@ -32,11 +33,12 @@ from typing import Any, Optional
 
 import tcflow
 from tcflow import _libbpf, classes, hooks, kheaders, netns
-from tcflow.loader import PROGRAMS, Datapath
+from tcflow.loader import PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_XDP, Datapath
 from tcflow.sandbox import Sandbox, VethPair
 
 HOOKS = ("tc", "xdp_generic", "xdp_native")  # "tc": ingress and egress at once
 VARIANTS = ("floor", "minimal", "tcflow")
+POINT_PROGRAM = {"xdp": PROG_XDP, "tc_ingress": PROG_TC_INGRESS, "tc_egress": PROG_TC_EGRESS}
 
 EMPTY_C = r"""
 #include <uapi/linux/pkt_cls.h>
@@ -112,17 +114,17 @@ static __always_inline void count(void *data, void *data_end, int send)
 			return;
 		th = t->doff * 4;
 		add(c, send ? (v6 ? C_L4_TCP_SEND_V6 : C_L4_TCP_SEND_V4) : (v6 ? C_L4_TCP_RECV_V6 : C_L4_TCP_RECV_V4),
-		    l3len - hlen - th);
+			l3len - hlen - th);
 		add(c, send ? (v6 ? C_L3_TCP_SEND_V6 : C_L3_TCP_SEND_V4) : (v6 ? C_L3_TCP_RECV_V6 : C_L3_TCP_RECV_V4),
-		    l3len);
+			l3len);
 	} else if (proto == IPPROTO_UDP) {
 		add(c, send ? (v6 ? C_L4_UDP_SEND_V6 : C_L4_UDP_SEND_V4) : (v6 ? C_L4_UDP_RECV_V6 : C_L4_UDP_RECV_V4),
-		    l3len - hlen - 8);
+			l3len - hlen - 8);
 		add(c, send ? (v6 ? C_L3_UDP_SEND_V6 : C_L3_UDP_SEND_V4) : (v6 ? C_L3_UDP_RECV_V6 : C_L3_UDP_RECV_V4),
-		    l3len);
+			l3len);
 	} else {
 		add(c, send ? (v6 ? C_L3_RAW_SEND_V6 : C_L3_RAW_SEND_V4) : (v6 ? C_L3_RAW_RECV_V6 : C_L3_RAW_RECV_V4),
-		    l3len);
+			l3len);
 	}
 }
 
@@ -236,8 +238,7 @@ def _one(pair: VethPair, ns: netns.Netns, ifindex: int, hook: str, variant: str,
         mode = {"tc": {"ingress": "tc"}, "xdp_generic": {"ingress": "xdp", "xdp_mode": "generic"},
                 "xdp_native": {"ingress": "xdp", "xdp_mode": "native"}}[hook]
         with tcflow.Monitor([pair.dev_b], netns=pair.ns_b, datapath=dp, **mode):  # type: ignore[arg-type]
-            fds = {p: dp.prog(dict(zip(("xdp", "tc_ingress", "tc_egress"), PROGRAMS))[p], ns.cookie)
-                   for p in points}
+            fds = {p: dp.prog(POINT_PROGRAM[p], ns.cookie) for p in points}
             before = _stats(fds)
             _iperf(pair, family, proto, seconds)
             after = _stats(fds)
@@ -295,15 +296,13 @@ def run(rounds: int = 3, seconds: int = 2, hooks_: tuple[str, ...] = HOOKS,
                             for point, v in got.items():
                                 if not point.endswith("_runs"):
                                     samples.setdefault((family, proto, hook, point, variant), []).append(v)
-            for name, point in zip(PROGRAMS, ("xdp", "tc_ingress", "tc_egress")):
+            for point, name in POINT_PROGRAM.items():
                 tc_facts[point] = dp.load_facts(name, ns.cookie)
     finally:
         for lo in loaded.values():
             lo.close()
-        import os
-
         os.close(stats_fd)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for (family, proto, hook, point, variant), vals in samples.items():
         if variant != "tcflow":
             continue
@@ -316,9 +315,9 @@ def run(rounds: int = 3, seconds: int = 2, hooks_: tuple[str, ...] = HOOKS,
                      "ratio": (ours - floor) / (minimal - floor) if minimal - floor > 0 else None,
                      "samples": {v: samples[(family, proto, hook, point, v)] for v in VARIANTS}})
     facts = {"floor": loaded["floor"].facts, "minimal": loaded["minimal"].facts, "tcflow": tc_facts}
-    tc_rows = [r for r in rows if r["hook"] == "tc"]
-    ratio = statistics.median(r["ratio"] for r in tc_rows if r["ratio"] is not None) if tc_rows else None
-    worst = max((r["ratio"] for r in tc_rows if r["ratio"] is not None), default=None)
+    tc_ratios: list[float] = [r["ratio"] for r in rows if r["hook"] == "tc" and r["ratio"] is not None]
+    ratio = statistics.median(tc_ratios) if tc_ratios else None
+    worst = max(tc_ratios, default=None)
     return {"rounds": rounds, "seconds": seconds, "rows": rows, "programs": facts,
             "native_refused": native_refused,
             "target": {"what": "in-situ added ns, tcflow / minimal counter, TC ingress and egress: at most 2.0x",

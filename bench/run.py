@@ -176,8 +176,9 @@ def report(res: dict[str, Any]) -> str:
             f"**cold {st['cold_median_s']:.2f} s** (empty cache: bcc compiles in a child process, and the "
             "kernel-header fallback tree is made).", "",
             f"Steady RSS: `tcflow attach` **{st['attach_rss_mib']:.1f} MiB** (after 3 snapshots), `tcflow serve` "
-            f"**{st['serve_rss_mib']:.1f} MiB** (after 5 scrapes). Loading (verifying) both TC programs for one "
-            f"more namespace: median **{st['namespace_load_median_s'] * 1000:.0f} ms**.", ""]
+            f"**{st['serve_rss_mib']:.1f} MiB** (after 5 scrapes); a cold start's compile child (bcc, LLVM) peaks at "
+            f"**{st['compile_child_peak_rss_mib']:.0f} MiB** while it runs. Loading (verifying) both TC programs for "
+            f"one more namespace: median **{st['namespace_load_median_s'] * 1000:.0f} ms**.", ""]
     sc2 = res["scrape"]
     out += ["## 6. /metrics under load (`tcflow serve`)", "",
             f"{sc2['clients']} concurrent clients x {sc2['scrapes_each']} scrapes, {sc2['interfaces']} interfaces "

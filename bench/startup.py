@@ -7,7 +7,8 @@
   bcc compiles in a child process, and the kernel-header fallback tree is
   made again;
 - steady RSS of `tcflow attach` and of `tcflow serve` (after a few
-  snapshots, and for serve a few scrapes), from /proc/PID/status;
+  snapshots, and for serve a few scrapes), from /proc/PID/status; and the
+  peak RSS of the compile child a cold start runs (bcc, LLVM);
 - one more namespace: loading (verifying) both TC programs for a namespace
   the agent does not serve yet.
 """
@@ -82,6 +83,7 @@ def run(runs: int = 5) -> dict[str, Any]:
                 shutil.rmtree(empty, ignore_errors=True)
 
         def three_snapshots(p: subprocess.Popen) -> None:
+            assert p.stdout is not None and p.stderr is not None
             for _ in range(3):
                 if not p.stdout.readline().startswith("{"):
                     raise RuntimeError(f"tcflow attach stopped: {p.stderr.read()[-400:]}")
@@ -90,6 +92,7 @@ def run(runs: int = 5) -> dict[str, Any]:
         port = _free_port()
 
         def scrapes(p: subprocess.Popen) -> None:
+            assert p.stderr is not None
             end = time.monotonic() + 60
             while True:
                 try:
@@ -105,6 +108,12 @@ def run(runs: int = 5) -> dict[str, Any]:
 
         serve_rss = _steady_rss(["serve", "--listen", f"127.0.0.1:{port}", "--netns", pair.ns_b, pair.dev_b],
                                 scrapes)
+    # the compile child's peak memory (what a cold start adds, for a moment)
+    probe = ("import resource; from tcflow import build, kheaders; h = kheaders.locate(); "
+             "build.compile_in_child(build.cache_key(h), h); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    compile_rss = int(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT,
+                                     check=True).stdout.split()[-1]) / 1024
     ns_load = []
     with Datapath() as dp:
         for cookie in range(1, 6):  # cookies of namespaces it does not serve: only immediates
@@ -115,4 +124,5 @@ def run(runs: int = 5) -> dict[str, Any]:
             dp.release(cookie)
     return {"runs": runs, "warm_s": warm, "cold_s": cold, "warm_median_s": statistics.median(warm),
             "cold_median_s": statistics.median(cold), "attach_rss_mib": attach_rss, "serve_rss_mib": serve_rss,
+            "compile_child_peak_rss_mib": compile_rss,
             "namespace_load_s": ns_load, "namespace_load_median_s": statistics.median(ns_load)}

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 from . import classes, kheaders
 from .errors import CompileError, DependencyError, PermissionError_, TcflowError

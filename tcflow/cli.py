@@ -404,6 +404,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .status import collect, render_status
 
     require_root()
+    if args.containers:
+        from . import container_status
+
+        report = container_status.collect()
+        out(json.dumps(report, indent=1) if args.json else container_status.render(report))
+        return Exit.OK
     report = collect(args.pin_dir)
     out(json.dumps(report, indent=1) if args.json else render_status(report))
     return Exit.OK
@@ -525,9 +531,13 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_show)
 
     st = sub.add_parser("status", help="what tcflow has attached, where, and what else is on those hooks",
-                        epilog="examples:\n  sudo tcflow status\n  sudo tcflow status --json", formatter_class=fmt,
+                        epilog="examples:\n  sudo tcflow status\n  sudo tcflow status --json\n"
+                               "  sudo tcflow status --containers", formatter_class=fmt,
                         parents=[parents["pin_dir"]])
     st.add_argument("--json", action="store_true", help="the same report as one JSON object")
+    st.add_argument("--containers", action="store_true",
+                    help="every running container instead: its interfaces, the host-side veth of each, and "
+                         "whether tcflow counts it")
     st.set_defaults(func=cmd_status)
 
     d = sub.add_parser("detach", help="remove tcflow from interfaces (pinned or left by a killed tcflow)",

@@ -193,7 +193,9 @@ def _docker(cid: str, roots: Iterable[str]) -> Optional[tuple[Container, int]]:
         doc = _json(os.path.join(root, "containers", cid, "config.v2.json"))
         if not isinstance(doc, dict):
             continue
-        state = doc.get("State") if isinstance(doc.get("State"), dict) else {}
+        state = doc.get("State")
+        if not isinstance(state, dict):
+            return None
         pid = state.get("Pid")
         if not state.get("Running") or not isinstance(pid, int) or pid <= 0:
             return None
@@ -210,7 +212,8 @@ def _annotations(cid: str) -> dict[str, str]:
     candidates = []
     if _trusted(CONTAINERD_STATE):
         try:
-            candidates += [os.path.join(CONTAINERD_STATE, ns, cid, "config.json") for ns in os.listdir(CONTAINERD_STATE)]
+            candidates += [os.path.join(CONTAINERD_STATE, ns, cid, "config.json")
+                           for ns in os.listdir(CONTAINERD_STATE)]
         except OSError:
             pass
     candidates += [os.path.join(d, cid, "userdata", "config.json") for d in CRIO_STATE if _trusted(d)]

@@ -216,9 +216,9 @@ class Datapath:
                 fd = self._progs.pop(key)
                 _add_stats(self._retired, key[0], fd)
                 os.close(fd)
-            fd = self._arrays.pop(netns_cookie, None)
-            if fd is not None:
-                os.close(fd)
+            array = self._arrays.pop(netns_cookie, None)
+            if array is not None:
+                os.close(array)
 
     @property
     def programs_loaded(self) -> int:

@@ -41,7 +41,9 @@ def sum_percpu(raw: bytes, ncpus: int, nslots: int) -> list[Sums]:
         if col and max(col) > U64:
             col = [x & U64 for x in col]
         cols.append(col)
-    return list(zip(zip(*(cols[i] for i in _BYTES_AT)), zip(*(cols[i + 1] for i in _BYTES_AT))))
+    by_bytes = zip(*(cols[i] for i in _BYTES_AT), strict=True)
+    by_packets = zip(*(cols[i + 1] for i in _BYTES_AT), strict=True)
+    return list(zip(by_bytes, by_packets, strict=True))
 
 
 def read_slots(map_fd: int, nslots: int, ncpus: int) -> list[Sums]:

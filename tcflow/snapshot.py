@@ -52,7 +52,7 @@ class ClassCounts(Mapping[str, int]):
         return len(NAMES)
 
     def __repr__(self) -> str:
-        return repr(dict(zip(NAMES, self._v)))
+        return repr(dict(zip(NAMES, self._v, strict=True)))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import pytest
 
 from tests.conftest import PREFIX
-from tests.support.cli import Live
+from tests.support.cli import Live, run
 from tests.support.docker import Dockerd
 from tests.support.pcap import capture, drain
 from tests.support.reference import classify
@@ -114,6 +114,21 @@ def test_each_container_is_counted_exactly_in_its_own_namespace_and_named(
         # db saw the other end of the same conversation
         d = snap["interfaces"][f"{db}/eth0"]
         assert d["bytes"]["L4_TCP_RECV_V4"] == 300_000 and d["container"]["container"] == db
+        # status --containers: each one, its host-side veth (here in dockerd's namespace), counted
+        st = run("status", "--containers", "--json", env=env)
+        assert st.returncode == 0, st.stderr
+        rows = {c["name"]: c for c in json.loads(st.stdout)["containers"]}
+        for name in (web, db):
+            (eth0,) = rows[name]["interfaces"]
+            assert eth0["interface"] == "eth0" and eth0["counted"] is True
+            host_side = eth0["host_side"]
+            assert host_side and host_side.startswith(docker.ns + "/veth"), eth0
+            peer = subprocess.run(["ip", "-n", docker.ns, "-j", "link", "show", "dev", host_side.split("/")[1]],
+                                  capture_output=True, text=True, check=True).stdout
+            assert json.loads(peer)[0]["link_index"] == eth0["ifindex"]
+        assert rows[web]["container_id"] == web_id
+        table = run("status", "--containers", env=env).stdout
+        assert web in table and "yes" in table
     finally:
         live.kill()
 

@@ -26,10 +26,13 @@ def test_systemd_unit_pins_so_a_restart_loses_nothing() -> None:
     assert "Restart=on-failure" in text
 
 
-def test_daemonset_is_privileged_host_network_with_bpffs_and_states_limits() -> None:
+def test_daemonset_serves_every_container_and_states_limits() -> None:
     text = (DEPLOY / "daemonset.yaml").read_text()
-    for needle in ("hostNetwork: true", "privileged: true", "mountPath: /sys/fs/bpf", "--pin", "Limitations"):
+    for needle in ("hostNetwork: true", "hostPID: true", "privileged: true", "mountPath: /sys/fs/bpf", "--pin",
+                   '"--containers"', "Limitations", "prometheus.io/port", "kind: Service", "detach", "--all",
+                   "limits: {memory:"):
         assert needle in text, needle
+    assert "/usr/src" not in text.split("apiVersion", 1)[1]  # it would hide the image's own headers
 
 
 def _promtool() -> str:

@@ -12,9 +12,9 @@ from collections import Counter
 import pytest
 
 from tcflow import classes
+from tcflow.build import SOURCE
 from tcflow.errors import CompileError, DependencyError
 from tcflow.kheaders import locate
-from tcflow.build import SOURCE
 from tcflow.loader import PLACEHOLDER, patch_imm64
 from tcflow.reader import VALUE_SIZE, WORDS_PER_SLOT, sum_percpu
 from tcflow.snapshot import Hooks, make_snapshot

@@ -1,0 +1,109 @@
+"""`tcflow status --containers`: every container, its interfaces, the host-side
+veth of each (found by the peer ifindex netlink reports), and whether tcflow
+counts it. Plain netlink reads; the containers come from tcflow.containers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from . import containers
+from . import hooks as _hooks
+from .names import from_kernel, shown
+from .netns import Netns, all_namespaces, cookie_of, cookie_of_current
+
+
+def _links(ipr: Any) -> list[dict[str, Any]]:
+    """Every link: ifindex, name, kind, and for a veth the peer's ifindex (IFLA_LINK)."""
+    out = []
+    for msg in ipr.get_links():
+        info = msg.get_attr("IFLA_LINKINFO")
+        kind = (info.get_attr("IFLA_INFO_KIND") or "") if info is not None else ""
+        out.append({"ifindex": msg["index"], "name": from_kernel(msg.get_attr("IFLA_IFNAME")), "kind": kind,
+                    "peer": msg.get_attr("IFLA_LINK"), "peer_netnsid": msg.get_attr("IFLA_LINK_NETNSID")})
+    return out
+
+
+def host_peers(skip: set[int]) -> dict[int, list[dict[str, Any]]]:
+    """Veths outside the containers, by ifindex: the host's own first, then
+    those of other namespaces (a runtime may keep its bridge in one). An
+    ifindex repeats across namespaces, so each entry is a list; a match is
+    confirmed by the peer pointing back."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    for label, path, inode in all_namespaces():
+        if inode in skip:
+            continue
+        cookie = cookie_of_current() if not label else cookie_of(path)
+        if cookie is None:
+            continue
+        try:
+            ipr = _hooks.ipr_for(Netns(label, path, inode, cookie))
+        except Exception:
+            continue
+        try:
+            for ln in _links(ipr):
+                if ln["kind"] == "veth":
+                    out.setdefault(ln["ifindex"], []).append({**ln, "netns": label})
+        finally:
+            ipr.close()
+    return out
+
+
+def collect(proc: str = "/proc") -> dict[str, Any]:
+    found = containers.scan(proc)
+    host = host_peers({g.inode for g in found if not g.host_network})
+    rows = []
+    for g in found:
+        row: dict[str, Any] = {"name": g.label, "host_network": g.host_network, "pid": g.pid,
+                               "netns_inode": g.inode, **g.labels(), "interfaces": []}
+        if not g.host_network:
+            row["interfaces"] = _interfaces(g, host, proc)
+        rows.append(row)
+    return {"containers": rows}
+
+
+def _interfaces(g: containers.Group, host: dict[int, list[dict[str, Any]]], proc: str) -> list[dict[str, Any]]:
+    path = f"{proc}/{g.pid}/ns/net"
+    cookie = cookie_of(path)
+    if cookie is None:
+        return []  # gone since the scan
+    ipr = _hooks.ipr_for(Netns(g.label, path, g.inode, cookie))
+    try:
+        out = []
+        for ln in _links(ipr):
+            if ln["name"] == "lo":
+                continue
+            found = _hooks.tcflow_hooks(ipr, ln["ifindex"])
+            host_side: Optional[str] = None
+            if ln["kind"] == "veth":
+                for peer in host.get(ln["peer"], []):
+                    if peer["peer"] == ln["ifindex"]:
+                        host_side = f"{peer['netns']}/{peer['name']}" if peer["netns"] else peer["name"]
+                        break
+            out.append({"interface": shown(ln["name"]), "ifindex": ln["ifindex"], "kind": ln["kind"] or "device",
+                        "peer_ifindex": ln["peer"] if ln["kind"] == "veth" else None,
+                        "host_side": shown(host_side) if host_side else None,
+                        "counted": bool(found["tc_egress"] and (found["xdp"] or found["tc_ingress"]))})
+        return out
+    finally:
+        ipr.close()
+
+
+def render(r: dict[str, Any]) -> str:
+    if not r["containers"]:
+        return "no running container found (Docker, containerd, CRI-O, Podman, LXC, systemd-nspawn)"
+    lines = [f"{'CONTAINER':<28} {'RUNTIME':<10} {'ID':<12} {'IFACE':<10} {'HOST SIDE':<16} COUNTED"]
+    for c in r["containers"]:
+        cid = c["container_id"].split(",")[0][:12]
+        if c["host_network"]:
+            lines.append(f"{c['name'][:28]:<28} {c['runtime']:<10} {cid:<12} {'(host network: the host'}'s "
+                         "interfaces; attach them by name)")
+            continue
+        if not c["interfaces"]:
+            lines.append(f"{c['name'][:28]:<28} {c['runtime']:<10} {cid:<12} -")
+        for i in c["interfaces"]:
+            host_side = i["host_side"] or (f"ifindex {i['peer_ifindex']}" if i["peer_ifindex"] else "-")
+            lines.append(f"{c['name'][:28]:<28} {c['runtime']:<10} {cid:<12} {i['interface']:<10} "
+                         f"{host_side:<16} {'yes' if i['counted'] else 'no'}")
+    return "\n".join(lines)
+
