@@ -15,6 +15,7 @@ agent adopts them, so counters carry on.
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Any, ContextManager, Iterable, Optional
 
 from . import journal, netns, pins
@@ -53,7 +54,8 @@ class Agent:
         self.binder: Optional[Binder] = None
         self.notices: list[str] = []  # for the user: the CLI prints and clears them
         self.attach_errors = 0        # interfaces that matched but could not be attached (follow)
-        self.fleet: Optional[Fleet] = Fleet() if settings.containers else None
+        self.fleet: Optional[Fleet] = Fleet(pin_dir=self.pin_dir) if settings.containers else None
+        self._warmer: Optional[threading.Thread] = None
 
     @property
     def pin_dir(self) -> Optional[str]:
@@ -139,6 +141,11 @@ class Agent:
             raise errors[0]
 
     def _close_handles(self) -> None:
+        if self._warmer is not None:
+            self._warmer.join(timeout=30)
+            self._warmer = None
+        if self.fleet is not None:
+            self.fleet.close()
         cookies = list(self.watches)
         for watch in self.watches.values():
             watch.close()
@@ -159,8 +166,16 @@ class Agent:
 
     # -- interfaces and namespaces that come and go ------------------------------
     def event_fds(self) -> dict[int, Watch]:
-        """Netlink sockets readable on link changes, one per namespace."""
-        return {w.events_fd(): w for w in self.watches.values()}
+        """Netlink sockets readable on link changes, one per namespace. A
+        namespace that went before its socket was made has none: reap()
+        lets it go."""
+        out = {}
+        for w in self.watches.values():
+            try:
+                out[w.events_fd()] = w
+            except OSError:
+                continue
+        return out
 
     def sync(self, watch: Watch) -> None:
         """Forget interfaces that are gone (their counters go with them);
@@ -212,7 +227,7 @@ class Agent:
             return self._discover()
 
     def _discover(self) -> int:
-        assert self.fleet is not None and self.slots is not None and self.binder is not None
+        assert self.fleet is not None and self.slots is not None and self.binder is not None and self.dp is not None
         new = self.fleet.discover(self)
         for watch in new:
             try:
@@ -230,6 +245,26 @@ class Agent:
                         self.attach_errors += 1
                         self.notices.append(f"could not attach {link.key}: {e}")
         return len(new)
+
+    def warm(self) -> None:
+        """--containers: keep a set of programs verified ahead for the next
+        container's namespace, so that it is counted from its first packet.
+        The verifier runs in a thread of its own (about 60 ms): the loop goes
+        on attaching and serving meanwhile. Programs only, no pins: no pin lock."""
+        dp = self.dp
+        if self.fleet is None or dp is None or (self._warmer is not None and self._warmer.is_alive()):
+            return
+        if dp.spares():
+            return
+
+        def run() -> None:
+            try:
+                dp.warm()
+            except Exception as e:  # the next container then loads its own, a little later
+                self.notices.append(f"could not load programs ahead for new containers: {e}")
+
+        self._warmer = threading.Thread(target=run, name="tcflow-warm", daemon=True)
+        self._warmer.start()
 
     # -- read -------------------------------------------------------------
     def health(self) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from .agent import Agent
 from .binding import INGRESS_CHOICES, XDP_MODES, Settings
 from .completion import bash, subcommands
 from .errors import InterfaceError, TcflowError, UsageError, shell_words
+from .fleet import BURST_EVERY_S, BURST_S
 from .loader import DEFAULT_MAX_IFACES, Options
 from .names import printable
 from .reader import VALUE_SIZE
@@ -226,14 +227,22 @@ def run_loop(agent: Agent, sig: _Signals, interval: float, tick: Callable[[], bo
     following = agent.fleet is not None or any(w.follow for w in agent.watches.values())
     due = time.monotonic() + interval
     scan_due = time.monotonic() + CONTAINER_SCAN_S
+    burst_until = 0.0  # --containers: after a runtime made a namespace, scan often for a while
+    cue = agent.fleet.cue.fd if agent.fleet is not None and agent.fleet.cue.fd >= 0 else None
     while not sig.stop:
         fds = agent.event_fds()
         wake = min(due, scan_due) if agent.fleet is not None else due
-        ready, _, _ = select.select([sig.rfd, *fds], [], [], max(0.0, wake - time.monotonic()))
+        ready, _, _ = select.select([sig.rfd, *fds, *([cue] if cue is not None else [])], [], [],
+                                    max(0.0, wake - time.monotonic()))
         if sig.rfd in ready:
             sig.drain()
         if sig.stop:
             break
+        if cue is not None and cue in ready:
+            assert agent.fleet is not None
+            agent.fleet.cue.drain()
+            burst_until = time.monotonic() + BURST_S
+            scan_due = time.monotonic()
         with guard():
             for fd in ready:
                 if fd in fds:
@@ -241,7 +250,10 @@ def run_loop(agent: Agent, sig: _Signals, interval: float, tick: Callable[[], bo
             lost = agent.reap()
             if agent.fleet is not None and time.monotonic() >= scan_due:
                 agent.discover()
-                scan_due = time.monotonic() + CONTAINER_SCAN_S
+                now = time.monotonic()
+                scan_due = now + (BURST_EVERY_S if now < burst_until else CONTAINER_SCAN_S)
+        if agent.fleet is not None:
+            agent.warm()
         if agent.fleet is not None:
             lost = []  # containers come and go: that is no news
         for label in lost:

@@ -187,8 +187,12 @@ def _pids(proc: str) -> list[int]:
         return []
 
 
-def _docker(cid: str, roots: Iterable[str]) -> Optional[tuple[Container, int]]:
-    """Docker's record of a container: (Container, its State.Pid), if running."""
+def _docker(cid: str, roots: Iterable[str], proc: str = "/proc",
+            candidate: int = 0) -> Optional[tuple[Container, int]]:
+    """Docker's record of a container: (Container, the pid that stands for
+    it). Running: its State.Pid. Still starting (the record does not say
+    running yet, and the runtime is wiring its network): ``candidate``, if
+    that process descends from the containerd shim root runs for this id."""
     for root in roots:
         doc = _json(os.path.join(root, "containers", cid, "config.v2.json"))
         if not isinstance(doc, dict):
@@ -198,13 +202,53 @@ def _docker(cid: str, roots: Iterable[str]) -> Optional[tuple[Container, int]]:
             return None
         pid = state.get("Pid")
         if not state.get("Running") or not isinstance(pid, int) or pid <= 0:
-            return None
+            if not candidate or not _shim_owns(proc, candidate, cid):
+                return None
+            pid = candidate
         name = str(doc.get("Name") or "").lstrip("/")[:256]
         labels = (doc.get("Config") or {}).get("Labels") or {}
         labels = labels if isinstance(labels, dict) else {}
         return Container(cid, "docker", name, str(labels.get("io.kubernetes.pod.name", ""))[:256],
                          str(labels.get("io.kubernetes.pod.namespace", ""))[:256]), pid
     return None
+
+
+def _shim_owns(proc: str, pid: int, cid: str, depth: int = 6) -> bool:
+    """True if ``pid`` descends from a root-owned containerd shim started for
+    container ``cid`` (a user cannot make its processes the children of root's shim)."""
+    for _ in range(depth):
+        raw = read_small(f"{proc}/{pid}/stat", 4096)
+        if not raw or b")" not in raw:
+            return False
+        ppid = int(raw.rsplit(b")", 1)[1].split()[1])
+        if ppid <= 1:
+            return False
+        cmd = read_small(f"{proc}/{ppid}/cmdline", 65536) or b""
+        args = cmd.split(b"\0")
+        if args and b"containerd-shim" in os.path.basename(args[0]) and _owner(proc, ppid) == 0:
+            return any(a == b"-id" and i + 1 < len(args) and args[i + 1] == cid.encode() for i, a in enumerate(args))
+        pid = ppid
+    return False
+
+
+def netns_dirs(proc: str = "/proc") -> list[str]:
+    """Where runtimes make a new container's namespace file before they wire
+    its interfaces: Docker's <exec-root>/netns, and /run/netns (CNI, `ip netns`).
+    A file appearing there is the cue to look for a new container at once."""
+    dirs = ["/run/netns"]
+    for pid in _pids(proc):
+        raw = read_small(f"{proc}/{pid}/cmdline", 65536)
+        if not raw or not raw.split(b"\0", 1)[0].endswith(b"dockerd") or _owner(proc, pid) != 0:
+            continue
+        args = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+        root = "/var/run/docker"
+        for i, a in enumerate(args):
+            if a == "--exec-root" and i + 1 < len(args):
+                root = args[i + 1]
+            elif a.startswith("--exec-root="):
+                root = a.split("=", 1)[1]
+        dirs.append(os.path.join(root, "netns"))
+    return [d for d in dict.fromkeys(dirs) if _trusted(d)]
 
 
 def _annotations(cid: str) -> dict[str, str]:
@@ -266,7 +310,7 @@ def scan(proc: str = "/proc") -> list[Group]:
             continue
         runtime, cid = found
         if runtime == "docker":
-            rec = _docker(cid, roots)
+            rec = _docker(cid, roots, proc, pid)
             if rec is None:
                 continue  # no record, or not running: nothing to trust
             seen[cid] = rec

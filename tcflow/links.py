@@ -11,7 +11,8 @@ from .errors import InterfaceError
 from .names import from_kernel, shown
 from .netns import Netns
 
-Present = list[tuple[int, str, str]]  # (ifindex, name, kind) of every link in a namespace
+Present = list[tuple[int, str, str, bool]]  # (ifindex, name, kind, up) of every link in a namespace
+IFF_UP = 1
 
 
 @dataclass
@@ -35,18 +36,18 @@ class Link:
 
 
 def list_links(ipr: Any) -> Present:
-    """(ifindex, name, kind) of every link in the IPRoute's namespace: one dump."""
+    """(ifindex, name, kind, up) of every link in the IPRoute's namespace: one dump."""
     out: Present = []
     for msg in ipr.get_links():
         info = msg.get_attr("IFLA_LINKINFO")
         kind = (info.get_attr("IFLA_INFO_KIND") or "") if info is not None else ""
-        out.append((msg["index"], from_kernel(msg.get_attr("IFLA_IFNAME")), kind))
+        out.append((msg["index"], from_kernel(msg.get_attr("IFLA_IFNAME")), kind, bool(msg["flags"] & IFF_UP)))
     return out
 
 
 def lookup(present: Present, ns: Netns, ifname: str) -> Link:
     """The link named ``ifname`` among ``present``, or an error with the fix."""
-    for ifindex, name, kind in present:
+    for ifindex, name, kind, _up in present:
         if name == ifname:
             return Link(name, ifindex, ns, kind)
     where = f" in namespace {shown(ns.name)}" if ns.name else ""
@@ -58,7 +59,7 @@ def matching(present: Present, ns: Netns, globs: Iterable[str]) -> list[Link]:
     """Links whose name matches a shell glob; lo only when named, never by a glob
     (SPEC counts its traffic apart anyway)."""
     globs = list(globs)
-    return [Link(name, ifindex, ns, kind) for ifindex, name, kind in present
+    return [Link(name, ifindex, ns, kind) for ifindex, name, kind, _up in present
             if name != "lo" and any(fnmatch.fnmatchcase(name, g) for g in globs)]
 
 
@@ -72,9 +73,14 @@ class Diff:
 
 
 def diff(held: Iterable[Link], present: Present, ns: Netns, globs: Iterable[str], follow: bool) -> Diff:
-    """Held links that are gone or renamed; with ``follow``, new matches."""
+    """Held links that are gone or renamed; with ``follow``, new matches that
+    are up. A link still down is left for a later event: container runtimes
+    create veth pairs and move one end away at once, and only the end that
+    stays is brought up, so the transient one is never hooked (and never
+    reported gone)."""
     out = Diff()
-    names = {ifindex: name for ifindex, name, _ in present}
+    names = {ifindex: name for ifindex, name, _, _ in present}
+    up = {ifindex for ifindex, _, _, is_up in present if is_up}
     held_idx = set()
     for link in held:
         held_idx.add(link.ifindex)
@@ -83,5 +89,5 @@ def diff(held: Iterable[Link], present: Present, ns: Netns, globs: Iterable[str]
         elif names[link.ifindex] != link.ifname:
             out.renamed.append((link, names[link.ifindex]))
     if follow:
-        out.new = [ln for ln in matching(present, ns, globs) if ln.ifindex not in held_idx]
+        out.new = [ln for ln in matching(present, ns, globs) if ln.ifindex not in held_idx and ln.ifindex in up]
     return out

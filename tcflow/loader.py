@@ -8,7 +8,10 @@ agent, however many namespaces it serves.
 
 Each program is loaded once per network namespace it serves (see the C for
 why no helper can tell the namespace), with that namespace's own
-``by_ifindex`` array and its cookie written into one 64-bit immediate.
+``by_ifindex`` array, whose entry 0 holds the namespace's cookie. The
+instructions name no namespace, so ``warm()`` can load a spare set ahead of
+time: a namespace that appears (a container) then takes a set already
+verified, and is counted a few netlink calls later, not after the verifier.
 """
 
 from __future__ import annotations
@@ -16,10 +19,9 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import struct
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from . import _libbpf, build, kheaders, pins
@@ -33,9 +35,6 @@ DEFAULT_MAX_IFACES = 4096
 # which costs more a packet (bench: in situ).
 IFINDEX_SLOTS = 8192
 IFACE_F_BOUND = 0x80000000
-PLACEHOLDER = 0x7CF1C00C1E5EED01
-
-_BPF_LD_IMM64 = 0x18
 
 
 @dataclass(frozen=True)
@@ -47,22 +46,13 @@ class Options:
     pin_dir: Optional[str] = None
 
 
-def patch_imm64(insns: bytes, old: int, new: int) -> bytes:
-    """Replace the one ld_imm64 of ``old`` with ``new``; error if not exactly one."""
-    buf = bytearray(insns)
-    hits = []
-    for off in range(0, len(buf) - 15, 8):
-        if buf[off] != _BPF_LD_IMM64:
-            continue
-        lo = struct.unpack_from("<I", buf, off + 4)[0]
-        hi = struct.unpack_from("<I", buf, off + 12)[0]
-        if (hi << 32 | lo) == old:
-            hits.append(off)
-    if len(hits) != 1:
-        raise CompileError(f"expected one netns placeholder in the program, found {len(hits)}")
-    struct.pack_into("<I", buf, hits[0] + 4, new & 0xFFFFFFFF)
-    struct.pack_into("<I", buf, hits[0] + 12, new >> 32)
-    return bytes(buf)
+@dataclass
+class _Set:
+    """One namespace's by_ifindex array and the programs loaded with it."""
+
+    array: int
+    progs: dict[str, int] = field(default_factory=dict)
+    load_s: dict[str, float] = field(default_factory=dict)  # how long each load (the verifier) took
 
 
 class Datapath:
@@ -82,9 +72,8 @@ class Datapath:
         self.ncpus = _libbpf.num_possible_cpus()
         self._lock = threading.Lock()
         self._fds: dict[str, int] = {}
-        self._arrays: dict[int, int] = {}        # netns cookie -> its by_ifindex fd
-        self._progs: dict[tuple[str, int], int] = {}
-        self._load_s: dict[tuple[str, int], float] = {}  # how long each load (the verifier) took
+        self._sets: dict[int, _Set] = {}   # netns cookie -> its array and programs
+        self._spare: list[_Set] = []       # loaded ahead, for namespaces yet to come
         self._retired: dict[str, tuple[int, int]] = {}  # stats of programs released, so totals never drop
         try:
             for name in ("ifaces", "counters") + (("meta",) if options.pin_dir else ()):
@@ -120,13 +109,17 @@ class Datapath:
             raise
         return fd
 
-    def _array(self, cookie: int) -> int:
-        """The by_ifindex array of one namespace, made on first use (lock held)."""
-        fd = self._arrays.get(cookie)
-        if fd is None:
-            fd = self._arrays[cookie] = _create(BPF_MAP_TYPE_ARRAY, "by_ifindex", 4, ctypes.sizeof(IfaceVal),
-                                                IFINDEX_SLOTS)
-        return fd
+    def _set(self, cookie: int) -> _Set:
+        """The set of one namespace: a spare one if there is, else a new
+        array (programs load on first use). Lock held."""
+        s = self._sets.get(cookie)
+        if s is None:
+            s = self._spare.pop() if self._spare else _Set(_create(BPF_MAP_TYPE_ARRAY, "by_ifindex", 4,
+                                                                   ctypes.sizeof(IfaceVal), IFINDEX_SLOTS))
+            # entry 0: the cookie, for the fallback to the shared hash
+            _libbpf.map_update(s.array, ctypes.c_uint32(0), IfaceVal(cookie & 0xFFFFFFFF, cookie >> 32))
+            self._sets[cookie] = s
+        return s
 
     def map_fd(self, name: str) -> int:
         return self._fds[name]
@@ -134,16 +127,16 @@ class Datapath:
     def index(self, cookie: int, ifindex: int, slot: int, flags: int) -> None:
         """Point this namespace's programs at ``slot`` for ``ifindex`` (the
         fast lookup); interfaces past the array are found through ``ifaces``."""
-        if 0 <= ifindex < IFINDEX_SLOTS:
+        if 0 < ifindex < IFINDEX_SLOTS:
             with self._lock:
-                fd = self._array(cookie)
+                fd = self._set(cookie).array
             _libbpf.map_update(fd, ctypes.c_uint32(ifindex), IfaceVal(slot, flags | IFACE_F_BOUND))
 
     def unindex(self, cookie: int, ifindex: int) -> None:
         with self._lock:
-            fd = self._arrays.get(cookie)
-        if fd is not None and 0 <= ifindex < IFINDEX_SLOTS:
-            _libbpf.map_update(fd, ctypes.c_uint32(ifindex), IfaceVal(0, 0))
+            s = self._sets.get(cookie)
+        if s is not None and 0 < ifindex < IFINDEX_SLOTS:
+            _libbpf.map_update(s.array, ctypes.c_uint32(ifindex), IfaceVal(0, 0))
 
     def iface_entries(self) -> dict[tuple[int, int], tuple[int, int]]:
         """Every entry of ``ifaces``: {(cookie, ifindex): (slot, flags)}."""
@@ -163,21 +156,47 @@ class Datapath:
     def prog(self, name: str, netns_cookie: int) -> int:
         """The fd of program ``name`` for one network namespace, loaded on first use."""
         with self._lock:
-            fd = self._progs.get((name, netns_cookie))
-            if fd is None:
-                t0 = time.perf_counter()
-                fd = self._load(name, netns_cookie)
-                self._load_s[(name, netns_cookie)] = time.perf_counter() - t0
-                self._progs[(name, netns_cookie)] = fd
-            return fd
+            s = self._set(netns_cookie)
+            fd = s.progs.get(name)
+            return fd if fd is not None else self._load_into(s, name)
 
-    def _insns(self, name: str, cookie: int) -> bytes:
-        fds = {"ifaces": self._fds["ifaces"], "counters": self._fds["counters"], "by_ifindex": self._array(cookie)}
-        return patch_imm64(self.image.link(name, fds), PLACEHOLDER, cookie)
+    def warm(self, names: tuple[str, ...] = (PROG_TC_INGRESS, PROG_TC_EGRESS), count: int = 1) -> int:
+        """Keep ``count`` spare sets with ``names`` loaded, for namespaces that
+        will appear (--containers); how many were made now. The verifier runs
+        without the lock held: programs for other namespaces load meanwhile."""
+        made = 0
+        while True:
+            with self._lock:
+                if len(self._spare) >= count or not self._fds:
+                    return made
+            s = _Set(_create(BPF_MAP_TYPE_ARRAY, "by_ifindex", 4, ctypes.sizeof(IfaceVal), IFINDEX_SLOTS))
+            try:
+                for name in names:
+                    self._load_into(s, name)
+            except BaseException:
+                _close_set(s, None)
+                raise
+            with self._lock:
+                self._spare.append(s)
+            made += 1
 
-    def _load(self, name: str, cookie: int) -> int:
+    def spares(self) -> int:
+        with self._lock:
+            return len(self._spare)
+
+    def _load_into(self, s: _Set, name: str) -> int:
+        t0 = time.perf_counter()
+        fd = s.progs[name] = self._load(name, s)
+        s.load_s[name] = time.perf_counter() - t0
+        return fd
+
+    def _insns(self, name: str, s: _Set) -> bytes:
+        return self.image.link(name, {"ifaces": self._fds["ifaces"], "counters": self._fds["counters"],
+                                      "by_ifindex": s.array})
+
+    def _load(self, name: str, s: _Set) -> int:
         try:
-            return _libbpf.prog_load(build.PROG_TYPES[name], name, self._insns(name, cookie))
+            return _libbpf.prog_load(build.PROG_TYPES[name], name, self._insns(name, s))
         except TcflowError as e:
             err = e.fields.get("errno")
             if err == errno.EPERM:
@@ -189,7 +208,7 @@ class Datapath:
         build.discard(self.image.key)
         self.image, self.origin = build.image(kheaders.locate(), use_cache=False)
         try:
-            return _libbpf.prog_load(build.PROG_TYPES[name], name, self._insns(name, cookie))
+            return _libbpf.prog_load(build.PROG_TYPES[name], name, self._insns(name, s))
         except TcflowError as e:
             raise CompileError(e.message, hint="run `tcflow doctor`") from None
 
@@ -198,31 +217,30 @@ class Datapath:
         fd = self.prog(name, netns_cookie)
         info = _libbpf.prog_info(fd)
         return {"jited_bytes": info.jited_prog_len, "xlated_insns": info.xlated_prog_len // 8,
-                "verified_insns": info.verified_insns, "load_ms": self._load_s[(name, netns_cookie)] * 1000}
+                "verified_insns": info.verified_insns,
+                "load_ms": self._sets[netns_cookie].load_s[name] * 1000}
 
     def program_stats(self) -> dict[str, tuple[int, int]]:
         """{program: (runs, run time in ns)} summed over the namespaces it was
         loaded for. The kernel counts only while BPF statistics are enabled."""
         with self._lock:
             out = dict(self._retired)
-            for (name, _cookie), fd in self._progs.items():
-                _add_stats(out, name, fd)
+            for s in self._sets.values():
+                for name, fd in s.progs.items():
+                    _add_stats(out, name, fd)
         return out
 
     def release(self, netns_cookie: int) -> None:
         """Close the programs (and the array) of one namespace tcflow no longer serves."""
         with self._lock:
-            for key in [k for k in self._progs if k[1] == netns_cookie]:
-                fd = self._progs.pop(key)
-                _add_stats(self._retired, key[0], fd)
-                os.close(fd)
-            array = self._arrays.pop(netns_cookie, None)
-            if array is not None:
-                os.close(array)
+            s = self._sets.pop(netns_cookie, None)
+            if s is not None:
+                _close_set(s, self._retired)
 
     @property
     def programs_loaded(self) -> int:
-        return len(self._progs)
+        """Programs serving namespaces (spares not counted)."""
+        return sum(len(s.progs) for s in self._sets.values())
 
     def __enter__(self) -> "Datapath":
         return self
@@ -234,10 +252,12 @@ class Datapath:
         """Close every fd (maps go unless pinned; attached programs stay
         alive with the maps they use)."""
         with self._lock:
-            for fd in [*self._progs.values(), *self._arrays.values(), *self._fds.values()]:
+            for s in [*self._sets.values(), *self._spare]:
+                _close_set(s, None)
+            for fd in self._fds.values():
                 os.close(fd)
-            self._progs.clear()
-            self._arrays.clear()
+            self._sets.clear()
+            self._spare.clear()
             self._fds.clear()
 
 
@@ -248,6 +268,14 @@ def _create(mtype: int, name: str, ksize: int, vsize: int, size: int) -> int:
         if e.fields.get("errno") == errno.EPERM:
             raise PermissionError_("creating BPF maps needs root", hint="run tcflow with sudo") from None
         raise
+
+
+def _close_set(s: _Set, retired: Optional[dict[str, tuple[int, int]]]) -> None:
+    for name, fd in s.progs.items():
+        if retired is not None:
+            _add_stats(retired, name, fd)
+        os.close(fd)
+    os.close(s.array)
 
 
 def _add_stats(into: dict[str, tuple[int, int]], name: str, fd: int) -> None:

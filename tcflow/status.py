@@ -49,7 +49,7 @@ def collect(pin_dir: str) -> dict[str, Any]:
         except Exception:
             continue
         try:
-            for ifindex, ifname, kind in list_links(ipr):
+            for ifindex, ifname, kind, _up in list_links(ipr):
                 found = _hooks.tcflow_hooks(ipr, ifindex)
                 if not (found["xdp"] or found["tc_ingress"] or found["tc_egress"]):
                     continue
@@ -114,6 +114,16 @@ def render_status(r: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def forget_carried(pin_dir: str) -> None:
+    """The totals --containers carried across container restarts for these pins (tcflow.fleet)."""
+    from .fleet import carried_path
+
+    try:
+        os.unlink(carried_path(pin_dir))
+    except OSError:
+        pass
+
+
 def _remove(entry_ns_path: Optional[str], label: str, cookie: int, ifindex: int, ifname: str,
             created_clsact: bool) -> Optional[dict[str, Any]]:
     """Remove tcflow's hooks from one link, and the clsact qdisc if tcflow made
@@ -124,7 +134,7 @@ def _remove(entry_ns_path: Optional[str], label: str, cookie: int, ifindex: int,
     ns = _netns.Netns(label, entry_ns_path, 0, cookie)
     ipr = _hooks.ipr_for(ns)
     try:
-        if not any(i == ifindex for i, _, _ in list_links(ipr)):
+        if not any(i == ifindex for i, _, _, _ in list_links(ipr)):
             journal.forget(cookie, ifindex)
             return None
         link = Link(ifname, ifindex, ns)
@@ -155,6 +165,7 @@ def detach_all(pin_dir: str) -> list[str]:
                     lines.append(f"detached {where}" if found else f"forgot {where} (interface or namespace gone)")
                     store.remove(e)
         _pins.unpin(pin_dir)
+    forget_carried(pin_dir)
     left = list(_pins.iter_pin_files(pin_dir))
     if left:
         lines.append(f"left {pin_dir} in place: it holds files tcflow did not make: {', '.join(left)}")

@@ -56,24 +56,15 @@
  * namespaces. No helper gives the interface's namespace: XDP may not call
  * bpf_get_netns_cookie(), and for TC it answers the socket's namespace, or
  * init_net's when there is no socket (measured on 6.18 at clsact ingress).
- * So each program is loaded once per namespace it serves, and the loader
- * gives each load its namespace twice:
- *  - by_ifindex: an array indexed by ifindex, one per namespace (the loader
- *    swaps this map for that namespace's own). The JIT inlines an array
- *    lookup: this is the lookup almost every packet takes.
- *  - the cookie, written into the 64-bit immediate below, for the shared
- *    hash `ifaces`: the fallback for an ifindex past the array's end.
+ * So each program is loaded once per namespace it serves, with that
+ * namespace's own by_ifindex array (the loader swaps this map for it):
+ *  - by_ifindex[ifindex]: the lookup almost every packet takes; the JIT
+ *    inlines an array lookup;
+ *  - by_ifindex[0] (no interface has ifindex 0) holds the namespace's
+ *    cookie, for the shared hash `ifaces`: the fallback for an ifindex past
+ *    the array's end. The instructions name no namespace, so the loader can
+ *    load a spare set of programs before a namespace (a container) appears.
  */
-#define TCFLOW_NETNS_PLACEHOLDER "0x7cf1c00c1e5eed01"
-
-static __always_inline u64 netns_cookie(void)
-{
-	u64 cookie;
-
-	asm volatile("%0 = " TCFLOW_NETNS_PLACEHOLDER " ll" : "=r"(cookie));
-	return cookie;
-}
-
 struct iface_key {
 	u64 netns_cookie;
 	u32 ifindex;
@@ -548,9 +539,14 @@ static __always_inline struct counters *find_counters(u32 ifindex, u32 *flags)
 		if (!(v->flags & IFACE_F_BOUND))
 			return NULL;
 	} else {
-		/* past the array's end: the shared hash */
+		/* past the array's end: the shared hash, under the namespace's
+		 * cookie, which entry 0 holds */
+		u32 zero = 0;
+		u64 *cookie = (u64 *)by_ifindex.lookup(&zero);
+		if (!cookie)
+			return NULL;
 		struct iface_key k = {};
-		k.netns_cookie = netns_cookie();
+		k.netns_cookie = *cookie;
 		k.ifindex = ifindex;
 		v = ifaces.lookup(&k);
 		if (!v)

@@ -170,6 +170,28 @@ def test_follow_attaches_new_matches_and_drops_gone_ones(netns: Callable[[], str
         live.kill()
 
 
+def test_follow_ignores_the_transient_veth_a_runtime_moves_away(netns: Callable[[], str], env: dict[str, str]) -> None:
+    """What Docker does to wire a container: a veth pair made (both ends down),
+    one end moved into the container's namespace at once, the other brought
+    up. Only the end that stays is hooked; nothing is reported gone."""
+    host, container = netns(), netns()
+    live = Live("attach", "--netns", host, "--match", "tcfv*", "--follow", "--json", "--interval", "0.2", env=env)
+    try:
+        assert live.next()["interfaces"] == {}
+        sh(f"ip -n {host} link add tcfv0 type veth peer name tcfv1")
+        sh(f"ip -n {host} link set tcfv1 netns {container}")
+        sh(f"ip -n {host} link set tcfv0 up")
+        snap = live.until(lambda s: f"{host}/tcfv0" in s["interfaces"])
+        assert set(snap["interfaces"]) == {f"{host}/tcfv0"}
+        for _ in range(3):
+            assert set(live.next()["interfaces"]) == {f"{host}/tcfv0"}
+        live.signal(signal.SIGTERM)
+        live.rest()
+        assert "disappeared" not in live.stderr() and "could not attach" not in live.stderr(), live.stderr()
+    finally:
+        live.kill()
+
+
 def test_lost_interface_is_reported_and_others_keep_counting(sandbox: Sandbox, env: dict[str, str]) -> None:
     """An interface deleted while attached: tcflow carries on with the rest."""
     one = sandbox.pair(addresses=False)

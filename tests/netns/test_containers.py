@@ -201,3 +201,61 @@ def test_20_containers_started_and_stopped_under_serve_leave_nothing(docker: Doc
     finally:
         err = srv.stop()
     assert "Traceback" not in err
+
+
+def test_with_pin_a_restart_of_tcflow_loses_nothing_of_a_restarted_container(
+        docker: Dockerd, pair: tuple[str, str], env: dict[str, str], pin_dir: str) -> None:
+    """The running container's pinned counters are adopted; what its earlier
+    life counted comes back from the carried totals tcflow wrote."""
+    web, db = pair
+    key = f"{web}/eth0"
+    srv = Serve("--containers", "--pin", env=env)
+    try:
+        _wait(lambda: key in srv.traffic()["interfaces"])
+        _traffic(docker, web)
+        lived = sum(srv.traffic()["interfaces"][key]["bytes"].values())
+        docker.run("restart", "-t", "1", web)
+        docker.exec(web, "ping", "-c", "2", "-i", "0.2", DB_IP)
+        _wait(lambda: key in (t := srv.traffic()["interfaces"]) and sum(t[key]["bytes"].values()) > lived)
+        first = srv.traffic()["interfaces"][key]["bytes"]
+    finally:
+        srv.stop()  # --pin: left attached, counting
+    srv = Serve("--containers", "--pin", env=env)
+    try:
+        _wait(lambda: key in srv.traffic()["interfaces"])
+        again = srv.traffic()["interfaces"][key]
+        assert all(again["bytes"][k] >= v for k, v in first.items()), (first, again["bytes"])
+        assert again["hook"]["pinned"] is True
+    finally:
+        srv.stop()
+    r = run("detach", "--all", "--pin-dir", pin_dir, env=env)
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_container_started_later_is_counted_from_its_first_packet(docker: Dockerd, env: dict[str, str]) -> None:
+    """The container pings as the first thing it does; every echo request
+    and reply is counted on its own eth0, none lost to a late attach."""
+    srv = Serve("--containers", env=env)
+    peer, early = f"{PREFIX}peer", f"{PREFIX}early"
+    try:
+        docker.container(peer, DB_IP)
+        _wait(lambda: f"{peer}/eth0" in srv.traffic()["interfaces"])
+        for attempt in range(3):
+            name = f"{early}{attempt}"
+            # an address of its own: a stale neighbour entry for a reused one sends
+            # the peer's replies to the old MAC, flooded to this port too
+            docker.container(name, f"198.18.200.{30 + attempt}", "sh", "-c", f"ping -c 3 -i 0.2 -W 1 {DB_IP}; "
+                             "sleep 3600")
+            key = f"{name}/eth0"
+            _wait(lambda k=key: k in (t := srv.traffic()["interfaces"]) and
+                  t[k]["packets"]["L3_RAW_RECV_V4"] >= 3)
+            time.sleep(0.5)
+            e = srv.traffic()["interfaces"][key]
+            # all three echo requests, the first included, and its ARP before them; the
+            # replies at least (a bridge may flood it a frame meant for another port)
+            assert e["packets"]["L3_RAW_SEND_V4"] == 3 and e["bytes"]["L3_RAW_SEND_V4"] == 3 * 84, e["packets"]
+            assert e["packets"]["L3_RAW_RECV_V4"] >= 3 and e["packets"]["OTHER_SEND"] >= 1, e["packets"]
+            docker.run("rm", "-f", name)
+    finally:
+        srv.stop()
+        docker.run("rm", "-f", peer, check=False)

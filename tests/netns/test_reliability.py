@@ -325,9 +325,9 @@ def test_500_veth_cycles_under_serve_follow_leak_nothing(netns: Callable[[], str
                 time.sleep(0.1)
         start = health()
         fds0 = len(os.listdir(f"/proc/{proc.pid}/fd"))
-        for i in range(500):  # one command each, back to back: tcflow is busy attaching while events pile up
-            subprocess.run(["ip", "-n", ns, "link", "add", f"f{i}", "type", "veth", "peer", "name", f"g{i}"],
-                           check=True, timeout=30)
+        for i in range(500):  # back to back: tcflow is busy attaching while events pile up
+            subprocess.run(["ip", "-n", ns, "-batch", "-"], input=f"link add f{i} type veth peer name g{i}\n"
+                           f"link set f{i} up\n", text=True, check=True, timeout=30)  # --follow takes links up
             subprocess.run(["ip", "-n", ns, "link", "del", f"f{i}"], check=True, timeout=30)
         want = {f"{ns}/{k}" for k in keep}
         end = time.monotonic() + 60
@@ -372,7 +372,7 @@ def test_a_netlink_overrun_is_answered_by_a_full_resync(sandbox: Sandbox) -> Non
         for s in (raw, watch._events):
             s.setsockopt(so.SOL_SOCKET, so.SO_RCVBUF, 1)  # the kernel's minimum
         raw.bind((0, RTMGRP_LINK))
-        batch = "".join(f"link add f{i} type veth peer name g{i}\n" for i in range(40))
+        batch = "".join(f"link add f{i} type veth peer name g{i}\nlink set f{i} up\n" for i in range(40))
         subprocess.run(["ip", "-n", ns, "-batch", "-"], input=batch, text=True, check=True)
         with pytest.raises(OSError) as e:
             while raw.recv(65536):
@@ -398,6 +398,7 @@ def test_pinned_follow_releases_gone_interfaces_and_detach_stale_clears_old_ones
         live.until(lambda s: len(s["interfaces"]) == 3)
         for cycle in range(20):  # container churn: each start/stop must not leave a pinned entry
             sh(f"ip -n {ns} link add f9{cycle} type veth peer name g9{cycle}")
+            sh(f"ip -n {ns} link set f9{cycle} up")  # --follow takes a link once it is up
             live.until(lambda s, c=cycle: f"{ns}/f9{c}" in s["interfaces"])
             sh(f"ip -n {ns} link del f9{cycle}")
             live.until(lambda s, c=cycle: f"{ns}/f9{c}" not in s["interfaces"])

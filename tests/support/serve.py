@@ -56,6 +56,10 @@ class Serve:
                 return r.status, dict(r.headers), body
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers), e.read()
+        except urllib.error.URLError:
+            if self.p.poll() is not None:  # say why it is gone, not just "connection refused"
+                raise AssertionError(f"tcflow serve exited {self.p.returncode}: {self.stop()[-3000:]}") from None
+            raise
 
     def traffic(self) -> dict[str, Any]:
         return json.loads(self.get("/traffic")[2])

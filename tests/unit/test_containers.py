@@ -130,3 +130,20 @@ def test_hostile_names_and_files_are_bounded_and_escaped(host: Path) -> None:
     os.symlink("/etc/shadow", host / "docker" / "containers" / B / "hostname")
     groups = containers.scan(str(host / "proc"))
     assert [g.labels()["container"] for g in groups] == ["we\\x1b[31mb\\x0ax"]
+
+
+def test_a_starting_container_is_trusted_through_roots_shim_for_its_id(host: Path) -> None:
+    """Before Docker's record says running (the runtime is still wiring the
+    network), the process counts only if root's containerd shim for that id is
+    its ancestor; a shim for another id, or one a user runs, gives nothing."""
+    _docker(host, A, "early", 0, running=False)
+    _proc(host, 80, "0::/system.slice/containerd.service\n", "host",
+          cmdline=b"/usr/bin/containerd-shim-runc-v2\0-namespace\0moby\0-id\0" + A.encode() + b"\0")
+    _proc(host, 81, "0::/x\n", "host", cmdline=b"containerd-shim-runc-v2\0-id\0" + A.encode() + b"\0", uid=1000)
+    for pid, parent in ((100, 80), (200, 81), (300, 1)):
+        _proc(host, pid, f"0::/docker/{A}\n", f"ns-{pid}")
+        (host / "proc" / str(pid) / "stat").write_text(f"{pid} (runc:[2:INIT]) S {parent} 0 0\n")
+    (groups,) = [containers.scan(str(host / "proc"))]
+    assert [(g.label, g.pid) for g in groups] == [("early", 100)]
+    os.unlink(host / "proc" / "100" / "cgroup")  # the shim's child gone: the others stay untrusted
+    assert containers.scan(str(host / "proc")) == []

@@ -11,11 +11,10 @@ from collections import Counter
 
 import pytest
 
-from tcflow import classes
+from tcflow import build, classes
 from tcflow.build import SOURCE
-from tcflow.errors import CompileError, DependencyError
+from tcflow.errors import DependencyError
 from tcflow.kheaders import locate
-from tcflow.loader import PLACEHOLDER, patch_imm64
 from tcflow.reader import VALUE_SIZE, WORDS_PER_SLOT, sum_percpu
 from tcflow.snapshot import Hooks, make_snapshot
 from tests.support.frames import cases
@@ -123,15 +122,21 @@ def _ld_imm64(value: int, dst: int = 1) -> bytes:
     return struct.pack("<BBhI", 0x18, dst, 0, value & 0xFFFFFFFF) + struct.pack("<BBhI", 0, 0, 0, value >> 32)
 
 
-def test_patch_imm64_replaces_exactly_one() -> None:
+def test_image_links_each_map_reference_and_refuses_what_it_cannot_account_for() -> None:
+    """The cached image keeps map references by name; link() writes each map's fd in."""
     exit_insn = struct.pack("<BBhI", 0x95, 0, 0, 0)
-    prog = _ld_imm64(7) + _ld_imm64(PLACEHOLDER) + exit_insn
-    out = patch_imm64(prog, PLACEHOLDER, 0x1122334455667788)
-    assert out == _ld_imm64(7) + _ld_imm64(0x1122334455667788) + exit_insn
-    with pytest.raises(CompileError):
-        patch_imm64(_ld_imm64(7) + exit_insn, PLACEHOLDER, 1)
-    with pytest.raises(CompileError):
-        patch_imm64(_ld_imm64(PLACEHOLDER) * 2, PLACEHOLDER, 1)
+    pseudo = 0x10 | 1  # src_reg BPF_PSEUDO_MAP_FD, dst_reg r1
+    prog = _ld_imm64(7) + _ld_imm64(0, pseudo) + _ld_imm64(0, pseudo) + exit_insn
+    refs = ((16, "counters"), (32, "by_ifindex"))
+    img = build.Image("k", {n: prog for n in build.PROGRAMS}, {n: refs for n in build.PROGRAMS})
+    out = img.link(build.PROG_XDP, {"counters": 11, "by_ifindex": 12, "ifaces": 13})
+    assert out == _ld_imm64(7) + _ld_imm64(11, pseudo) + _ld_imm64(12, pseudo) + exit_insn
+    assert build.Image.from_json(img.to_json(), "k") == img
+    with pytest.raises(ValueError):
+        build.Image.from_json(img.to_json(), "another key")
+    bad = build.Image("k", img.insns, {n: ((8, "counters"),) for n in build.PROGRAMS})  # not an ld_imm64
+    with pytest.raises(ValueError):
+        build.Image.from_json(bad.to_json(), "k")
 
 
 def _debian_tree(root: str) -> None:
