@@ -17,11 +17,11 @@ def test_bench_smoke_writes_every_result_and_the_report(tmp_path) -> None:  # no
     r = subprocess.run([sys.executable, "-m", "bench.run", "--smoke", "--out", str(tmp_path)], cwd=REPO,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    for name in ("perpacket", "throughput", "scale", "startup", "scrape"):
+    for name in ("insitu", "perpacket", "throughput", "scale", "startup", "scrape", "containers"):
         with open(tmp_path / f"{name}.json") as f:
             doc = json.load(f)
         assert doc["smoke"] is True and doc["machine"]["kernel"]
-        if name not in ("startup", "scrape"):
+        if name not in ("startup", "scrape", "containers"):
             assert isinstance(doc["target"]["met"], bool)
     pp = json.load(open(tmp_path / "perpacket.json"))
     assert {r["program"] for r in pp["results"]} == {"xdp", "tc_ingress", "tc_egress"}
@@ -32,7 +32,12 @@ def test_bench_smoke_writes_every_result_and_the_report(tmp_path) -> None:  # no
     assert all(x["programs_loaded"] == 2 for x in sc["results"])  # one load per namespace, not per interface
     report = (tmp_path / "report.md").read_text()
     assert json.load(open(tmp_path / "scrape.json"))["errors"] == 0
-    for heading in ("Per-packet", "Throughput", "Scale", "Start-up", "under load"):
+    ins = json.load(open(tmp_path / "insitu.json"))
+    assert {r["point"] for r in ins["rows"]} == {"tc_ingress", "tc_egress"}
+    assert all(r["floor_ns"] > 0 and r["tcflow_ns"] > 0 for r in ins["rows"])
+    ct = json.load(open(tmp_path / "containers.json"))
+    assert ct["containers"] == 2 and ct["after_removal"]["interfaces"] == 0
+    for heading in ("Targets", "in situ", "Per-packet", "Throughput", "Scale", "Start-up", "under load", "Containers"):
         assert heading in report
     assert "not met" in report or "**met**" in report
     assert not [ln for ln in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
