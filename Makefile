@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 .DEFAULT_GOAL := help
 
-.PHONY: help setup install uninstall demo test test-unit test-bpf test-netns fuzz bench lint clean
+.PHONY: help setup install uninstall demo test test-unit test-bpf test-netns fuzz bench lint image clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ bench: setup ## benchmarks (about 5 minutes): bench/results/*.json and report.md
 
 lint: setup ## ruff (package, bench, tests) and mypy (package, bench)
 	@$(PY) -m pip install -q ruff mypy && $(PY) -m ruff check tcflow bench tests && $(PY) -m mypy tcflow bench
+
+image: ## build the DaemonSet's image tcflow:VERSION with this machine's docker (base made locally; see scripts/image.sh)
+	@bash scripts/image.sh
 
 clean: ## remove the venv, caches and test artifacts
 	rm -rf .venv *.egg-info .pytest_cache test-artifacts

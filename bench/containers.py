@@ -62,8 +62,11 @@ def run(count: int = 30) -> dict[str, Any]:
             docker.container(name, f"198.18.200.{20 + i}")
             t0 = time.perf_counter()
             while f"{name}/eth0" not in _get(port, "/traffic")["interfaces"]:
-                if time.perf_counter() - t0 > 30:
-                    raise RuntimeError(f"{name} was not attached within 30 s")
+                if time.perf_counter() - t0 > 30 or serve.poll() is not None:
+                    serve.terminate()
+                    _, err = serve.communicate(timeout=60)
+                    raise RuntimeError(f"{name} was not attached within 30 s; serve said: "
+                                       f"{err.decode(errors='replace')[-1500:]}")
                 time.sleep(0.01)
             latencies.append(time.perf_counter() - t0)
         time.sleep(1)

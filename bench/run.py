@@ -205,8 +205,8 @@ def report(res: dict[str, Any]) -> str:
                 f"each listed in /traffic a median **{ct['attach_after_run_median_s'] * 1000:.0f} ms** (max "
                 f"{ct['attach_after_run_max_s'] * 1000:.0f} ms) after `docker run` returned; serve's RSS "
                 f"{ct['rss_empty_mib']:.1f} MiB with none, **{ct['rss_full_mib']:.1f} MiB** with all "
-                f"{ct['containers']} ({ct['programs_full']} programs: two per container namespace, plus a spare set "
-                f"verified ahead for the next one is not counted). After all were removed: "
+                f"{ct['containers']} ({ct['programs_full']} programs: two per container namespace; the spare set "
+                f"verified ahead for the next container is not among them). After all were removed: "
                 f"{ct['after_removal']}.", ""]
     return "\n".join(out)
 

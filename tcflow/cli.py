@@ -406,7 +406,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from .exporters.table import render_all
 
     require_root()
-    snap = pins.read_snapshot(args.pin_dir)
+    snap = pins.read_snapshot(args.pin_dir, containers=args.containers)
     out(json.dumps(document(snap)) if args.json else render_all(snap))
     return Exit.OK
 
@@ -540,6 +540,8 @@ def parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  sudo tcflow show\n  sudo tcflow show --json",
                        formatter_class=fmt, parents=[parents["pin_dir"]])
     s.add_argument("--json", action="store_true", help="one JSON object, as attach --json prints")
+    s.add_argument("--containers", action="store_true",
+                   help="only the running containers' interfaces, with their names and ids")
     s.set_defaults(func=cmd_show)
 
     st = sub.add_parser("status", help="what tcflow has attached, where, and what else is on those hooks",

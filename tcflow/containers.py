@@ -215,7 +215,10 @@ def _docker(cid: str, roots: Iterable[str], proc: str = "/proc",
 
 def _shim_owns(proc: str, pid: int, cid: str, depth: int = 6) -> bool:
     """True if ``pid`` descends from a root-owned containerd shim started for
-    container ``cid`` (a user cannot make its processes the children of root's shim)."""
+    container ``cid`` (a user cannot make its processes the children of
+    root's shim), and is already in a network namespace of its own: runc's
+    own helper processes, in the shim's namespace, are not the container."""
+    own = _netns_inode(proc, pid)
     for _ in range(depth):
         raw = read_small(f"{proc}/{pid}/stat", 4096)
         if not raw or b")" not in raw:
@@ -226,7 +229,8 @@ def _shim_owns(proc: str, pid: int, cid: str, depth: int = 6) -> bool:
         cmd = read_small(f"{proc}/{ppid}/cmdline", 65536) or b""
         args = cmd.split(b"\0")
         if args and b"containerd-shim" in os.path.basename(args[0]) and _owner(proc, ppid) == 0:
-            return any(a == b"-id" and i + 1 < len(args) and args[i + 1] == cid.encode() for i, a in enumerate(args))
+            ours = any(a == b"-id" and i + 1 < len(args) and args[i + 1] == cid.encode() for i, a in enumerate(args))
+            return ours and own is not None and own != _netns_inode(proc, ppid)
         pid = ppid
     return False
 

@@ -376,9 +376,30 @@ def iter_pin_files(pin_dir: str) -> Iterator[str]:
             yield os.path.join(pin_dir, n)
 
 
-def read_snapshot(pin_dir: str) -> Snapshot:
-    """The pinned counters of every pinned attachment, read with bpf(2) alone."""
+def read_snapshot(pin_dir: str, containers: bool = False) -> Snapshot:
+    """The pinned counters of every pinned attachment, read with bpf(2) alone.
+    ``containers``: only those in a running container's namespace, with its
+    identity and the totals its earlier lives carried (as `serve
+    --containers --pin` reports them)."""
     with Store(pin_dir) as store:
         entries = store.entries()
         sums = store.counters([e.slot for e in entries])
-    return make_snapshot((shown(e.ifname), shown(e.netns), e.ifindex, e.hooks, *sums[e.slot]) for e in entries)
+    if not containers:
+        return make_snapshot((shown(e.ifname), shown(e.netns), e.ifindex, e.hooks, *sums[e.slot]) for e in entries)
+    from . import containers as _containers
+    from .fleet import Fleet
+
+    groups = {g.inode: g for g in _containers.scan() if not g.host_network}
+    fleet = Fleet(pin_dir=pin_dir)
+    fleet.close()  # only its carried totals are wanted
+    out = []
+    for e in entries:
+        g = groups.get(e.netns_inode)
+        if g is None:
+            continue
+        b, p = sums[e.slot]
+        cb, cp = fleet.carried.get((g.key, e.ifname), (None, None))
+        if cb is not None and cp is not None:
+            b, p = tuple(x + y for x, y in zip(b, cb, strict=True)), tuple(x + y for x, y in zip(p, cp, strict=True))
+        out.append((shown(e.ifname), shown(e.netns), e.ifindex, e.hooks, b, p, g.labels()))
+    return make_snapshot(out)

@@ -220,6 +220,11 @@ def test_with_pin_a_restart_of_tcflow_loses_nothing_of_a_restarted_container(
         first = srv.traffic()["interfaces"][key]["bytes"]
     finally:
         srv.stop()  # --pin: left attached, counting
+    shown = run("show", "--containers", "--json", env=env)  # with no tcflow running
+    assert shown.returncode == 0, shown.stderr
+    e = json.loads(shown.stdout)["interfaces"][key]
+    assert e["container"]["container"] == web and all(e["bytes"][k] >= v for k, v in first.items())
+    assert f"{db}/eth0" in json.loads(shown.stdout)["interfaces"]
     srv = Serve("--containers", "--pin", env=env)
     try:
         _wait(lambda: key in srv.traffic()["interfaces"])

@@ -145,5 +145,11 @@ def test_a_starting_container_is_trusted_through_roots_shim_for_its_id(host: Pat
         (host / "proc" / str(pid) / "stat").write_text(f"{pid} (runc:[2:INIT]) S {parent} 0 0\n")
     (groups,) = [containers.scan(str(host / "proc"))]
     assert [(g.label, g.pid) for g in groups] == [("early", 100)]
+    # runc's helpers, still in the shim's namespace, are not the container
+    os.unlink(host / "proc" / "100" / "ns" / "net")
+    os.link(host / "netns" / "host", host / "proc" / "100" / "ns" / "net")
+    assert containers.scan(str(host / "proc")) == []
+    os.unlink(host / "proc" / "100" / "ns" / "net")
+    os.link(host / "netns" / "ns-100", host / "proc" / "100" / "ns" / "net")
     os.unlink(host / "proc" / "100" / "cgroup")  # the shim's child gone: the others stay untrusted
     assert containers.scan(str(host / "proc")) == []
