@@ -17,12 +17,21 @@ docker=${DOCKER:-docker}
 if [ "$base" = tcflow-base:bookworm ] && ! $docker image inspect "$base" >/dev/null 2>&1; then
   command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap >/dev/null
   root=$(mktemp -d /tmp/tcflow-base.XXXXXX)
-  trap 'rm -rf "$root"' EXIT
+  trap 'rm -rf "$root"' EXIT  # replaced below, with the same cleanup
   echo "tcflow image: making $base with debootstrap (Debian 12 minbase)"
   debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >/dev/null
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
   tar -C "$root" -c . | $docker import -c 'CMD ["/bin/bash"]' - "$base" >/dev/null
 fi
+# The build context: the Dockerfile and wheels of tcflow and its dependencies,
+# built here, so that the image build needs no PyPI access of its own.
+ctx=$(mktemp -d /tmp/tcflow-image.XXXXXX)
+trap 'rm -rf "$ctx" ${root:+"$root"}' EXIT
+pip=/usr/bin/python3
+[ -x .venv/bin/python ] && pip=.venv/bin/python
+"$pip" -m pip wheel -q --disable-pip-version-check -w "$ctx/wheels" . >/dev/null
+rm -rf build
+cp deploy/Dockerfile "$ctx/"
 echo "tcflow image: building tcflow:$version on $base"
-$docker build --network host --build-arg BASE="$base" -f deploy/Dockerfile -t "tcflow:$version" .
+$docker build --network host --build-arg BASE="$base" -t "tcflow:$version" "$ctx"
 echo "tcflow image: tcflow:$version"

@@ -298,10 +298,15 @@ def _named(runtime: str, cid: str, podman: dict[str, str]) -> Container:
     return Container(cid, runtime, name, pod, ns)
 
 
-def scan(proc: str = "/proc") -> list[Group]:
+def scan(proc: str = "/proc", own: str = "/proc/self/ns/net") -> list[Group]:
     """Every running container, grouped by network namespace, host-network
-    containers in a group of their own (``host_network``)."""
-    host_ino = _netns_inode(proc, 1)
+    containers in a group of their own (``host_network``). ``own``: the
+    namespace tcflow runs in, which is the host's."""
+    # The host: the namespace tcflow runs in (an agent with hostNetwork), and
+    # init's where it can be read (it cannot always: a sandboxed init). A
+    # container in either is a host-network one, never counted: its
+    # interfaces are the host's own.
+    host_inos = {os.stat(own).st_ino, _netns_inode(proc, 1)} - {None}
     roots = docker_roots(proc)
     podman = _podman_names()
     seen: dict[str, tuple[Container, int]] = {}  # id -> (container, pid that stands for it)
@@ -325,7 +330,7 @@ def scan(proc: str = "/proc") -> list[Group]:
         ino = _netns_inode(proc, pid)
         if ino is None:
             continue  # gone meanwhile
-        host = ino == host_ino
+        host = ino in host_inos
         key = ("host", container.id) if host else ("netns", ino)
         g = groups.setdefault(key, Group(ino, pid, host))
         g.containers.append(container)

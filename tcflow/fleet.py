@@ -71,9 +71,10 @@ class Fleet:
         watched = {w.ns.inode: cookie for cookie, w in agent.watches.items()}
         labels = {w.ns.name for w in agent.watches.values()}
         new = []
+        own = os.stat("/proc/self/ns/net").st_ino
         for g in found:
-            if g.host_network:
-                continue
+            if g.host_network or g.inode == own:
+                continue  # never the host's interfaces (containers.scan says why)
             cookie = watched.get(g.inode)
             if cookie is not None:
                 if cookie in self.groups:

@@ -153,3 +153,13 @@ def test_a_starting_container_is_trusted_through_roots_shim_for_its_id(host: Pat
     os.link(host / "netns" / "ns-100", host / "proc" / "100" / "ns" / "net")
     os.unlink(host / "proc" / "100" / "cgroup")  # the shim's child gone: the others stay untrusted
     assert containers.scan(str(host / "proc")) == []
+
+
+def test_a_host_network_container_is_known_by_tcflows_own_namespace_when_inits_is_unreadable(host: Path) -> None:
+    """Found on a VM whose pid 1 hides its namespace: a --network host container
+    must still be seen as the host's, never counted (its interfaces are the host's)."""
+    os.unlink(host / "proc" / "1" / "ns" / "net")
+    _proc(host, 300, f"0::/docker/{C}\n", "host")
+    _docker(host, C, "agent", 300)
+    (g,) = containers.scan(str(host / "proc"), own=str(host / "netns" / "host"))
+    assert g.host_network and g.label == "agent"
