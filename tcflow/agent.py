@@ -208,16 +208,21 @@ class Agent:
         """Let go of namespaces that were deleted; their labels."""
         gone = [w for w in self.watches.values() if not w.alive()]
         for watch in gone:
-            with self._lock():
-                for link in list(watch.links.values()):
-                    self._release(watch, link, detach=True)
-            watch.close()
-            del self.watches[watch.ns.cookie]
-            if self.fleet is not None:
-                self.fleet.forget(watch.ns.cookie)
-            if self.dp is not None:
-                self.dp.release(watch.ns.cookie)
+            self.let_go(watch)
         return [w.ns.label for w in gone]
+
+    def let_go(self, watch: Watch) -> None:
+        """Stop watching one namespace: its links released (a container's
+        final counts carried), its sockets and programs closed."""
+        with self._lock():
+            for link in list(watch.links.values()):
+                self._release(watch, link, detach=True)
+        watch.close()
+        self.watches.pop(watch.ns.cookie, None)
+        if self.fleet is not None:
+            self.fleet.forget(watch.ns.cookie)
+        if self.dp is not None:
+            self.dp.release(watch.ns.cookie)
 
     def discover(self) -> int:
         """--containers: watch the containers that started since; how many."""

@@ -80,6 +80,14 @@ class Fleet:
                 if cookie in self.groups:
                     self.groups[cookie].containers = g.containers  # a pod gained or lost a container
                 continue
+            # A new life of a container still watched in its old namespace (a
+            # restart seen before the old one was reaped): the old life is over,
+            # so let it go now, which carries its final counts, before the new
+            # life's first snapshot.
+            for old_cookie, old in list(self.groups.items()):
+                if old.key == g.key and old_cookie in agent.watches:
+                    labels.discard(agent.watches[old_cookie].ns.name)
+                    agent.let_go(agent.watches[old_cookie])
             path = f"{self.proc}/{g.pid}/ns/net"
             label = g.label if g.label not in labels else f"{g.label}@{g.containers[0].short_id}"
             try:
