@@ -20,6 +20,7 @@ from typing import Any, ContextManager, Iterable, Optional
 
 from . import journal, netns, pins
 from .binding import Binder, Settings
+from .container_status import PeerMap
 from .errors import InterfaceError
 from .fleet import Fleet
 from .links import Link, diff
@@ -56,6 +57,7 @@ class Agent:
         self.attach_errors = 0        # interfaces that matched but could not be attached (follow)
         self.fleet: Optional[Fleet] = Fleet(pin_dir=self.pin_dir) if settings.containers else None
         self._warmer: Optional[threading.Thread] = None
+        self._peers = PeerMap()  # host-side veths -> their containers
 
     @property
     def pin_dir(self) -> Optional[str]:
@@ -192,7 +194,8 @@ class Agent:
                     self.fleet.carry(self, link)
                 binder.release(None, link, detach=False, forget=True)
                 journal.forget(link.netns.cookie, link.ifindex)  # its qdisc went with it
-                self.notices.append(f"{link.key} disappeared; its counters are no longer reported")
+                if self.fleet is None or self.fleet.identity(link) is None:  # containers come and go: no news
+                    self.notices.append(f"{link.key} disappeared; its counters are no longer reported")
             for link, name in d.renamed:
                 link.ifname = name  # same device, same counters
             for link in d.new:
@@ -293,13 +296,15 @@ class Agent:
         slots = [self.binder.slot(ln) for ln in links]
         sums = read_slots(self.dp.map_fd("counters"), max(slots, default=-1) + 1, self.dp.ncpus)
         fleet = self.fleet
-        if fleet is None:
-            return make_snapshot((shown(ln.ifname), shown(ln.netns.name), ln.ifindex, self._hooks(ln), *sums[s])
-                                 for ln, s in zip(links, slots, strict=True))
-        return make_snapshot(
-            (shown(ln.ifname), shown(ln.netns.name), ln.ifindex, self._hooks(ln), *fleet.totals(ln, sums[s]),
-             g.labels() if (g := fleet.identity(ln)) is not None else None)
-            for ln, s in zip(links, slots, strict=True))
+        entries = []
+        for ln, s in zip(links, slots, strict=True):
+            g = fleet.identity(ln) if fleet is not None else None
+            b, p = fleet.totals(ln, sums[s]) if fleet is not None else sums[s]
+            if g is None and ln.kind == "veth" and ln.peer:  # the host side of a container's veth?
+                g = self._peers.container_of(ln.ifindex, ln.peer)
+            entries.append((shown(ln.ifname), shown(ln.netns.name), ln.ifindex, self._hooks(ln), b, p,
+                            g.labels() if g is not None else None))
+        return make_snapshot(entries)
 
     def _hooks(self, ln: Link) -> Hooks:
         return Hooks(ln.ingress, ln.xdp_mode if ln.ingress == "xdp" else None, pinned=self.settings.pin)

@@ -5,6 +5,7 @@ counts it. Plain netlink reads; the containers come from tcflow.containers.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Optional
 
 from . import containers
@@ -107,3 +108,50 @@ def render(r: dict[str, Any]) -> str:
                          f"{host_side:<16} {'yes' if i['counted'] else 'no'}")
     return "\n".join(lines)
 
+
+
+class PeerMap:
+    """Host-side veths -> the container at their other end, for users who
+    count the host side (`--match 'veth*'`): their JSON entries and metric
+    labels then name the container too. Built from a container scan and one
+    link dump per container namespace; rebuilt at most every ``ttl`` seconds,
+    and only when a veth not yet known is asked about."""
+
+    def __init__(self, ttl: float = 5.0, proc: str = "/proc"):
+        self.ttl, self.proc = ttl, proc
+        self._by_pair: dict[tuple[int, int], containers.Group] = {}  # (host ifindex, container ifindex)
+        self._at = -1e9
+
+    def _refresh(self) -> None:
+        out: dict[tuple[int, int], containers.Group] = {}
+        for g in containers.scan(self.proc):
+            if g.host_network:
+                continue
+            path = f"{self.proc}/{g.pid}/ns/net"
+            cookie = cookie_of(path)
+            if cookie is None:
+                continue
+            try:
+                ipr = _hooks.ipr_for(Netns(g.label, path, g.inode, cookie))
+            except Exception:
+                continue
+            try:
+                for ln in _links(ipr):
+                    if ln["kind"] == "veth" and ln["peer"]:
+                        out[(ln["peer"], ln["ifindex"])] = g
+            except Exception:
+                continue
+            finally:
+                ipr.close()
+        self._by_pair = out
+        self._at = time.monotonic()
+
+    def container_of(self, ifindex: int, peer: Optional[int]) -> Optional[containers.Group]:
+        """The container whose veth is the other end of (``ifindex``, ``peer``)."""
+        if not peer:
+            return None
+        g = self._by_pair.get((ifindex, peer))
+        if g is None and time.monotonic() - self._at >= self.ttl:
+            self._refresh()
+            g = self._by_pair.get((ifindex, peer))
+        return g

@@ -11,7 +11,8 @@ from .errors import InterfaceError
 from .names import from_kernel, shown
 from .netns import Netns
 
-Present = list[tuple[int, str, str, bool]]  # (ifindex, name, kind, up) of every link in a namespace
+# (ifindex, name, kind, up, peer ifindex of a veth or None) of every link in a namespace
+Present = list[tuple[int, str, str, bool, Optional[int]]]
 IFF_UP = 1
 
 
@@ -23,6 +24,7 @@ class Link:
     ifindex: int
     netns: Netns
     kind: str = ""                  # IFLA_INFO_KIND; "" for a physical NIC
+    peer: Optional[int] = None      # a veth's other end (IFLA_LINK), an ifindex in its own namespace
     ingress: str = "xdp"            # "xdp" or "tc"
     xdp_mode: Optional[str] = None  # "native" or "generic" once attached
     created_clsact: bool = False
@@ -36,20 +38,21 @@ class Link:
 
 
 def list_links(ipr: Any) -> Present:
-    """(ifindex, name, kind, up) of every link in the IPRoute's namespace: one dump."""
+    """(ifindex, name, kind, up, veth peer) of every link in the IPRoute's namespace: one dump."""
     out: Present = []
     for msg in ipr.get_links():
         info = msg.get_attr("IFLA_LINKINFO")
         kind = (info.get_attr("IFLA_INFO_KIND") or "") if info is not None else ""
-        out.append((msg["index"], from_kernel(msg.get_attr("IFLA_IFNAME")), kind, bool(msg["flags"] & IFF_UP)))
+        peer = msg.get_attr("IFLA_LINK") if kind == "veth" else None
+        out.append((msg["index"], from_kernel(msg.get_attr("IFLA_IFNAME")), kind, bool(msg["flags"] & IFF_UP), peer))
     return out
 
 
 def lookup(present: Present, ns: Netns, ifname: str) -> Link:
     """The link named ``ifname`` among ``present``, or an error with the fix."""
-    for ifindex, name, kind, _up in present:
+    for ifindex, name, kind, _up, peer in present:
         if name == ifname:
-            return Link(name, ifindex, ns, kind)
+            return Link(name, ifindex, ns, kind, peer=peer)
     where = f" in namespace {shown(ns.name)}" if ns.name else ""
     raise InterfaceError(f"no such interface{where}", ifname=shown(ifname),
                          hint="list interfaces with `ip link`" + (f" -n {shown(ns.name)}" if ns.name else ""))
@@ -59,7 +62,7 @@ def matching(present: Present, ns: Netns, globs: Iterable[str]) -> list[Link]:
     """Links whose name matches a shell glob; lo only when named, never by a glob
     (SPEC counts its traffic apart anyway)."""
     globs = list(globs)
-    return [Link(name, ifindex, ns, kind) for ifindex, name, kind, _up in present
+    return [Link(name, ifindex, ns, kind, peer=peer) for ifindex, name, kind, _up, peer in present
             if name != "lo" and any(fnmatch.fnmatchcase(name, g) for g in globs)]
 
 
@@ -79,8 +82,8 @@ def diff(held: Iterable[Link], present: Present, ns: Netns, globs: Iterable[str]
     stays is brought up, so the transient one is never hooked (and never
     reported gone)."""
     out = Diff()
-    names = {ifindex: name for ifindex, name, _, _ in present}
-    up = {ifindex for ifindex, _, _, is_up in present if is_up}
+    names = {ifindex: name for ifindex, name, *_ in present}
+    up = {ifindex for ifindex, _, _, is_up, _ in present if is_up}
     held_idx = set()
     for link in held:
         held_idx.add(link.ifindex)

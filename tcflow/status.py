@@ -49,7 +49,7 @@ def collect(pin_dir: str) -> dict[str, Any]:
         except Exception:
             continue
         try:
-            for ifindex, ifname, kind, _up in list_links(ipr):
+            for ifindex, ifname, kind, *_ in list_links(ipr):
                 found = _hooks.tcflow_hooks(ipr, ifindex)
                 if not (found["xdp"] or found["tc_ingress"] or found["tc_egress"]):
                     continue
@@ -134,7 +134,7 @@ def _remove(entry_ns_path: Optional[str], label: str, cookie: int, ifindex: int,
     ns = _netns.Netns(label, entry_ns_path, 0, cookie)
     ipr = _hooks.ipr_for(ns)
     try:
-        if not any(i == ifindex for i, _, _, _ in list_links(ipr)):
+        if not any(i == ifindex for i, *_ in list_links(ipr)):
             journal.forget(cookie, ifindex)
             return None
         link = Link(ifname, ifindex, ns)

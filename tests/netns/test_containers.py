@@ -198,6 +198,9 @@ def test_20_containers_started_and_stopped_under_serve_leave_nothing(docker: Doc
         for k in ("slots_used", "programs", "namespaces", "interfaces"):
             assert health[k] == base[k], (k, base, health)
         assert not [k for k in srv.traffic()["interfaces"] if "churn" in k]
+        st = run("status", "--containers", "--json", env=env)
+        assert st.returncode == 0, st.stderr
+        assert not [c["name"] for c in json.loads(st.stdout)["containers"] if "churn" in c["name"]]
     finally:
         err = srv.stop()
     assert "Traceback" not in err
@@ -264,3 +267,16 @@ def test_a_container_started_later_is_counted_from_its_first_packet(docker: Dock
     finally:
         srv.stop()
         docker.run("rm", "-f", peer, check=False)
+
+
+def test_host_side_veths_name_their_containers(docker: Dockerd, pair: tuple[str, str], env: dict[str, str]) -> None:
+    """Counting the host side (here: dockerd's namespace) with --match 'veth*':
+    each veth's entry names the container at its other end."""
+    web, db = pair
+    live = Live("attach", "--netns", docker.ns, "--match", "veth*", "--json", "--interval", "0.3", env=env)
+    try:
+        snap = live.until(lambda s: len(s["interfaces"]) >= 2)
+        named = {e["container"]["container"] for e in snap["interfaces"].values() if e["container"]}
+        assert {web, db} <= named, snap["interfaces"].keys()
+    finally:
+        live.kill()
