@@ -197,7 +197,10 @@ class Agent:
                 if self.fleet is None or self.fleet.identity(link) is None:  # containers come and go: no news
                     self.notices.append(f"{link.key} disappeared; its counters are no longer reported")
             for link, name in d.renamed:
-                link.ifname = name  # same device, same counters
+                if self.fleet is None or self.fleet.identity(link) is None:
+                    link.ifname = name  # same device, same counters
+                # a container's interface keeps the name it was counted as: a
+                # runtime renames eth0 back to vethXXX as the container stops
             for link in d.new:
                 watch.links[link.ifindex] = link
                 try:

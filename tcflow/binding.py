@@ -53,6 +53,7 @@ class Binder:
         On an error, whatever was done for this link stays recorded in it, for
         release() to undo."""
         cookie = link.netns.cookie
+        link.bound_as = link.bound_as or link.ifname
         if self.settings.pin and self._adopt(ipr, link, notices):
             return
         slot = self.slots.alloc()

@@ -118,7 +118,9 @@ class Fleet:
             return
         slot = binder.slot(link)
         b, p = read_slots(agent.dp.map_fd("counters"), slot + 1, agent.dp.ncpus)[slot]
-        key = (g.key, link.ifname)
+        # under the name it was counted as: a runtime renames a stopping
+        # container's eth0 back to vethXXX before it takes it away
+        key = (g.key, link.bound_as or link.ifname)
         cb, cp = self.carried.pop(key, ZERO)  # re-inserted last: the oldest go first
         self.carried[key] = (tuple(map(add, cb, b)), tuple(map(add, cp, p)))
         while len(self.carried) > MAX_CARRIED:
@@ -131,7 +133,7 @@ class Fleet:
         g = self.identity(link)
         if g is None:
             return sums
-        cb, cp = self.carried.get((g.key, link.ifname), ZERO)
+        cb, cp = self.carried.get((g.key, link.bound_as or link.ifname), ZERO)
         if cb is ZERO[0]:
             return sums
         return tuple(map(add, cb, sums[0])), tuple(map(add, cp, sums[1]))

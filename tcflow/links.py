@@ -25,6 +25,7 @@ class Link:
     netns: Netns
     kind: str = ""                  # IFLA_INFO_KIND; "" for a physical NIC
     peer: Optional[int] = None      # a veth's other end (IFLA_LINK), an ifindex in its own namespace
+    bound_as: str = ""              # the name it had when tcflow began counting it (renames keep it)
     ingress: str = "xdp"            # "xdp" or "tc"
     xdp_mode: Optional[str] = None  # "native" or "generic" once attached
     created_clsact: bool = False
