@@ -53,7 +53,8 @@ EPILOG = """examples:
   sudo tcflow attach eth1                       live table for eth1
   sudo tcflow attach ns1/veth0 ns2/veth0 --json --count 5
   sudo tcflow attach pid:4242/eth0              a container's eth0
-  sudo tcflow attach --match 'veth*' --follow   every veth, also ones made later
+  sudo tcflow attach --containers               every container, by name
+  sudo tcflow attach --match 'veth*' --follow   every veth, also ones brought up later
   sudo tcflow attach --pin eth1                 keep counting after tcflow exits
   sudo tcflow show                              read what --pin left counting
   sudo tcflow status                            what tcflow has attached, where
@@ -75,6 +76,7 @@ ATTACH_EPILOG = """examples:
   sudo tcflow attach --netns ns1 veth0 veth1
   sudo tcflow attach --pid 4242 eth0
   sudo tcflow attach --match 'veth*' --follow --json
+  sudo tcflow attach --containers --json
   sudo tcflow attach --pin --ingress tc eth1 eth2
 
 The first snapshot (all zeros) is printed as soon as the programs are
@@ -90,6 +92,7 @@ SERVE_EPILOG = """examples:
   sudo tcflow serve eth1
   sudo tcflow serve ns1/veth0 ns2/veth0
   sudo tcflow serve --pin --match 'veth*' --follow --listen 127.0.0.1:9462
+  sudo tcflow serve --containers --pin --listen 127.0.0.1:9462
   curl -s localhost:8080/traffic
   curl -s localhost:8080/metrics
 
