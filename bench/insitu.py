@@ -24,14 +24,13 @@ the headline is tcflow's added ns over the minimal counter's.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import subprocess
 import time
 from typing import Any, Optional
 
 import tcflow
+from bench import iperf
 from tcflow import _libbpf, classes, hooks, kheaders, netns
 from tcflow.loader import PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_XDP, Datapath
 from tcflow.sandbox import Sandbox, VethPair
@@ -195,31 +194,7 @@ def _detach_raw(ipr: Any, ifindex: int, hook: str) -> None:
 
 def _iperf(pair: VethPair, family: str, proto: str, seconds: int) -> None:
     """iperf3 both ways through the veth; raises if it did not run."""
-    dst = pair.ip4_b if family == "ipv4" else pair.ip6_b
-    server = subprocess.Popen(["ip", "netns", "exec", pair.ns_b, "iperf3", "-s", "-1", "-B", dst],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        args = ["ip", "netns", "exec", pair.ns_a, "iperf3", "-c", dst, "-J", "--bidir", "-t", str(seconds)]
-        if proto == "udp":
-            args += ["-u", "-b", "0", "-l", "64"]
-        err = ""
-        for _ in range(50):  # the server takes a moment to listen
-            out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30)
-            try:
-                doc = json.loads(out.stdout)
-            except ValueError:
-                doc = {"error": out.stderr.strip() or "no output"}
-            if out.returncode == 0 and "error" not in doc:
-                return
-            err = str(doc.get("error"))
-            time.sleep(0.1)
-        raise RuntimeError(f"iperf3 failed: {err}")
-    finally:
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    iperf.client(pair, pair.ip4_b if family == "ipv4" else pair.ip6_b, proto, seconds, "--bidir")
 
 
 def _stats(fds: dict[str, int]) -> dict[str, tuple[int, int]]:

@@ -9,13 +9,11 @@ that drift on a shared machine hits both sides of each pair alike.
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
-import time
 from typing import Any, Optional  # noqa: F401
 
 import tcflow
+from bench import iperf
 from tcflow.loader import Datapath
 from tcflow.sandbox import Sandbox, VethPair
 
@@ -29,36 +27,11 @@ RECOMMENDED_FOR_VETH = "tc_ingress"  # what --ingress auto picks on a veth
 
 def _iperf(pair: VethPair, proto: str, seconds: float) -> float:
     """One client run; TCP: received bits/s; UDP (64-byte payloads): received packets/s."""
-    server = subprocess.Popen(["ip", "netns", "exec", pair.ns_b, "iperf3", "-s", "-1", "-B", pair.ip4_b],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        # iperf3 takes whole seconds (0 would mean "forever")
-        args = ["ip", "netns", "exec", pair.ns_a, "iperf3", "-c", pair.ip4_b, "-J", "-t", str(max(1, round(seconds)))]
-        if proto == "udp":
-            args += ["-u", "-b", "0", "-l", "64"]
-        doc: dict[str, Any] = {}
-        for _ in range(50):  # the server takes a moment to listen
-            out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30)
-            try:
-                doc = json.loads(out.stdout)
-            except ValueError:
-                doc = {"error": out.stderr.strip() or "no output"}
-            if out.returncode == 0 and "error" not in doc:
-                break
-            time.sleep(0.1)
-        if "error" in doc:
-            raise RuntimeError(f"iperf3 failed: {doc['error']}")
-        end = doc["end"]
-        if proto == "tcp":
-            return float(end["sum_received"]["bits_per_second"])
-        s = end["sum"]
-        return (s["packets"] - s["lost_packets"]) / s["seconds"]
-    finally:
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    end = iperf.client(pair, pair.ip4_b, proto, seconds)["end"]
+    if proto == "tcp":
+        return float(end["sum_received"]["bits_per_second"])
+    s = end["sum"]
+    return (s["packets"] - s["lost_packets"]) / s["seconds"]
 
 
 def _measure(pair: VethPair, dp: Datapath, config: Optional[str], proto: str, seconds: float) -> float:

@@ -494,9 +494,24 @@ static __always_inline void account(struct counters *c, u32 flags, int dir,
 	}
 }
 
+/* After the IP header: the transport header, then the counting. Inlined once
+ * per family, so that what is constant there (the header length, the family)
+ * folds away in account(). 0 when counted, -1 to ask the slow path. */
+static __always_inline int fast_finish(struct hdr_cursor *nh, void *data_end, int proto,
+				       struct meta *m, struct counters *c, u32 flags,
+				       int dir, u64 frame_len, u32 segs)
+{
+	if (proto < 0)
+		return -1;
+	m->proto = proto;
+	if (fast_l4(nh, data_end, m) < 0)
+		return -1;
+	account(c, flags, dir, R_IP, m, frame_len, segs);
+	return 0;
+}
+
 /* Count the common case straight from the packet: 0 when counted, -1 to
- * ask the slow path. Each family has its own copy of account(), so that
- * what is constant there (the header length, the family) folds away. */
+ * ask the slow path. */
 static __always_inline int count_fast(struct counters *c, u32 flags, int dir,
 				      void *data, void *data_end, u64 frame_len,
 				      u32 segs)
@@ -506,26 +521,12 @@ static __always_inline int count_fast(struct counters *c, u32 flags, int dir,
 	u64 avail = frame_len - sizeof(struct ethhdr); /* used once 14 bytes are seen */
 	struct meta m;
 
-	if (proto == bpf_htons(ETH_P_IP)) {
-		proto = fast_ipv4(&nh, data_end, avail, segs, &m);
-		if (proto < 0)
-			return -1;
-		m.proto = proto;
-		if (fast_l4(&nh, data_end, &m) < 0)
-			return -1;
-		account(c, flags, dir, R_IP, &m, frame_len, segs);
-		return 0;
-	}
-	if (proto == bpf_htons(ETH_P_IPV6)) {
-		proto = fast_ipv6(&nh, data_end, avail, segs, &m);
-		if (proto < 0)
-			return -1;
-		m.proto = proto;
-		if (fast_l4(&nh, data_end, &m) < 0)
-			return -1;
-		account(c, flags, dir, R_IP, &m, frame_len, segs);
-		return 0;
-	}
+	if (proto == bpf_htons(ETH_P_IP))
+		return fast_finish(&nh, data_end, fast_ipv4(&nh, data_end, avail, segs, &m), &m, c,
+				   flags, dir, frame_len, segs);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return fast_finish(&nh, data_end, fast_ipv6(&nh, data_end, avail, segs, &m), &m, c,
+				   flags, dir, frame_len, segs);
 	return -1;
 }
 
