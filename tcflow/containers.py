@@ -156,21 +156,29 @@ def parse_cgroup(text: str) -> Optional[tuple[str, str]]:
     return None
 
 
-def docker_roots(proc: str = "/proc") -> list[str]:
-    """Docker's data roots: /var/lib/docker, and any --data-root of a dockerd run by root."""
-    roots = ["/var/lib/docker"]
+def dockerds(proc: str = "/proc") -> list[list[str]]:
+    """The command lines of the dockerd processes root runs (one walk of /proc)."""
+    out = []
     for pid in _pids(proc):
         raw = read_small(f"{proc}/{pid}/cmdline", 65536)
-        if not raw or not raw.split(b"\0", 1)[0].endswith(b"dockerd"):
-            continue
-        if _owner(proc, pid) != 0:
-            continue
-        args = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-        for i, a in enumerate(args):
-            if a == "--data-root" and i + 1 < len(args):
-                roots.append(args[i + 1])
-            elif a.startswith("--data-root="):
-                roots.append(a.split("=", 1)[1])
+        if raw and raw.split(b"\0", 1)[0].endswith(b"dockerd") and _owner(proc, pid) == 0:
+            out.append([a.decode(errors="replace") for a in raw.split(b"\0") if a])
+    return out
+
+
+def _option(args: list[str], name: str) -> Optional[str]:
+    for i, a in enumerate(args):
+        if a == name and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def docker_roots(proc: str = "/proc", found: Optional[list[list[str]]] = None) -> list[str]:
+    """Docker's data roots: /var/lib/docker, and any --data-root of a dockerd run by root."""
+    roots = ["/var/lib/docker"] + [r for args in (dockerds(proc) if found is None else found)
+                                   if (r := _option(args, "--data-root"))]
     return [r for r in dict.fromkeys(os.path.normpath(r) for r in roots if r.startswith("/")) if _trusted(r)]
 
 
@@ -235,23 +243,12 @@ def _shim_owns(proc: str, pid: int, cid: str, depth: int = 6) -> bool:
     return False
 
 
-def netns_dirs(proc: str = "/proc") -> list[str]:
+def netns_dirs(proc: str = "/proc", found: Optional[list[list[str]]] = None) -> list[str]:
     """Where runtimes make a new container's namespace file before they wire
     its interfaces: Docker's <exec-root>/netns, and /run/netns (CNI, `ip netns`).
     A file appearing there is the cue to look for a new container at once."""
-    dirs = ["/run/netns"]
-    for pid in _pids(proc):
-        raw = read_small(f"{proc}/{pid}/cmdline", 65536)
-        if not raw or not raw.split(b"\0", 1)[0].endswith(b"dockerd") or _owner(proc, pid) != 0:
-            continue
-        args = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-        root = "/var/run/docker"
-        for i, a in enumerate(args):
-            if a == "--exec-root" and i + 1 < len(args):
-                root = args[i + 1]
-            elif a.startswith("--exec-root="):
-                root = a.split("=", 1)[1]
-        dirs.append(os.path.join(root, "netns"))
+    dirs = ["/run/netns"] + [os.path.join(_option(args, "--exec-root") or "/var/run/docker", "netns")
+                             for args in (dockerds(proc) if found is None else found)]
     return [d for d in dict.fromkeys(dirs) if _trusted(d)]
 
 
@@ -298,16 +295,18 @@ def _named(runtime: str, cid: str, podman: dict[str, str]) -> Container:
     return Container(cid, runtime, name, pod, ns)
 
 
-def scan(proc: str = "/proc", own: str = "/proc/self/ns/net") -> list[Group]:
+def scan(proc: str = "/proc", own: str = "/proc/self/ns/net",
+         daemons: Optional[list[list[str]]] = None) -> list[Group]:
     """Every running container, grouped by network namespace, host-network
     containers in a group of their own (``host_network``). ``own``: the
-    namespace tcflow runs in, which is the host's."""
+    namespace tcflow runs in, which is the host's. ``daemons``: dockerds()'s
+    answer, when the caller has it already."""
     # The host: the namespace tcflow runs in (an agent with hostNetwork), and
     # init's where it can be read (it cannot always: a sandboxed init). A
     # container in either is a host-network one, never counted: its
     # interfaces are the host's own.
     host_inos = {os.stat(own).st_ino, _netns_inode(proc, 1)} - {None}
-    roots = docker_roots(proc)
+    roots = docker_roots(proc, daemons)
     podman = _podman_names()
     seen: dict[str, tuple[Container, int]] = {}  # id -> (container, pid that stands for it)
     for pid in _pids(proc):

@@ -65,8 +65,9 @@ class Fleet:
 
     def discover(self, agent: "Agent") -> list[Watch]:
         """Watches for container namespaces not watched yet (the caller binds their links)."""
-        self.cue.watch(containers.netns_dirs(self.proc))
-        found = containers.scan(self.proc)
+        daemons = containers.dockerds(self.proc)  # one walk of /proc for both
+        self.cue.watch(containers.netns_dirs(self.proc, daemons))
+        found = containers.scan(self.proc, daemons=daemons)
         self.host_network = [g for g in found if g.host_network]
         watched = {w.ns.inode: cookie for cookie, w in agent.watches.items()}
         labels = {w.ns.name for w in agent.watches.values()}
