@@ -363,12 +363,20 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .doctor import require_root
+    from .exporters.history import STEP_S, History
     from .exporters.http import Source, is_loopback, make_server
 
     host, port = parse_listen(args.listen)
     agent, targets = make_agent(args)
     require_root()
-    source = Source(agent.snapshot, lambda: agent.dp.program_stats() if agent.dp is not None else {}, agent.health)
+    history = History()
+    source = Source(agent.snapshot, lambda: agent.dp.program_stats() if agent.dp is not None else {}, agent.health,
+                    history)
+
+    def record() -> bool:  # the dashboard's history: one point a step
+        history.record(source.snapshot())
+        return True
+
     try:
         server = make_server(host, port, source)
     except OSError as e:
@@ -392,7 +400,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             note(f"attached to {_attached_line(agent)}; serving http://{shown}:{port}/ "
                  "(/traffic, /metrics, /healthz); Ctrl-C stops")
             sig.looping = True
-            run_loop(agent, sig, 1.0, lambda: True, lambda: source.lock)
+            record()
+            run_loop(agent, sig, STEP_S, record, lambda: source.lock)
             return Exit.OK
         finally:
             server.close()

@@ -3,7 +3,8 @@
   GET /          the live dashboard (one self-contained page, no CDN)
   GET /traffic   JSON, tcflow.snapshot.document (as attach --json prints)
   GET /metrics   Prometheus text format, tcflow/exporters/prometheus.py
-  GET /classes   the class catalogue (tcflow.classes.catalogue), for the dashboard
+  GET /history   ?key=K&since=T: the dashboard's last 15 minutes (tcflow/exporters/history.py)
+  GET /classes   the class catalogue (tcflow.classes.catalogue)
   GET /healthz   {"status": "ok", "interfaces": N, ...}; 503 when nothing is counted
 
 HEAD works wherever GET does; any other method gets 405, other paths 404.
@@ -34,6 +35,7 @@ import resource
 import socket
 import threading
 import time
+import urllib.parse
 from typing import Any, Callable, Mapping, Optional
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -41,6 +43,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from ..classes import catalogue
 from ..snapshot import Snapshot, document
 from . import prometheus
+from .history import ALL, History
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 MAX_CONNECTIONS = 1024
@@ -51,6 +54,7 @@ WRITE_TIMEOUT_S = 10.0
 WORKERS = 4
 CSP = ("default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self' 'unsafe-inline'; "
        "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+NOT_FOUND = b"not found: try /, /traffic, /metrics, /history, /classes, /healthz\n"
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 Reply = tuple[int, str, bytes, dict[str, str]]
@@ -62,8 +66,10 @@ class Source:
 
     def __init__(self, snapshot: Callable[[], Snapshot],
                  program_stats: Optional[Callable[[], Mapping[str, tuple[int, int]]]] = None,
-                 health: Optional[Callable[[], Mapping[str, Any]]] = None):
+                 health: Optional[Callable[[], Mapping[str, Any]]] = None,
+                 history: Optional[History] = None):
         self.lock = threading.Lock()
+        self.history = history
         self._snapshot = snapshot
         self._stats = program_stats
         self._health = health
@@ -170,7 +176,7 @@ class Endpoints:
     """Request -> reply. Runs in the event loop; renderings go to the workers."""
 
     def __init__(self, source: Source, pool: concurrent.futures.Executor):
-        self.source = source
+        self.source, self.pool = source, pool
         registry = prometheus.registry(prometheus.TcflowCollector(
             source.snapshot, source.program_stats if source._stats is not None else None,
             source.health if source._health is not None else None))
@@ -187,7 +193,7 @@ class Endpoints:
     async def __call__(self, method: str, target: str, headers: Mapping[str, str]) -> Reply:
         if method not in ("GET", "HEAD"):
             return 405, "text/plain; charset=utf-8", b"read-only: GET and HEAD only\n", {"Allow": "GET, HEAD"}
-        path = target.split("?", 1)[0]
+        path, _, query = target.partition("?")
         if path in self.pages:
             ctype, body = self.pages[path]
             return 200, ctype, body, {"Content-Security-Policy": CSP} if path == "/" else {}
@@ -198,13 +204,31 @@ class Endpoints:
                 return 200, CONTENT_TYPE_LATEST, await self.metrics_gz(), {"Content-Encoding": "gzip",
                                                                            "Vary": "Accept-Encoding"}
             return 200, CONTENT_TYPE_LATEST, await self.metrics(), {"Vary": "Accept-Encoding"}
+        if path == "/history" and self.source.history is not None:
+            return await self.history_reply(query)
         if path == "/healthz":
             h = json.loads(await self.health())
             counting = h["interfaces"] > 0
             h["status"] = "ok" if counting else ("waiting" if h.get("following") else "no interface attached")
             code = 200 if counting or h.get("following") else 503
             return code, "application/json", json.dumps(h).encode(), {}
-        return 404, "text/plain; charset=utf-8", b"not found: try /, /traffic, /metrics, /classes, /healthz\n", {}
+        return 404, "text/plain; charset=utf-8", NOT_FOUND, {}
+
+
+    async def history_reply(self, query: str) -> Reply:
+        history = self.source.history
+        assert history is not None
+        try:
+            q = urllib.parse.parse_qs(query, max_num_fields=4, strict_parsing=False, errors="strict")
+            key = q.get("key", [ALL])[0]
+            since = float(q.get("since", ["0"])[0])
+            if since != since:  # NaN
+                raise ValueError("since")
+        except (ValueError, UnicodeDecodeError):
+            return 400, "text/plain; charset=utf-8", b"usage: /history?key=IFACE&since=UNIX_TIME\n", {}
+        body = await asyncio.get_running_loop().run_in_executor(
+            self.pool, lambda: json.dumps(history.reply(key, since)).encode())
+        return 200, "application/json", body, {}
 
 
 def _host_ok(host_header: Optional[str], loopback: bool) -> bool:

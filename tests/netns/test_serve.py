@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from typing import Any
 
@@ -142,7 +144,12 @@ def test_read_only_and_safe_defaults(silent_pair: VethPair, env: dict[str, str])
         assert code == 200 and b"/dashboard.js" in body
         assert b"http" not in body.replace(b"http-equiv", b"")  # no external asset
         js = srv.get("/dashboard.js")[2]
-        assert b"fetch(\"/traffic\"" in js and b"https://" not in js and b"http://" not in js
+        assert b"fetch(`/history?key=" in js and b"https://" not in js and b"http://" not in js
+        assert srv.get("/history?since=soon")[0] == 400
+        assert srv.get("/history?a=1&b=2&c=3&d=4&e=5")[0] == 400
+        hist = json.loads(srv.get("/history?key=%s" % urllib.parse.quote(key(p)))[2])
+        assert hist["known"] and hist["kept"] and [e["key"] for e in hist["interfaces"]] == [key(p)]
+        assert json.loads(srv.get("/history?key=nothing-here")[2])["known"] is False
         from tcflow.classes import catalogue
 
         assert json.loads(srv.get("/classes")[2]) == catalogue()  # the dashboard's class list comes from here
@@ -189,49 +196,118 @@ def test_counters_never_decrease_across_a_pin_restart(silent_pair: VethPair, env
 
 
 def test_dashboard_in_headless_chromium(veth_pair: VethPair, env: dict[str, str]) -> None:
+    """The dashboard at 1280 px and at phone width (390 px): history from the
+    server (a reload starts full), stacked protocols in the plot, nice axis
+    labels, a legend with current values, a tooltip, the units toggle, the
+    picker; screenshots whose pixels show the plot."""
     chromium = shutil.which("chromium")
     driver_path = shutil.which("chromedriver")
     if not chromium or not driver_path:
         pytest.fail("chromium or chromedriver missing: `make setup` installs Debian's chromium and chromium-driver")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    from tests.support import png
+    from tests.support.sockets import bulk_send, udp_exchange
 
     p = veth_pair
     srv = Serve("--netns", p.ns_a, p.dev_a, env=env)
     stop = threading.Event()
 
-    def traffic() -> None:  # steady TCP over the veth while the page watches
-        from tests.support.sockets import bulk_send
-
+    def traffic() -> None:  # TCP sent and UDP both ways over the veth while the page watches
         while not stop.is_set():
-            bulk_send(p.ns_a, p.ns_b, p.ip4_b, 2_000_000, lambda s: time.sleep(0.2))
+            bulk_send(p.ns_a, p.ns_b, p.ip4_b, 2_000_000, lambda s: time.sleep(0.1))
+            udp_exchange(p.ns_a, p.ns_b, socket.AF_INET, p.ip4_a, p.ip4_b, 20, 1200, 40, 1200)
+            udp_exchange(p.ns_a, p.ns_b, socket.AF_INET6, p.ip6_a, p.ip6_b, 10, 1200, 20, 1200)
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900"):
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900",
+              "--no-first-run", "--disable-background-networking", "--disable-component-update"):
         opts.add_argument(a)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    drv = webdriver.Chrome(service=Service(driver_path), options=opts)
     t = threading.Thread(target=traffic)
-    try:
+    t.start()
+    drv = webdriver.Chrome(service=Service(driver_path), options=opts)
+    os.makedirs(ARTIFACTS, exist_ok=True)
+
+    def drawn() -> dict[str, Any]:
+        return drv.execute_script("return window.tcflow ? window.tcflow.drawn() : {}")  # type: ignore[no-any-return]
+
+    def view(width: int, height: int, name: str) -> None:
+        drv.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
         drv.get(srv.base + "/")
-        wait_for(lambda: drv.execute_script("return window.tcflowUpdates && window.tcflowUpdates()") >= 1)
-        cards = drv.find_elements("css selector", ".iface")
-        assert [c.get_attribute("data-key") for c in cards] == [key(p)]
-        t.start()
-        first = int(cards[0].get_attribute("data-points") or 0)
-        wait_for(lambda: int(cards[0].get_attribute("data-points") or 0) >= first + 3, timeout=30)
-        rates = drv.execute_script("return Math.max(...Object.values(window.tcflowSeries()['%s']"
-                                   "['L4_TCP_SEND_V4']))" % key(p))
-        assert rates > 0  # the chart moved with the traffic
-        os.makedirs(ARTIFACTS, exist_ok=True)
-        drv.save_screenshot(os.path.join(ARTIFACTS, "dashboard.png"))
+        wait_for(lambda: drv.execute_script("return window.tcflow && window.tcflow.updates()") >= 1)
+        drv.find_element("css selector", '#range button[data-v="60"]').click()  # a young server: the last minute
+        wait_for(lambda: drv.execute_script("return window.tcflow.updates()") >= 3)
+        d = drawn()
+        for side in ("recv", "send"):
+            assert d[side]["max"] > 0 and d[side]["points"] >= 5, d[side]
+            labels = d[side]["yLabels"]
+            assert labels[0] == "0 bit/s" and len(set(labels)) == len(labels) >= 2, labels
+            assert all(lab.endswith("bit/s") for lab in labels)
+            xs = d[side]["xLabels"]  # wall-clock instants, evenly spaced
+            assert len(xs) >= 3 and all(re.fullmatch(r"\d\d:\d\d(:\d\d)?", x) for x in xs), xs
+        assert drv.execute_script("return document.documentElement.scrollWidth") <= width  # nothing off the side
+        legend = drv.find_element("css selector", "#send .legend").text
+        assert "TCP IPv4" in legend and "UDP IPv6" in legend and "other IPv4" in legend
+        assert "bit/s" in drv.find_element("css selector", "#send .now").text
+        for table in ("now", "since"):
+            rows = drv.find_elements("css selector", f"#{table} tr")
+            assert len(rows) == 1 + 6 + 1 and rows[-1].text.startswith("All")
+            right = drv.execute_script(f"return document.getElementById('{table}').getBoundingClientRect().right")
+            assert right <= width
+        shot = os.path.join(ARTIFACTS, f"dashboard-{name}.png")
+        drv.save_screenshot(shot)
+        img = png.read(shot)
+        assert img.width == width
+        for side, colours in (("send", [(0x1F, 0x6F, 0xB4)]), ("recv", [(0xE8, 0x71, 0x0A), (0xF9, 0xBB, 0x7D)])):
+            box = drv.execute_script(
+                "const r = document.querySelector('#%s canvas').getBoundingClientRect();"
+                "return [Math.round(r.left), Math.round(r.top), Math.round(r.width), Math.round(r.height)]" % side)
+            if box[1] + box[3] > height:
+                continue  # below the fold at phone width: the page scrolls there
+            for rgb in colours:  # the stacked layers are in the picture, not only in the DOM
+                assert img.count(tuple(box), rgb, tolerance=6) > 50, (name, side, rgb)
+
+    try:
+        wait_for(lambda: len(json.loads(srv.get("/history")[2])["times"]) >= 8, timeout=30)
+        view(1280, 900, "1280")
+        before = drawn()["send"]["points"]
+        drv.refresh()  # the server keeps the history: a reload starts with at least as much
+        wait_for(lambda: drv.execute_script("return window.tcflow && window.tcflow.updates()") >= 1)
+        assert drawn()["send"]["points"] >= before
+
+        options = [o.text for o in drv.find_elements("css selector", "#pick option")]
+        assert options == ["All interfaces (1)", key(p)]
+        drv.find_element("css selector", "#pick").send_keys(key(p))
+        wait_for(lambda: drv.execute_script("return window.tcflow.key()") == key(p))
+        wait_for(lambda: drawn()["send"]["points"] >= 5)
+
+        canvas = drv.find_element("css selector", "#send canvas")
+        # near the right edge (the newest points); offsets count from the element's centre
+        ActionChains(drv).move_to_element_with_offset(canvas, canvas.size["width"] // 2 - 12, 0).perform()
+        tip = drv.find_element("css selector", "#send .tip")
+        wait_for(lambda: tip.is_displayed())
+        assert "TCP IPv4" in tip.text and ":" in tip.text.split()[0]
+
+        drv.find_element("css selector", '#units button[data-v="bytes"]').click()
+        wait_for(lambda: drawn()["send"]["yLabels"][-1].endswith("B/s"))
+        assert drv.find_element("css selector", "#send .now").text.endswith("B/s")
+        drv.find_element("css selector", '#units button[data-v="bits"]').click()
+
+        drv.find_element("css selector", '#family button[data-v="ipv6"]').click()
+        wait_for(lambda: drawn()["recv"]["layers"] == ["TCP IPv6", "UDP IPv6", "other IPv6"])
+        drv.find_element("css selector", '#family button[data-v="all"]').click()
+
+        view(390, 844, "390")
         errors = [e for e in drv.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []
     finally:
         stop.set()
-        if t.is_alive():
-            t.join()
+        t.join(timeout=60)
         drv.quit()
         srv.stop()
 
