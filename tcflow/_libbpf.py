@@ -144,9 +144,23 @@ class ProgLoadOpts(ctypes.Structure):
                 ("log_level", ctypes.c_uint32), ("log_size", ctypes.c_uint32), ("log_buf", ctypes.c_void_p)]
 
 
-def map_create(map_type: int, name: str, key_size: int, value_size: int, max_entries: int) -> int:
+class MapCreateOpts(ctypes.Structure):
+    """struct bpf_map_create_opts (libbpf 1.x) up to map_ifindex."""
+
+    _fields_ = [("sz", ctypes.c_size_t), ("btf_fd", ctypes.c_uint32), ("btf_key_type_id", ctypes.c_uint32),
+                ("btf_value_type_id", ctypes.c_uint32), ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+                ("inner_map_fd", ctypes.c_uint32), ("map_flags", ctypes.c_uint32), ("map_extra", ctypes.c_uint64),
+                ("numa_node", ctypes.c_uint32), ("map_ifindex", ctypes.c_uint32)]
+
+
+BPF_F_NO_PREALLOC = 1
+
+
+def map_create(map_type: int, name: str, key_size: int, value_size: int, max_entries: int, flags: int = 0) -> int:
     """A new map's fd (close it when done)."""
-    return _check(lib().bpf_map_create(map_type, name.encode(), key_size, value_size, max_entries, None),
+    opts = MapCreateOpts(sz=ctypes.sizeof(MapCreateOpts), map_flags=flags) if flags else None
+    return _check(lib().bpf_map_create(map_type, name.encode(), key_size, value_size, max_entries,
+                                       ctypes.byref(opts) if opts is not None else None),
                   f"creating BPF map {name}")
 
 

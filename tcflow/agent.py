@@ -14,6 +14,7 @@ agent adopts them, so counters carry on.
 
 from __future__ import annotations
 
+import dataclasses
 import contextlib
 import threading
 from typing import Any, ContextManager, Iterable, Optional
@@ -23,6 +24,7 @@ from .binding import Binder, Settings
 from .container_status import PeerMap
 from .errors import InterfaceError
 from .fleet import Fleet
+from .flows import DEFAULT_TOP, FlowTable, unattributed
 from .links import Link, diff
 from .loader import Datapath, Options
 from .names import shown
@@ -41,7 +43,7 @@ class Agent:
                  datapath: Optional[Datapath] = None):
         settings, options = settings or Settings(), options or Options()
         if settings.pin and not options.pin_dir:
-            options = Options(options.max_ifaces, pins.default_pin_dir())
+            options = dataclasses.replace(options, pin_dir=pins.default_pin_dir())
         if datapath is not None:
             options = datapath.options
         self.settings, self.options = settings, options
@@ -58,6 +60,8 @@ class Agent:
         self.fleet: Optional[Fleet] = Fleet(pin_dir=self.pin_dir) if settings.containers else None
         self._warmer: Optional[threading.Thread] = None
         self._peers = PeerMap()  # host-side veths -> their containers
+        self.flows: Optional[FlowTable] = None  # --flows
+        self.flows_top = DEFAULT_TOP            # flows per interface in a snapshot
 
     @property
     def pin_dir(self) -> Optional[str]:
@@ -71,6 +75,9 @@ class Agent:
             self._made_pins = bool(self.pin_dir) and not pins.exists(str(self.pin_dir))
             self.dp = self._borrowed or Datapath(self.options)
             self.slots = SlotTable(self.dp)
+            if self.options.flows:
+                self.flows = FlowTable(self.dp)
+                self.slots.on_bind = self.flows.purge
             self.binder = Binder(self.dp, self.slots, self.settings)
         return self.binder
 
@@ -307,7 +314,20 @@ class Agent:
                 g = self._peers.container_of(ln.ifindex, ln.peer)
             entries.append((shown(ln.ifname), shown(ln.netns.name), ln.ifindex, self._hooks(ln), b, p,
                             g.labels() if g is not None else None))
-        return make_snapshot(entries)
+        snap = make_snapshot(entries)
+        if self.flows is not None:
+            reports = self.flows.report(slots, self.flows_top)
+            flows_of = {}
+            for key, s in zip(snap.interfaces, slots, strict=True):
+                r = reports[s]
+                flows_of[key] = r.as_dict(unattributed(*sums[s], r))
+            snap = dataclasses.replace(snap, flows=flows_of)
+        return snap
+
+    def tick_flows(self) -> None:
+        """Rates and eviction of the flow table (--flows); the loop calls it once a second."""
+        if self.flows is not None:
+            self.flows.tick()
 
     def _hooks(self, ln: Link) -> Hooks:
         return Hooks(ln.ingress, ln.xdp_mode if ln.ingress == "xdp" else None, pinned=self.settings.pin)

@@ -44,6 +44,7 @@ PROG_TC_INGRESS = "tcflow_tc_ingress"
 PROG_TC_EGRESS = "tcflow_tc_egress"
 PROGRAMS = (PROG_XDP, PROG_TC_INGRESS, PROG_TC_EGRESS)
 MAPS = ("ifaces", "by_ifindex", "counters")  # the maps the programs reference
+FLOW_MAPS = ("flows", "flow_frags", "flow_overflow")  # and, built with flows, these
 BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP = 3, 6
 PROG_TYPES = {PROG_XDP: BPF_PROG_TYPE_XDP, PROG_TC_INGRESS: BPF_PROG_TYPE_SCHED_CLS,
               PROG_TC_EGRESS: BPF_PROG_TYPE_SCHED_CLS}
@@ -92,7 +93,7 @@ class Image:
         for n, p in body["programs"].items():
             raw = base64.b64decode(p["insns"], validate=True)
             refs = tuple((int(off), str(m)) for off, m in p["maps"])
-            if len(raw) % 8 or not raw or any(m not in MAPS or off % 8 or off + 16 > len(raw) or
+            if len(raw) % 8 or not raw or any(m not in MAPS + FLOW_MAPS or off % 8 or off + 16 > len(raw) or
                                               raw[off] != _LD_IMM64 for off, m in refs):
                 raise ValueError("malformed program")
             insns[n], maps[n] = raw, refs
@@ -121,12 +122,17 @@ def bcc_identity() -> str:
     return f"{pkg}|{version}|{'|'.join(libs)}"
 
 
-def cache_key(headers: kheaders.Headers) -> str:
+def cflags(flows: bool = False) -> list[str]:
+    """The class cells, and with ``flows`` the per-five-tuple counting."""
+    return classes.cflags() + (["-DTCFLOW_FLOWS"] if flows else [])
+
+
+def cache_key(headers: kheaders.Headers, flows: bool = False) -> str:
     """What changes the instructions, hashed: a new value of any is a new entry."""
     h = hashlib.sha256()
     with open(SOURCE, "rb") as f:
         h.update(f.read())
-    for part in (" ".join(classes.cflags()), platform.release(), platform.version(), bcc_identity(),
+    for part in (" ".join(cflags(flows)), platform.release(), platform.version(), bcc_identity(),
                  headers.source, headers.path, sys.implementation.cache_tag or ""):
         h.update(b"\0" + part.encode())
     return h.hexdigest()
@@ -178,10 +184,11 @@ def discard(key: str) -> None:
         pass
 
 
-def image(headers: Optional[kheaders.Headers] = None, use_cache: bool = True) -> tuple[Image, str]:
+def image(headers: Optional[kheaders.Headers] = None, use_cache: bool = True,
+          flows: bool = False) -> tuple[Image, str]:
     """The Image for this machine and how it came: "cache" or "compiled"."""
     headers = headers or kheaders.locate()
-    key = cache_key(headers)
+    key = cache_key(headers, flows)
     path = os.path.join(cache_dir(), key + ".json")
     cache_ok = False
     try:
@@ -192,7 +199,7 @@ def image(headers: Optional[kheaders.Headers] = None, use_cache: bool = True) ->
         cached = _read_cached(path, key)
         if cached is not None:
             return cached, "cache"
-    img = compile_in_child(key, headers)
+    img = compile_in_child(key, headers, flows)
     try:
         _write_cached(path, img)
     except (OSError, TcflowError):
@@ -200,7 +207,7 @@ def image(headers: Optional[kheaders.Headers] = None, use_cache: bool = True) ->
     return img, "compiled"
 
 
-def compile_in_child(key: str, headers: kheaders.Headers) -> Image:
+def compile_in_child(key: str, headers: kheaders.Headers, flows: bool = False) -> Image:
     """Run bcc in a child process; this process never maps LLVM."""
     env = dict(os.environ)
     pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -208,7 +215,7 @@ def compile_in_child(key: str, headers: kheaders.Headers) -> Image:
     if headers.source == "fallback":
         env["BCC_KERNEL_SOURCE"] = headers.path
     try:
-        r = subprocess.run([sys.executable, "-m", "tcflow.build", key], env=env, capture_output=True,
+        r = subprocess.run([sys.executable, "-m", "tcflow.build", key, *(["--flows"] if flows else [])], env=env, capture_output=True,
                            timeout=COMPILE_TIMEOUT_S, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise CompileError(f"compiling {os.path.basename(SOURCE)} took over {COMPILE_TIMEOUT_S} s",
@@ -234,7 +241,7 @@ def compile_in_child(key: str, headers: kheaders.Headers) -> Image:
 
 # -- the child ----------------------------------------------------------------
 
-def _compile(key: str) -> Image:
+def _compile(key: str, flows: bool = False) -> Image:
     try:
         from bcc import BPF
     except ImportError:
@@ -246,7 +253,7 @@ def _compile(key: str) -> Image:
         saved = os.dup(2)
         os.dup2(cap.fileno(), 2)
         try:
-            bpf = BPF(src_file=SOURCE.encode(), cflags=classes.cflags())
+            bpf = BPF(src_file=SOURCE.encode(), cflags=cflags(flows))
         except Exception as e:
             os.dup2(saved, 2)
             cap.seek(0)
@@ -258,7 +265,7 @@ def _compile(key: str) -> Image:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-    fd_to_map = {int(bpf[m.encode()].get_fd()): m for m in MAPS}
+    fd_to_map = {int(bpf[m.encode()].get_fd()): m for m in MAPS + (FLOW_MAPS if flows else ())}
     insns, maps = {}, {}
     for name in PROGRAMS:
         buf = bytearray(bpf.dump_func(name.encode()))
@@ -277,7 +284,7 @@ def _compile(key: str) -> Image:
 
 def _main(argv: list[str]) -> int:
     try:
-        print(_compile(argv[0]).to_json())
+        print(_compile(argv[0], "--flows" in argv[1:]).to_json())
         return 0
     except TcflowError as e:
         print(json.dumps({"kind": type(e).__name__, "message": e.message, "hint": e.hint}))

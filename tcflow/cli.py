@@ -30,7 +30,8 @@ from .binding import INGRESS_CHOICES, XDP_MODES, Settings
 from .completion import bash, subcommands
 from .errors import InterfaceError, TcflowError, UsageError, shell_words
 from .fleet import BURST_EVERY_S, BURST_S
-from .loader import DEFAULT_MAX_IFACES, Options
+from .flows import DEFAULT_TOP
+from .loader import DEFAULT_FLOW_ENTRIES, DEFAULT_MAX_IFACES, Options
 from .names import printable
 from .reader import VALUE_SIZE
 from .snapshot import Snapshot, document
@@ -38,6 +39,9 @@ from .targets import Where, group
 
 MAX_INTERFACES_LIMIT = 65536
 CONTAINER_SCAN_S = 0.25  # --containers: how often /proc is scanned for new containers
+MIN_FLOW_ENTRIES, MAX_FLOW_ENTRIES = 16, 1 << 20
+MAX_TOP = 1000
+FLOW_TICK_S = 1.0  # --flows: rates and eviction, once a second
 MAX_COUNTERS_MIB = 1024  # the per-CPU counters map; the default 4096 interfaces take 1.6 MiB per CPU
 
 
@@ -154,6 +158,20 @@ def namespace_name(text: str) -> str:
     return text
 
 
+def flow_entries(text: str) -> int:
+    n = count(text)
+    if not MIN_FLOW_ENTRIES <= n <= MAX_FLOW_ENTRIES:
+        raise argparse.ArgumentTypeError(f"{text} is not between {MIN_FLOW_ENTRIES} and {MAX_FLOW_ENTRIES}")
+    return n
+
+
+def top_count(text: str) -> int:
+    n = count(text)
+    if n > MAX_TOP:
+        raise argparse.ArgumentTypeError(f"{text} is more than {MAX_TOP}")
+    return n
+
+
 def max_interfaces(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= MAX_INTERFACES_LIMIT:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {MAX_INTERFACES_LIMIT}")
@@ -213,7 +231,14 @@ def make_agent(args: argparse.Namespace) -> tuple[Agent, list[Any]]:
         raise UsageError(f"--max-interfaces {args.max_interfaces} needs {counters_mib:,.0f} MiB of counters on "
                          f"this machine's {_libbpf.num_possible_cpus()} CPUs (at most {MAX_COUNTERS_MIB} MiB)",
                          hint="ask for fewer interfaces")
-    return Agent(settings, Options(args.max_interfaces, args.pin_dir if args.pin else None)), targets
+    flows = bool(getattr(args, "flows", False)) or args.command == "top"
+    if flows and args.pin:
+        raise UsageError("--flows (and top) cannot be combined with --pin: flow tables are not pinned",
+                         hint="drop --pin, or count flows in a second tcflow without it")
+    agent = Agent(settings, Options(args.max_interfaces, args.pin_dir if args.pin else None, flows,
+                                    args.flow_entries))
+    agent.flows_top = args.flows_top
+    return agent, targets
 
 
 def flush_notices(agent: Agent, sink: Callable[[str], None] = note) -> None:
@@ -230,11 +255,12 @@ def run_loop(agent: Agent, sig: _Signals, interval: float, tick: Callable[[], bo
     following = agent.fleet is not None or any(w.follow for w in agent.watches.values())
     due = time.monotonic() + interval
     scan_due = time.monotonic() + CONTAINER_SCAN_S
+    flows_due = time.monotonic() + FLOW_TICK_S if agent.flows is not None else math.inf
     burst_until = 0.0  # --containers: after a runtime made a namespace, scan often for a while
     cue = agent.fleet.cue.fd if agent.fleet is not None and agent.fleet.cue.fd >= 0 else None
     while not sig.stop:
         fds = agent.event_fds()
-        wake = min(due, scan_due) if agent.fleet is not None else due
+        wake = min(due, scan_due if agent.fleet is not None else due, flows_due)
         ready, _, _ = select.select([sig.rfd, *fds, *([cue] if cue is not None else [])], [], [],
                                     max(0.0, wake - time.monotonic()))
         if sig.rfd in ready:
@@ -257,6 +283,10 @@ def run_loop(agent: Agent, sig: _Signals, interval: float, tick: Callable[[], bo
                 scan_due = now + (BURST_EVERY_S if now < burst_until else CONTAINER_SCAN_S)
         if agent.fleet is not None:
             agent.warm()
+        if time.monotonic() >= flows_due:
+            with guard():
+                agent.tick_flows()
+            flows_due = max(flows_due + FLOW_TICK_S, time.monotonic())
         if agent.fleet is not None:
             lost = []  # containers come and go: that is no news
         for label in lost:
@@ -518,6 +548,16 @@ def _parents() -> dict[str, Parser]:
                          help="pin the counters, adopt pinned attachments, and leave the programs attached on exit")
     targets.add_argument("--max-interfaces", type=max_interfaces, default=DEFAULT_MAX_IFACES, metavar="N",
                          help=f"interfaces the maps hold, 1 to {MAX_INTERFACES_LIMIT} (default {DEFAULT_MAX_IFACES})")
+    targets.add_argument("--flows", action="store_true",
+                         help="also count per five-tuple (both directions of a connection in one flow); "
+                              "JSON and /traffic then list each interface's top flows")
+    targets.add_argument("--flow-entries", type=flow_entries, default=DEFAULT_FLOW_ENTRIES, metavar="N",
+                         help=f"with --flows: flows the table holds, all interfaces together, {MIN_FLOW_ENTRIES} to "
+                              f"{MAX_FLOW_ENTRIES} (default {DEFAULT_FLOW_ENTRIES}); past it, new flows count "
+                              "in an overflow total")
+    targets.add_argument("--flows-top", type=top_count, default=DEFAULT_TOP, metavar="N",
+                         help=f"with --flows: flows listed per interface in JSON and /traffic, by rate "
+                              f"(default {DEFAULT_TOP}, at most {MAX_TOP})")
     return {"where": where, "pin_dir": pins_parent, "targets": targets}
 
 

@@ -37,13 +37,22 @@ IFINDEX_SLOTS = 8192
 IFACE_F_BOUND = 0x80000000
 
 
+DEFAULT_FLOW_ENTRIES = 16384
+FRAG_ENTRIES = 1024  # first fragments whose ports later fragments look up (LRU)
+BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_HASH = 5, 6, 9
+FLOW_KEY_SIZE, FLOW_VAL_SIZE, FRAG_KEY_SIZE, FRAG_VAL_SIZE = 44, 56, 40, 4
+
+
 @dataclass(frozen=True)
 class Options:
-    """Map size and, with ``pin_dir``, pinned maps. Neither changes the
-    instructions: one cached image serves every size and pin directory."""
+    """Map size and, with ``pin_dir``, pinned maps; neither changes the
+    instructions. ``flows`` (`--flows`) takes the image that also counts
+    per five-tuple, with a flow table of ``flow_entries``."""
 
     max_ifaces: int = DEFAULT_MAX_IFACES
     pin_dir: Optional[str] = None
+    flows: bool = False
+    flow_entries: int = DEFAULT_FLOW_ENTRIES
 
 
 @dataclass
@@ -68,7 +77,7 @@ class Datapath:
 
     def __init__(self, options: Options = Options(), use_cache: bool = True):
         self.options = options
-        self.image, self.origin = build.image(kheaders.locate(), use_cache=use_cache)
+        self.image, self.origin = build.image(kheaders.locate(), use_cache=use_cache, flows=options.flows)
         self.ncpus = _libbpf.num_possible_cpus()
         self._lock = threading.Lock()
         self._fds: dict[str, int] = {}
@@ -78,6 +87,15 @@ class Datapath:
         try:
             for name in ("ifaces", "counters") + (("meta",) if options.pin_dir else ()):
                 self._fds[name] = self._open_map(name)
+            if options.flows:
+                # Not preallocated: memory follows the flows there are (per CPU
+                # each), up to flow_entries; past it, new flows go to overflow.
+                self._fds["flows"] = _create(BPF_MAP_TYPE_PERCPU_HASH, "flows", FLOW_KEY_SIZE, FLOW_VAL_SIZE,
+                                             options.flow_entries, _libbpf.BPF_F_NO_PREALLOC)
+                self._fds["flow_frags"] = _create(BPF_MAP_TYPE_LRU_HASH, "flow_frags", FRAG_KEY_SIZE,
+                                                  FRAG_VAL_SIZE, FRAG_ENTRIES)
+                self._fds["flow_overflow"] = _create(BPF_MAP_TYPE_PERCPU_ARRAY, "flow_overflow", 4, FLOW_VAL_SIZE,
+                                                     options.max_ifaces)
         except BaseException:
             self.close()
             raise
@@ -191,8 +209,9 @@ class Datapath:
         return fd
 
     def _insns(self, name: str, s: _Set) -> bytes:
-        return self.image.link(name, {"ifaces": self._fds["ifaces"], "counters": self._fds["counters"],
-                                      "by_ifindex": s.array})
+        maps = {"ifaces": self._fds["ifaces"], "counters": self._fds["counters"], "by_ifindex": s.array}
+        maps.update({m: self._fds[m] for m in build.FLOW_MAPS if m in self._fds})
+        return self.image.link(name, maps)
 
     def _load(self, name: str, s: _Set) -> int:
         try:
@@ -206,7 +225,7 @@ class Datapath:
         # The verifier refused a cached image: never trusted again. Compile
         # afresh; programs already loaded from the old image stay valid.
         build.discard(self.image.key)
-        self.image, self.origin = build.image(kheaders.locate(), use_cache=False)
+        self.image, self.origin = build.image(kheaders.locate(), use_cache=False, flows=self.options.flows)
         try:
             return _libbpf.prog_load(build.PROG_TYPES[name], name, self._insns(name, s))
         except TcflowError as e:
@@ -261,9 +280,9 @@ class Datapath:
             self._fds.clear()
 
 
-def _create(mtype: int, name: str, ksize: int, vsize: int, size: int) -> int:
+def _create(mtype: int, name: str, ksize: int, vsize: int, size: int, flags: int = 0) -> int:
     try:
-        return _libbpf.map_create(mtype, name, ksize, vsize, size)
+        return _libbpf.map_create(mtype, name, ksize, vsize, size, flags)
     except TcflowError as e:
         if e.fields.get("errno") == errno.EPERM:
             raise PermissionError_("creating BPF maps needs root", hint="run tcflow with sudo") from None

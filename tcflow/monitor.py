@@ -48,7 +48,7 @@ class Monitor:
             raise UsageError("--follow needs --match", hint="e.g. --match 'veth*' --follow")
         options = options or Options()
         if pin_dir:
-            options = Options(options.max_ifaces, pin_dir)
+            options = dataclasses.replace(options, pin_dir=pin_dir)
         self.target = Target(Where(netns, pid), tuple(dict.fromkeys(interfaces)), tuple(match), follow)
         self.agent = Agent(Settings(ingress, xdp_mode, include_local, pin), options, datapath)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import threading
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from . import _libbpf
 from .errors import LimitError
@@ -32,6 +32,7 @@ class SlotTable:
         self._lock = threading.Lock()
         self._held: set[int] = set()             # slots this process handed out
         self._taken: Optional[set[int]] = None   # slots in the map, read once per batch
+        self.on_bind: Optional[Callable[[int], None]] = None  # --flows: a slot's flows go before it is reused
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -74,6 +75,8 @@ class SlotTable:
         """Zero ``slot``, then point the interface at it: counting starts."""
         zero = ctypes.create_string_buffer(VALUE_SIZE * self.dp.ncpus)
         _libbpf.map_update(self.dp.map_fd("counters"), ctypes.c_uint32(slot), zero)
+        if self.on_bind is not None:
+            self.on_bind(slot)
         _libbpf.map_update(self.dp.map_fd("ifaces"), IfaceKey(cookie, ifindex, 0), IfaceVal(slot, flags))
         self.dp.index(cookie, ifindex, slot, flags)
 

@@ -91,6 +91,7 @@ class Snapshot:
     time: float
     monotonic: float
     interfaces: Mapping[str, InterfaceCounters] = field(default_factory=dict)
+    flows: Optional[Mapping[str, Mapping[str, Any]]] = None  # --flows: per interface key, tcflow.flows.SlotFlows.as_dict
 
     def rates(self, earlier: "Snapshot") -> dict[str, dict[str, float]]:
         """Bytes per second per class since ``earlier``, per interface.
@@ -149,4 +150,6 @@ def document(snap: Snapshot) -> dict[str, Any]:
             "extended": {c.name: ic.bytes[c.name] for c in CLASSES[SEED_COUNT:]},
             "container": dict(ic.container) if ic.container is not None else None,
         }
+        if snap.flows is not None and key in snap.flows:
+            out[key]["flows"] = snap.flows[key]
     return {"time": round(snap.time, 6), "interfaces": out}

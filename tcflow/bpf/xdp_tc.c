@@ -18,8 +18,10 @@
  * SPEC names by copying each header out with bpf_{skb,xdp}_load_bytes: it
  * needs no linear data (no pull), and the verifier walks it once.
  *
- * Compile-time switches (passed by tcflow/loader.py as cflags):
+ * Compile-time switches (passed by tcflow/build.py as cflags):
  *   C_<CLASS>, NUM_CLASSES  each class's counter cell, from tcflow/classes.py
+ *   TCFLOW_FLOWS            also count per five-tuple (`--flows`): a second
+ *                           image, so the default one costs nothing for it
  * Map sizes are set by the loader when it creates the maps; the sizes below
  * only let bcc compile.
  */
@@ -30,6 +32,8 @@
 #include <uapi/linux/ip.h>
 #include <uapi/linux/ipv6.h>
 #include <uapi/linux/pkt_cls.h>
+
+#include <uapi/linux/icmp.h>
 
 #define VLAN_MAX_DEPTH 2  /* 802.1Q / 802.1ad tags parsed (SPEC) */
 #define IPV6_EXT_MAX 8    /* IPv6 extension headers walked (SPEC) */
@@ -94,6 +98,66 @@ BPF_HASH(ifaces, struct iface_key, struct iface_val, 1);
 BPF_ARRAY(by_ifindex, struct iface_val, 1);
 BPF_PERCPU_ARRAY(counters, struct counters, 1);
 
+#ifdef TCFLOW_FLOWS
+/*
+ * Flows: one entry per {interface slot, protocol, both endpoints}, the two
+ * directions of a connection folded into one by putting the lower
+ * (address, port) first as endpoint a. For ICMP and ICMPv6 port_a holds the
+ * type and port_b is 0; other protocols have no ports. Addresses are as in
+ * the header (an IPv6 header's IPv4-mapped address stays 16 bytes; its
+ * bytes count as IPv4, as everywhere in SPEC).
+ *
+ * flows is a per-CPU hash (no atomics, as for counters), bounded: when it is
+ * full, a new flow's bytes go to flow_overflow[slot] instead, so that the
+ * sum over flows, what user space evicted and the overflow is always the
+ * interface's classes. Not LRU: the kernel would drop an entry and its
+ * bytes without a word. User space evicts idle flows and keeps their totals.
+ */
+struct flow_key {
+	u32 slot;
+	u8 proto;
+	u8 hdr6;      /* the addresses are an IPv6 header's (16 bytes) */
+	u16 pad;
+	__be16 port_a;
+	__be16 port_b;
+	__be32 addr_a[4];
+	__be32 addr_b[4];
+};
+
+struct flow_val {
+	u64 ip_bytes[2]; /* [DIR_RECV], [DIR_SEND], as the classes count them */
+	u64 payload[2];
+	u64 packets[2];
+	u32 local;       /* bit 0: endpoint a is this interface's side, bit 1: b */
+	u32 pad;
+};
+
+/* A fragment after the first has no ports: the first one leaves them here,
+ * under its addresses, protocol and IP id. LRU: a lost entry costs only the
+ * ports of the fragments after it (they go to the flow with ports 0). */
+struct frag_key {
+	__be32 id;
+	u8 proto;
+	u8 hdr6;
+	u16 pad;
+	__be32 src[4];
+	__be32 dst[4];
+};
+
+struct frag_val {
+	__be16 sport;
+	__be16 dport;
+};
+
+BPF_TABLE("percpu_hash", struct flow_key, struct flow_val, flows, 1);
+BPF_TABLE("lru_hash", struct frag_key, struct frag_val, flow_frags, 1);
+BPF_PERCPU_ARRAY(flow_overflow, struct flow_val, 1);
+
+#define FRAG_NONE 0
+#define FRAG_FIRST 1 /* offset 0, more fragments: its ports are stored */
+#define FRAG_LATER 2 /* offset > 0: ports looked up */
+#endif
+
 struct vlan_hdr {
 	__be16 tci;
 	__be16 encap_proto;
@@ -119,6 +183,15 @@ struct meta {
 	u32 proto;   /* upper-layer protocol; only 6 and 17 are not raw */
 	u32 v6;      /* family after IPv4-mapped addresses count as IPv4 */
 	u32 local;
+#ifdef TCFLOW_FLOWS
+	__be32 saddr[4] __attribute__((aligned(8))); /* IPv4: [0] only; compared as u64s */
+	__be32 daddr[4];
+	__be16 sport;    /* ICMP: the type */
+	__be16 dport;
+	__be32 frag_id;
+	u8 frag;         /* FRAG_* */
+	u8 hdr6;
+#endif
 };
 
 static __always_inline int is_vlan(__be16 proto)
@@ -183,6 +256,29 @@ static __always_inline int is_v6_ext(u8 nh)
 	       nh == IPPROTO_DSTOPTS || nh == IPPROTO_FRAGMENT;
 }
 
+#ifdef TCFLOW_FLOWS
+static __always_inline void flow_addrs4(struct meta *m, __be32 s, __be32 d)
+{
+	m->saddr[0] = s;
+	m->saddr[1] = m->saddr[2] = m->saddr[3] = 0;
+	m->daddr[0] = d;
+	m->daddr[1] = m->daddr[2] = m->daddr[3] = 0;
+	m->hdr6 = 0;
+}
+
+static __always_inline void flow_addrs6(struct meta *m, const struct ipv6hdr *ip6)
+{
+	__builtin_memcpy(m->saddr, &ip6->saddr, 16);
+	__builtin_memcpy(m->daddr, &ip6->daddr, 16);
+	m->hdr6 = 1;
+}
+
+static __always_inline int is_icmp(struct meta *m)
+{
+	return m->proto == (m->hdr6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP);
+}
+#endif
+
 /* ---- fast path: direct packet access, common case only ------------------
  * Each helper moves the cursor past its header and returns the next
  * protocol, or -1: "not for the fast path" (the slow path decides what it
@@ -209,9 +305,15 @@ static __always_inline int fast_ipv4(struct hdr_cursor *nh, void *data_end,
 
 	if ((void *)(iph + 1) > data_end)
 		return -1;
-	/* version 4 without options, and not a non-first fragment */
+	/* version 4 without options, and not a non-first fragment (with
+	 * flows: no fragment at all, the slow path keeps their ports) */
+#ifdef TCFLOW_FLOWS
+	if (*(u8 *)iph != 0x45 || (iph->frag_off & bpf_htons(0x3fff)))
+		return -1;
+#else
 	if (*(u8 *)iph != 0x45 || (iph->frag_off & bpf_htons(0x1fff)))
 		return -1;
+#endif
 	/* GSO may leave tot_len 0 (or stale): the aggregate's length is the
 	 * skb's. A plain packet is what its header says, padding excluded. */
 	u64 len = segs > 1 ? avail : bpf_ntohs(iph->tot_len);
@@ -221,6 +323,10 @@ static __always_inline int fast_ipv4(struct hdr_cursor *nh, void *data_end,
 	m->ip_hlen = sizeof(*iph);
 	m->v6 = 0;
 	m->local = v4_local(iph->saddr, iph->daddr);
+#ifdef TCFLOW_FLOWS
+	flow_addrs4(m, iph->saddr, iph->daddr);
+	m->frag = FRAG_NONE;
+#endif
 	nh->pos = iph + 1;
 	return iph->protocol;
 }
@@ -240,6 +346,10 @@ static __always_inline int fast_ipv6(struct hdr_cursor *nh, void *data_end,
 	m->l3_len = len;
 	m->ip_hlen = sizeof(*ip6);
 	v6_addrs(ip6, m);
+#ifdef TCFLOW_FLOWS
+	flow_addrs6(m, ip6);
+	m->frag = FRAG_NONE;
+#endif
 	nh->pos = ip6 + 1;
 	return ip6->nexthdr;
 }
@@ -255,12 +365,32 @@ static __always_inline int fast_l4(struct hdr_cursor *nh, void *data_end, struct
 		if (doff < 5 || m->ip_hlen + doff * 4 > m->l3_len)
 			return -1;
 		m->th_len = doff * 4;
+#ifdef TCFLOW_FLOWS
+		m->sport = ((__be16 *)t)[0];
+		m->dport = ((__be16 *)t)[1];
+#endif
 	} else if (m->proto == IPPROTO_UDP) {
 		if (m->ip_hlen + 8 > m->l3_len)
 			return -1;
 		m->th_len = 8;
+#ifdef TCFLOW_FLOWS
+		__be16 *u = nh->pos;
+		if ((void *)(u + 2) > data_end)
+			return -1;
+		m->sport = u[0];
+		m->dport = u[1];
+#endif
 	} else {
 		m->th_len = 0;
+#ifdef TCFLOW_FLOWS
+		u8 *t = nh->pos;
+		m->sport = m->dport = 0;
+		if (is_icmp(m)) {
+			if ((void *)(t + 1) > data_end || m->ip_hlen + 1 > m->l3_len)
+				return -1;
+			m->sport = t[0];
+		}
+#endif
 	}
 	return 0;
 }
@@ -326,6 +456,11 @@ static __always_inline int slow_ipv4(struct off_cursor *cur, u64 avail, u32 segs
 	m->v6 = 0;
 	m->local = v4_local(iph.saddr, iph.daddr);
 	*nonfirst = (bpf_ntohs(iph.frag_off) & 0x1fff) != 0;
+#ifdef TCFLOW_FLOWS
+	flow_addrs4(m, iph.saddr, iph.daddr);
+	m->frag_id = iph.id;
+	m->frag = *nonfirst ? FRAG_LATER : (bpf_ntohs(iph.frag_off) & 0x2000) ? FRAG_FIRST : FRAG_NONE;
+#endif
 	cur->off += hlen;
 	return iph.protocol;
 }
@@ -347,6 +482,10 @@ static __always_inline int slow_ipv6(struct off_cursor *cur, u64 avail, u32 segs
 	if (len > avail)
 		return -1;
 	v6_addrs(&ip6, m);
+#ifdef TCFLOW_FLOWS
+	flow_addrs6(m, &ip6);
+	m->frag = FRAG_NONE;
+#endif
 
 	u8 nh = ip6.nexthdr;
 	u32 hoff = sizeof(ip6);
@@ -361,6 +500,11 @@ static __always_inline int slow_ipv6(struct off_cursor *cur, u64 avail, u32 segs
 			nh = f.nexthdr;
 			cur->off += sizeof(f);
 			hoff += sizeof(f);
+#ifdef TCFLOW_FLOWS
+			m->frag_id = f.id;
+			m->frag = (bpf_ntohs(f.frag_off) & 0xfff8) ? FRAG_LATER :
+				  (bpf_ntohs(f.frag_off) & 1) ? FRAG_FIRST : FRAG_NONE;
+#endif
 			if (bpf_ntohs(f.frag_off) & 0xfff8) {
 				*nonfirst = 1;
 				break;
@@ -393,6 +537,9 @@ static __always_inline int slow_l4(struct off_cursor *cur, struct meta *m, int n
 	/* A non-first fragment has no transport header: all of its IP payload
 	 * is payload of the protocol its IP (or fragment) header names. */
 	m->th_len = 0;
+#ifdef TCFLOW_FLOWS
+	m->sport = m->dport = 0;
+#endif
 	if (nonfirst)
 		return 0;
 	if (m->proto == IPPROTO_TCP) {
@@ -408,6 +555,19 @@ static __always_inline int slow_l4(struct off_cursor *cur, struct meta *m, int n
 			return -1;
 		m->th_len = 8;
 	}
+#ifdef TCFLOW_FLOWS
+	if (m->th_len) {
+		__be16 ports[2];
+		if (load(cur, cur->off, ports, sizeof(ports)) == 0) {
+			m->sport = ports[0];
+			m->dport = ports[1];
+		}
+	} else if (is_icmp(m) && m->ip_hlen + 1 <= m->l3_len) {
+		u8 type;
+		if (load(cur, cur->off, &type, 1) == 0)
+			m->sport = type;
+	}
+#endif
 	return 0;
 }
 
@@ -440,13 +600,98 @@ static __always_inline void add(struct counters *c, u32 idx, u64 bytes, u64 pkts
 {
 	if (idx >= NUM_CLASSES)
 		return; /* never taken; keeps the verifier's index bounded */
+#ifdef TCFLOW_FLOWS
+	/* With flows, clang checks a zero-extended copy of idx and indexes
+	 * with the original, which the verifier cannot bound: index with a
+	 * 64-bit copy that is the one checked. */
+	u64 i = idx;
+	asm volatile("" : "+r"(i));
+	if (i >= NUM_CLASSES)
+		return;
+	c->c[i].bytes += bytes;
+	c->c[i].packets += pkts;
+#else
 	c->c[idx].bytes += bytes;
 	c->c[idx].packets += pkts;
+#endif
 }
 
 /* Apply SPEC's byte rules to a parsed packet and bump its classes.
  * frame_len: what other/malformed count (wire bytes). */
-static __always_inline void account(struct counters *c, u32 flags, int dir,
+#ifdef TCFLOW_FLOWS
+/* The flow of one packet the classes counted: l3, l4 and n as they added. */
+static __always_inline void flow_count(u32 slot, int dir, struct meta *m, u64 l3, u64 l4, u64 n)
+{
+	__be16 sp = m->sport, dp = m->dport;
+
+	if (m->frag != FRAG_NONE) {
+		struct frag_key fk = {};
+		fk.id = m->frag_id;
+		fk.proto = m->proto;
+		fk.hdr6 = m->hdr6;
+		__builtin_memcpy(fk.src, m->saddr, 16);
+		__builtin_memcpy(fk.dst, m->daddr, 16);
+		if (m->frag == FRAG_FIRST) {
+			struct frag_val fv = { .sport = sp, .dport = dp };
+			flow_frags.update(&fk, &fv);
+		} else {
+			struct frag_val *fv = flow_frags.lookup(&fk);
+			if (fv) {
+				sp = fv->sport;
+				dp = fv->dport;
+			}
+		}
+	}
+	/* endpoint a: the lower (address, port); any fixed order would do */
+	const u64 *s = (const u64 *)m->saddr, *d = (const u64 *)m->daddr;
+	int swap = s[0] > d[0] || (s[0] == d[0] && (s[1] > d[1] ||
+		   (s[1] == d[1] && sp > dp)));
+	struct flow_key k = {};
+	k.slot = slot;
+	k.proto = m->proto;
+	k.hdr6 = m->hdr6;
+	if (swap) {
+		__builtin_memcpy(k.addr_a, m->daddr, 16);
+		__builtin_memcpy(k.addr_b, m->saddr, 16);
+		k.port_a = dp;
+		k.port_b = sp;
+	} else {
+		__builtin_memcpy(k.addr_a, m->saddr, 16);
+		__builtin_memcpy(k.addr_b, m->daddr, 16);
+		k.port_a = sp;
+		k.port_b = dp;
+	}
+	/* this interface's side: the source of what it sends, the destination
+	 * of what it receives */
+	u32 local = (dir == DIR_SEND) == !swap ? 1 : 2;
+
+	struct flow_val *v = flows.lookup(&k);
+	if (!v) {
+		struct flow_val nv = {};
+		nv.ip_bytes[dir] = l3;
+		nv.payload[dir] = l4;
+		nv.packets[dir] = n;
+		nv.local = local;
+		int err = flows.insert(&k, &nv);
+		if (err == 0)
+			return;
+		/* another CPU made it meanwhile (-EEXIST), or the table is full */
+		v = flows.lookup(&k);
+		if (!v) {
+			u32 at = slot;
+			v = flow_overflow.lookup(&at);
+			if (!v)
+				return;
+		}
+	}
+	v->ip_bytes[dir] += l3;
+	v->payload[dir] += l4;
+	v->packets[dir] += n;
+	v->local |= local;
+}
+#endif
+
+static __always_inline void account(struct counters *c, u32 slot, u32 flags, int dir,
 				    int r, struct meta *m, u64 frame_len, u32 segs)
 {
 	if (r == R_OTHER) {
@@ -491,14 +736,18 @@ static __always_inline void account(struct counters *c, u32 flags, int dir,
 	} else {
 		add(c, dir == DIR_SEND ? CLASS(L3_RAW_SEND, v6) :
 					 CLASS(L3_RAW_RECV, v6), l3, n);
+		l4 = 0; /* payload bytes are TCP's and UDP's only */
 	}
+#ifdef TCFLOW_FLOWS
+	flow_count(slot, dir, m, l3, l4, n);
+#endif
 }
 
 /* After the IP header: the transport header, then the counting. Inlined once
  * per family, so that what is constant there (the header length, the family)
  * folds away in account(). 0 when counted, -1 to ask the slow path. */
 static __always_inline int fast_finish(struct hdr_cursor *nh, void *data_end, int proto,
-				       struct meta *m, struct counters *c, u32 flags,
+				       struct meta *m, struct counters *c, u32 slot, u32 flags,
 				       int dir, u64 frame_len, u32 segs)
 {
 	if (proto < 0)
@@ -506,13 +755,13 @@ static __always_inline int fast_finish(struct hdr_cursor *nh, void *data_end, in
 	m->proto = proto;
 	if (fast_l4(nh, data_end, m) < 0)
 		return -1;
-	account(c, flags, dir, R_IP, m, frame_len, segs);
+	account(c, slot, flags, dir, R_IP, m, frame_len, segs);
 	return 0;
 }
 
 /* Count the common case straight from the packet: 0 when counted, -1 to
  * ask the slow path. */
-static __always_inline int count_fast(struct counters *c, u32 flags, int dir,
+static __always_inline int count_fast(struct counters *c, u32 slot, u32 flags, int dir,
 				      void *data, void *data_end, u64 frame_len,
 				      u32 segs)
 {
@@ -523,16 +772,16 @@ static __always_inline int count_fast(struct counters *c, u32 flags, int dir,
 
 	if (proto == bpf_htons(ETH_P_IP))
 		return fast_finish(&nh, data_end, fast_ipv4(&nh, data_end, avail, segs, &m), &m, c,
-				   flags, dir, frame_len, segs);
+				   slot, flags, dir, frame_len, segs);
 	if (proto == bpf_htons(ETH_P_IPV6))
 		return fast_finish(&nh, data_end, fast_ipv6(&nh, data_end, avail, segs, &m), &m, c,
-				   flags, dir, frame_len, segs);
+				   slot, flags, dir, frame_len, segs);
 	return -1;
 }
 
 /* The counters of the interface a program runs on, or NULL if tcflow does
  * not count it (any more). */
-static __always_inline struct counters *find_counters(u32 ifindex, u32 *flags)
+static __always_inline struct counters *find_counters(u32 ifindex, u32 *flags, u32 *slot_out)
 {
 	struct iface_val *v = by_ifindex.lookup(&ifindex);
 
@@ -555,13 +804,14 @@ static __always_inline struct counters *find_counters(u32 ifindex, u32 *flags)
 	}
 	*flags = v->flags;
 	u32 slot = v->slot;
+	*slot_out = slot;
 	return counters.lookup(&slot);
 }
 
 int tcflow_xdp(struct xdp_md *ctx)
 {
-	u32 flags = 0;
-	struct counters *c = find_counters(ctx->ingress_ifindex, &flags);
+	u32 flags = 0, slot = 0;
+	struct counters *c = find_counters(ctx->ingress_ifindex, &flags, &slot);
 	if (!c)
 		return XDP_PASS;
 
@@ -571,12 +821,12 @@ int tcflow_xdp(struct xdp_md *ctx)
 	/* The slow path has its own meta and its own account(): the fast path
 	 * then needs no value of the slow path's at a join (the compiler would
 	 * spill them on every exit). */
-	if (count_fast(c, flags, DIR_RECV, data, data_end, frame_len, 1) == 0)
+	if (count_fast(c, slot, flags, DIR_RECV, data, data_end, frame_len, 1) == 0)
 		return XDP_PASS;
 	struct meta ms = {};
 	int r = parse_slow(ctx, 1, frame_len, 1, 0, &ms);
 
-	account(c, flags, DIR_RECV, r, &ms, frame_len, 1);
+	account(c, slot, flags, DIR_RECV, r, &ms, frame_len, 1);
 	return XDP_PASS;
 }
 
@@ -589,8 +839,8 @@ static __always_inline int tc_count(struct __sk_buff *skb, int dir)
 	if (dir == DIR_RECV && skb->pkt_type == PACKET_LOOPBACK)
 		return TC_ACT_UNSPEC;
 
-	u32 flags = 0;
-	struct counters *c = find_counters(skb->ifindex, &flags);
+	u32 flags = 0, slot = 0;
+	struct counters *c = find_counters(skb->ifindex, &flags, &slot);
 	if (!c)
 		return TC_ACT_UNSPEC;
 
@@ -603,14 +853,14 @@ static __always_inline int tc_count(struct __sk_buff *skb, int dir)
 	 * ingress (and a VLAN device may do so on send): the slow path counts
 	 * it toward SPEC's two tags. */
 	if (!skb->vlan_present &&
-	    count_fast(c, flags, dir, data, data_end, frame_len, segs) == 0)
+	    count_fast(c, slot, flags, dir, data, data_end, frame_len, segs) == 0)
 		return TC_ACT_UNSPEC;
 	int vlan_meta = skb->vlan_present;
 	struct meta ms = {};
 	int r = parse_slow(skb, 0, frame_len, segs, vlan_meta, &ms);
 
 	/* other/malformed count wire bytes: a tag held in metadata is one */
-	account(c, flags, dir, r, &ms, frame_len + (r != R_IP && vlan_meta ? 4 : 0), segs);
+	account(c, slot, flags, dir, r, &ms, frame_len + (r != R_IP && vlan_meta ? 4 : 0), segs);
 	return TC_ACT_UNSPEC;
 }
 

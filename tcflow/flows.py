@@ -1,0 +1,315 @@
+"""Flows (`--flows`): which five-tuples carry an interface's bytes.
+
+The datapath (``TCFLOW_FLOWS`` in tcflow/bpf/xdp_tc.c) keeps, per interface
+slot, a per-CPU hash keyed by {protocol, endpoint a, endpoint b}, the two
+directions folded into one entry, with IP bytes, payload bytes and packets
+received and sent, counted by the same rules as the classes. This module
+reads it, sums the CPUs, and keeps three more things per slot:
+
+- ``evicted``: the totals of flows taken out of the table. A flow is
+  evicted when it has not moved for ``idle_s``, or, when the table is over
+  HIGH_WATER full, the flows that moved least recently, down to LOW_WATER.
+  Their bytes stay counted here, never dropped.
+- ``overflow``: what the datapath counted while the table was full (it
+  cannot add a flow then; its bytes go to the slot's overflow cell).
+- ``unattributed``: the interface's IP classes minus flows, evicted and
+  overflow. 0, except for a packet that lands on an entry in the instant it
+  is deleted (the kernel frees it after the packet's program ends); said,
+  not hidden.
+
+So for every interface: flows + evicted + overflow + unattributed = classes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional, Sequence
+
+from . import _libbpf
+from .classes import BY_NAME, NAMES
+from .loader import FLOW_KEY_SIZE, FLOW_VAL_SIZE, Datapath
+
+IDLE_S = 30.0          # a flow unchanged this long is evicted
+HIGH_WATER = 0.9       # over this share of the table: evict the stalest ...
+LOW_WATER = 0.8        # ... down to this share
+DEFAULT_TOP = 10
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
+RECV, SEND = 0, 1
+_KEY = struct.Struct("<IBBH2s2s16s16s")
+_VAL = struct.Struct("<6QII")
+_INDEX = {n: i for i, n in enumerate(NAMES)}
+assert _KEY.size == FLOW_KEY_SIZE and _VAL.size == FLOW_VAL_SIZE
+
+
+@dataclass
+class Counts:
+    """IP bytes, payload bytes and packets, received and sent."""
+
+    ip_recv: int = 0
+    ip_send: int = 0
+    payload_recv: int = 0
+    payload_send: int = 0
+    packets_recv: int = 0
+    packets_send: int = 0
+
+    def add(self, other: "Counts") -> None:
+        self.ip_recv += other.ip_recv
+        self.ip_send += other.ip_send
+        self.payload_recv += other.payload_recv
+        self.payload_send += other.payload_send
+        self.packets_recv += other.packets_recv
+        self.packets_send += other.packets_send
+
+    @property
+    def packets(self) -> int:
+        return self.packets_recv + self.packets_send
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        return {"ip_bytes": {"recv": self.ip_recv, "send": self.ip_send},
+                "payload_bytes": {"recv": self.payload_recv, "send": self.payload_send},
+                "packets": {"recv": self.packets_recv, "send": self.packets_send}}
+
+
+@dataclass
+class Flow:
+    """One five-tuple seen from one interface. ``local`` is the interface's
+    own side (the source of what it sent, the destination of what it
+    received); ``icmp_type`` for ICMP and ICMPv6, whose ports are None."""
+
+    slot: int
+    proto: int
+    local: tuple[str, Optional[int]]
+    remote: tuple[str, Optional[int]]
+    icmp_type: Optional[int]
+    family: str                   # as the classes count it: an IPv4-mapped address is ipv4
+    counts: Counts
+    rate_recv: float = 0.0        # IP bytes a second over the last tick
+    rate_send: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.rate_recv + self.rate_send
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"protocol": PROTO_NAMES.get(self.proto, str(self.proto)), "protocol_number": self.proto,
+                "family": self.family, "local": {"address": self.local[0], "port": self.local[1]},
+                "remote": {"address": self.remote[0], "port": self.remote[1]}, "icmp_type": self.icmp_type,
+                **self.counts.as_dict(),
+                "rate": {"recv": round(self.rate_recv, 1), "send": round(self.rate_send, 1)}}
+
+
+@dataclass
+class SlotFlows:
+    """One interface's flows: ``top`` by rate (then by bytes), and the totals
+    that make the sum whole."""
+
+    active: int
+    top: list[Flow]
+    flows: Counts
+    evicted: Counts
+    overflow: Counts
+    evictions: int
+    capacity: int
+    table_entries: int
+    all_flows: list[Flow] = field(default_factory=list)
+
+    def as_dict(self, unattributed: Optional[dict[str, int]] = None) -> dict[str, Any]:
+        return {"active": self.active, "evictions": self.evictions, "table": {"entries": self.table_entries,
+                                                                             "capacity": self.capacity},
+                "in_flows": self.flows.as_dict(), "evicted": self.evicted.as_dict(),
+                "overflow": self.overflow.as_dict(), "unattributed": unattributed or {},
+                "top": [f.as_dict() for f in self.top]}
+
+
+def _addr(raw: bytes, hdr6: int) -> str:
+    return str(ipaddress.IPv6Address(raw)) if hdr6 else str(ipaddress.IPv4Address(raw[:4]))
+
+
+def _family(raw_a: bytes, raw_b: bytes, hdr6: int) -> str:
+    if not hdr6:
+        return "ipv4"
+    mapped = b"\0" * 10 + b"\xff\xff"
+    return "ipv4" if raw_a[:12] == mapped or raw_b[:12] == mapped else "ipv6"
+
+
+def decode(key: bytes, counts: Counts) -> Flow:
+    slot, proto, hdr6, _, pa, pb, aa, ab = _KEY.unpack(key[:FLOW_KEY_SIZE])
+    icmp = proto == (58 if hdr6 else 1)
+    ports = proto in (6, 17)
+    port_a = int.from_bytes(pa, "big") if ports else None
+    port_b = int.from_bytes(pb, "big") if ports else None
+    return Flow(slot, proto, (_addr(aa, hdr6), port_a), (_addr(ab, hdr6), port_b),
+                # the type sits in the packet source's port field, and the other is 0
+                int.from_bytes(pa, "little") | int.from_bytes(pb, "little") if icmp else None,
+                _family(aa, ab, hdr6), counts)
+
+
+class FlowTable:
+    """The user-space side of one Datapath's flow map. Thread-safe."""
+
+    def __init__(self, dp: Datapath, idle_s: float = IDLE_S):
+        self.dp, self.idle_s = dp, idle_s
+        self.capacity = dp.options.flow_entries
+        self.fd = dp.map_fd("flows")
+        self.lock = threading.Lock()
+        self.evicted: dict[int, Counts] = {}
+        self.evictions: dict[int, int] = {}
+        self.moved: dict[bytes, tuple[int, float]] = {}      # key -> (packets, when they last changed)
+        self.rates: dict[bytes, tuple[float, float]] = {}    # key -> (recv, send) IP bytes a second
+        self.last: dict[bytes, Counts] = {}
+        self.last_t: Optional[float] = None
+
+    # -- reading -------------------------------------------------------------
+    def _read(self) -> dict[bytes, tuple[Counts, int]]:
+        """Every entry, CPUs summed: key -> (counts, local bits)."""
+        ncpus = self.dp.ncpus
+        keys, vals, n = _libbpf.lookup_batch(self.fd, FLOW_KEY_SIZE, FLOW_VAL_SIZE * ncpus, self.capacity + 64)
+        out: dict[bytes, tuple[Counts, int]] = {}
+        stride = FLOW_VAL_SIZE * ncpus
+        for i in range(n):
+            k = keys[i * FLOW_KEY_SIZE:(i + 1) * FLOW_KEY_SIZE]
+            c, local = Counts(), 0
+            base = i * stride
+            for cpu in range(ncpus):
+                ir, is_, pr, ps, kr, ks, lb, _ = _VAL.unpack_from(vals, base + cpu * FLOW_VAL_SIZE)
+                c.ip_recv += ir
+                c.ip_send += is_
+                c.payload_recv += pr
+                c.payload_send += ps
+                c.packets_recv += kr
+                c.packets_send += ks
+                local |= lb
+            out[k] = (c, local)
+        return out
+
+    def overflow(self, slot: int) -> Counts:
+        raw = ctypes.create_string_buffer(FLOW_VAL_SIZE * self.dp.ncpus)
+        c = Counts()
+        if _libbpf.map_lookup(self.dp.map_fd("flow_overflow"), ctypes.c_uint32(slot), raw):
+            for cpu in range(self.dp.ncpus):
+                ir, is_, pr, ps, kr, ks, _, _ = _VAL.unpack_from(raw.raw, cpu * FLOW_VAL_SIZE)
+                c.add(Counts(ir, is_, pr, ps, kr, ks))
+        return c
+
+    # -- upkeep --------------------------------------------------------------
+    def tick(self, now: Optional[float] = None) -> None:
+        """Rates since the last tick, then eviction (idle flows; the stalest
+        when the table is nearly full)."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            entries = self._read()
+            dt = now - self.last_t if self.last_t is not None else 0.0
+            rates: dict[bytes, tuple[float, float]] = {}
+            for k, (c, _) in entries.items():
+                before = self.last.get(k)
+                if before is not None and dt > 0:
+                    rates[k] = (max(0, c.ip_recv - before.ip_recv) / dt, max(0, c.ip_send - before.ip_send) / dt)
+                elif dt > 0:
+                    rates[k] = (c.ip_recv / dt, c.ip_send / dt)  # new since the last tick
+                seen = self.moved.get(k)
+                if seen is None or seen[0] != c.packets:
+                    self.moved[k] = (c.packets, now)
+            for k in list(self.moved):
+                if k not in entries:
+                    del self.moved[k]
+            self.rates, self.last_t = rates, now
+            self.last = {k: c for k, (c, _) in entries.items()}
+            stale = [k for k in entries if now - self.moved[k][1] >= self.idle_s]
+            if len(entries) - len(stale) > HIGH_WATER * self.capacity:
+                keep = sorted((k for k in entries if k not in set(stale)), key=lambda k: self.moved[k][1])
+                stale += keep[:len(entries) - len(stale) - int(LOW_WATER * self.capacity)]
+            for k in stale:
+                self._evict(k)
+
+    def _evict(self, key: bytes) -> None:
+        """Read it once more, delete it, keep its totals. Lock held."""
+        buf = ctypes.create_string_buffer(key, FLOW_KEY_SIZE)
+        val = ctypes.create_string_buffer(FLOW_VAL_SIZE * self.dp.ncpus)
+        if not _libbpf.map_lookup(self.fd, buf, val):
+            return
+        if not _libbpf.map_delete(self.fd, buf):
+            return
+        c = Counts()
+        for cpu in range(self.dp.ncpus):
+            ir, is_, pr, ps, kr, ks, _, _ = _VAL.unpack_from(val.raw, cpu * FLOW_VAL_SIZE)
+            c.add(Counts(ir, is_, pr, ps, kr, ks))
+        slot = _KEY.unpack(key)[0]
+        self.evicted.setdefault(slot, Counts()).add(c)
+        self.evictions[slot] = self.evictions.get(slot, 0) + 1
+        self.moved.pop(key, None)
+        self.last.pop(key, None)
+        self.rates.pop(key, None)
+
+    def purge(self, slot: int) -> None:
+        """A slot handed to another interface starts with no flows, no
+        evicted totals and no overflow."""
+        with self.lock:
+            for k in self._read():
+                if _KEY.unpack(k)[0] == slot:
+                    _libbpf.map_delete(self.fd, ctypes.create_string_buffer(k, FLOW_KEY_SIZE))
+                    self.moved.pop(k, None)
+                    self.last.pop(k, None)
+            self.evicted.pop(slot, None)
+            self.evictions.pop(slot, None)
+            zero = ctypes.create_string_buffer(FLOW_VAL_SIZE * self.dp.ncpus)
+            _libbpf.map_update(self.dp.map_fd("flow_overflow"), ctypes.c_uint32(slot), zero)
+
+    # -- reports ---------------------------------------------------------------
+    def report(self, slots: Iterable[int], top: int = DEFAULT_TOP) -> dict[int, SlotFlows]:
+        """Per slot, read now: counts exact as of this call, rates from the last tick."""
+        wanted = set(slots)
+        with self.lock:
+            entries = self._read()
+            by_slot: dict[int, list[Flow]] = {s: [] for s in wanted}
+            for k, (c, local) in entries.items():
+                slot = _KEY.unpack(k)[0]
+                if slot not in wanted:
+                    continue
+                f = decode(k, c)
+                if local == 2:  # endpoint b is this side
+                    f.local, f.remote = f.remote, f.local
+                f.rate_recv, f.rate_send = self.rates.get(k, (0.0, 0.0))
+                by_slot[slot].append(f)
+            out = {}
+            for slot, flows in by_slot.items():
+                total = Counts()
+                for f in flows:
+                    total.add(f.counts)
+                flows.sort(key=lambda f: (f.rate, f.counts.ip_recv + f.counts.ip_send), reverse=True)
+                out[slot] = SlotFlows(len(flows), flows[:top], total, _copy(self.evicted.get(slot)),
+                                      self.overflow(slot), self.evictions.get(slot, 0), self.capacity,
+                                      len(entries), flows)
+            return out
+
+
+def unattributed(bytes_: Sequence[int], packets: Sequence[int], r: SlotFlows) -> dict[str, int]:
+    """The interface's classes minus flows, evicted and overflow, by measure
+    and direction: all 0 unless a packet met an entry being evicted."""
+    whole = Counts()
+    for name, i in _INDEX.items():
+        c = BY_NAME[name]
+        if c.layer is None or c.family is None:
+            continue
+        v = bytes_[i]
+        if c.layer == "L3":
+            setattr(whole, f"ip_{c.direction}", getattr(whole, f"ip_{c.direction}") + v)
+            setattr(whole, f"packets_{c.direction}", getattr(whole, f"packets_{c.direction}") + packets[i])
+        else:
+            setattr(whole, f"payload_{c.direction}", getattr(whole, f"payload_{c.direction}") + v)
+    out = {}
+    parts = (r.flows, r.evicted, r.overflow)
+    for name in ("ip_recv", "ip_send", "payload_recv", "payload_send", "packets_recv", "packets_send"):
+        out[name] = getattr(whole, name) - sum(getattr(p, name) for p in parts)
+    return out
+
+
+def _copy(c: Optional[Counts]) -> Counts:
+    out = Counts()
+    if c is not None:
+        out.add(c)
+    return out
