@@ -288,7 +288,7 @@ def prog_info(fd: int) -> ProgInfo:
     return info
 
 
-def map_lookup(fd: int, key: ctypes.Structure | ctypes.c_uint32, value: ctypes.Array | ctypes.Structure) -> bool:
+def map_lookup(fd: int, key: ctypes.Structure | ctypes.c_uint32 | ctypes.Array, value: ctypes.Array | ctypes.Structure) -> bool:
     """Fill ``value`` with the entry for ``key``; False if there is none."""
     ret = lib().bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(value))
     if ret < 0 and ctypes.get_errno() == 2:
@@ -301,7 +301,7 @@ def map_update(fd: int, key: ctypes.Structure | ctypes.c_uint32, value: ctypes.A
     _check(lib().bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(value), 0), "BPF_MAP_UPDATE_ELEM")
 
 
-def map_delete(fd: int, key: ctypes.Structure | ctypes.c_uint32) -> bool:
+def map_delete(fd: int, key: ctypes.Structure | ctypes.c_uint32 | ctypes.Array) -> bool:
     ret = lib().bpf_map_delete_elem(fd, ctypes.byref(key))
     if ret < 0 and ctypes.get_errno() == 2:
         return False

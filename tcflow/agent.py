@@ -14,8 +14,8 @@ agent adopts them, so counters carry on.
 
 from __future__ import annotations
 
-import dataclasses
 import contextlib
+import dataclasses
 import threading
 from typing import Any, ContextManager, Iterable, Optional
 

@@ -215,8 +215,8 @@ def compile_in_child(key: str, headers: kheaders.Headers, flows: bool = False) -
     if headers.source == "fallback":
         env["BCC_KERNEL_SOURCE"] = headers.path
     try:
-        r = subprocess.run([sys.executable, "-m", "tcflow.build", key, *(["--flows"] if flows else [])], env=env, capture_output=True,
-                           timeout=COMPILE_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        r = subprocess.run([sys.executable, "-m", "tcflow.build", key, *(["--flows"] if flows else [])], env=env,
+                           capture_output=True, timeout=COMPILE_TIMEOUT_S, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise CompileError(f"compiling {os.path.basename(SOURCE)} took over {COMPILE_TIMEOUT_S} s",
                            hint="run `tcflow doctor`") from None

@@ -41,6 +41,7 @@ MAX_INTERFACES_LIMIT = 65536
 CONTAINER_SCAN_S = 0.25  # --containers: how often /proc is scanned for new containers
 MIN_FLOW_ENTRIES, MAX_FLOW_ENTRIES = 16, 1 << 20
 MAX_TOP = 1000
+MAX_METRICS_TOP = 50
 FLOW_TICK_S = 1.0  # --flows: rates and eviction, once a second
 MAX_COUNTERS_MIB = 1024  # the per-CPU counters map; the default 4096 interfaces take 1.6 MiB per CPU
 
@@ -169,6 +170,13 @@ def top_count(text: str) -> int:
     n = count(text)
     if n > MAX_TOP:
         raise argparse.ArgumentTypeError(f"{text} is more than {MAX_TOP}")
+    return n
+
+
+def metrics_top(text: str) -> int:
+    n = count(text)
+    if n > MAX_METRICS_TOP:
+        raise argparse.ArgumentTypeError(f"{text} is more than {MAX_METRICS_TOP} (one series per flow and direction)")
     return n
 
 
@@ -382,6 +390,59 @@ def cmd_attach(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    from .doctor import require_root
+    from .exporters.flowtable import screen, table
+
+    agent, targets = make_agent(args)
+    require_root()
+    live = not args.json and sys.stdout.isatty()
+    size = shutil.get_terminal_size()
+    agent.flows_top = args.top or max(10, size.lines)
+    shown = [0]
+    kept: list[str] = []
+
+    def keep(text: str) -> None:
+        kept.append(f"{time.strftime('%H:%M:%S')} {printable(text)}")
+        del kept[:-3]
+
+    def emit() -> bool:
+        snap = agent.snapshot()
+        if args.json:
+            from .exporters.flowtable import rows
+            out(json.dumps({"time": round(snap.time, 6), "flows": [
+                {"interface": who, **f} for who, f in rows(snap)[:agent.flows_top]]}))
+        elif live:
+            sz = shutil.get_terminal_size()
+            lines = screen(snap, args.units, sz.columns, sz.lines, kept).split("\n")
+            out(HOME + (CLEAR_LINE + "\n").join(lines) + CLEAR_LINE + CLEAR_BELOW, end="")
+        else:
+            out(f"# {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(snap.time))}")
+            out("\n".join(table(snap, args.units, 120, agent.flows_top + 1)) + "\n")
+        shown[0] += 1
+        return not (args.count and shown[0] >= args.count)
+
+    with _Signals() as sig:
+        agent.start(targets)
+        try:
+            flush_notices(agent, keep if live else note)
+            if live:
+                out(ALT_SCREEN_ON, end="")
+            sig.looping = True
+            agent.tick_flows()
+            if emit():
+                run_loop(agent, sig, args.interval, emit, threading.Lock, keep if live else note)
+        finally:
+            try:
+                if live:
+                    out(ALT_SCREEN_OFF, end="")
+                    for text in kept:
+                        note(text)
+            finally:
+                agent.close()
+    return Exit.OK
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     """HOST:PORT, [IPV6]:PORT -> (host, port)."""
     host, sep, port = text.rpartition(":")
@@ -400,8 +461,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     agent, targets = make_agent(args)
     require_root()
     history = History()
+    if args.metrics_top_flows and not args.flows:
+        raise UsageError("--metrics-top-flows needs --flows", hint="add --flows")
+    agent.flows_top = max(agent.flows_top, args.metrics_top_flows)
     source = Source(agent.snapshot, lambda: agent.dp.program_stats() if agent.dp is not None else {}, agent.health,
-                    history)
+                    history, args.metrics_top_flows)
 
     def record() -> bool:  # the dashboard's history: one point a step
         history.record(source.snapshot())
@@ -581,11 +645,30 @@ def parser() -> argparse.ArgumentParser:
                    help="rates in bytes or bits a second (default bytes; counters are always bytes)")
     a.set_defaults(func=cmd_attach)
 
+    tp = sub.add_parser("top", help="the busiest flows (five-tuples) live, like iftop; counts flows as --flows does",
+                        description="Attach with flow counting and show the flows with the highest rates.",
+                        epilog="examples:\n  sudo tcflow top eth1\n  sudo tcflow top --containers\n"
+                               "  sudo tcflow top --match 'veth*' --follow --units bits\n"
+                               "  sudo tcflow top eth1 --json --count 5 --top 20",
+                        formatter_class=fmt, parents=[parents["targets"]])
+    tp.add_argument("--interval", type=positive_seconds, default=1.0, metavar="SECONDS",
+                    help="between screens (default 1); rates are over the last second")
+    tp.add_argument("--count", type=count, default=0, metavar="N", help="stop after N screens (default 0: never)")
+    tp.add_argument("--json", action="store_true", help="one JSON object per interval: the top flows, busiest first")
+    tp.add_argument("--top", type=top_count, default=0, metavar="N",
+                    help="flows shown (default: as many as fit the terminal; 24 when piped)")
+    tp.add_argument("--units", choices=["bytes", "bits"], default="bytes",
+                    help="rates in bytes or bits a second (default bytes)")
+    tp.set_defaults(func=cmd_top)
+
     sv = sub.add_parser("serve", help="attach, and serve /traffic (JSON), /metrics (Prometheus) and a dashboard",
                         description="Attach like `attach`, then serve the counters over HTTP until stopped.",
                         epilog=SERVE_EPILOG, formatter_class=fmt, parents=[parents["targets"]])
     sv.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
                     help="where to serve (default 127.0.0.1:8080; anything else must be asked for)")
+    sv.add_argument("--metrics-top-flows", type=metrics_top, default=0, metavar="N",
+                    help=f"with --flows: also a series per flow in /metrics for each interface's N busiest flows "
+                         f"(default 0: only flow counts and evictions; at most {MAX_METRICS_TOP})")
     sv.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("show", help="print the counters that --pin left running",

@@ -9,6 +9,7 @@ namespaces; use that directly for more than one.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Optional, Sequence
 
 from .agent import Agent

@@ -91,7 +91,7 @@ class Snapshot:
     time: float
     monotonic: float
     interfaces: Mapping[str, InterfaceCounters] = field(default_factory=dict)
-    flows: Optional[Mapping[str, Mapping[str, Any]]] = None  # --flows: per interface key, tcflow.flows.SlotFlows.as_dict
+    flows: Optional[Mapping[str, Mapping[str, Any]]] = None  # --flows: per key, tcflow.flows.SlotFlows.as_dict
 
     def rates(self, earlier: "Snapshot") -> dict[str, dict[str, float]]:
         """Bytes per second per class since ``earlier``, per interface.

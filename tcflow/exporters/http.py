@@ -67,9 +67,10 @@ class Source:
     def __init__(self, snapshot: Callable[[], Snapshot],
                  program_stats: Optional[Callable[[], Mapping[str, tuple[int, int]]]] = None,
                  health: Optional[Callable[[], Mapping[str, Any]]] = None,
-                 history: Optional[History] = None):
+                 history: Optional[History] = None, top_flows: int = 0):
         self.lock = threading.Lock()
         self.history = history
+        self.top_flows = top_flows
         self._snapshot = snapshot
         self._stats = program_stats
         self._health = health
@@ -179,7 +180,7 @@ class Endpoints:
         self.source, self.pool = source, pool
         registry = prometheus.registry(prometheus.TcflowCollector(
             source.snapshot, source.program_stats if source._stats is not None else None,
-            source.health if source._health is not None else None))
+            source.health if source._health is not None else None, source.top_flows))
         metrics = Coalesced(lambda: prometheus.render(registry))
         self.metrics = AsyncCoalesced(metrics, pool)
         # Prometheus asks for gzip; the rendering, not the compression, is the cost: level 1.

@@ -25,6 +25,13 @@ naming, ``device`` for the interface):
                                the interface map's size and what is in use (gauges)
   tcflow_attach_errors_total   interfaces that matched --follow but could not be attached
   tcflow_build_info            {version, python} = 1
+  With --flows, no series per flow unless asked (cardinality), only:
+  tcflow_flows                 {device, netns, container labels}: flows in the table
+  tcflow_flow_evictions_total  {device, ...}: flows taken out (idle, or a nearly full table)
+  tcflow_flow_overflow_bytes_total {device, ..., direction}: IP bytes counted while the table was full
+  tcflow_flow_table_entries / tcflow_flow_table_capacity: the whole table
+  and, with serve --metrics-top-flows N, at most N flows per interface:
+  tcflow_flow_ip_bytes_total   {device, netns, direction, protocol, local, remote}
 plus prometheus_client's process_* and python_* families.
 """
 
@@ -57,8 +64,9 @@ class TcflowCollector:
 
     def __init__(self, snapshot: Callable[[], Snapshot],
                  program_stats: Optional[Callable[[], Mapping[str, tuple[int, int]]]] = None,
-                 health: Optional[Callable[[], Mapping[str, Any]]] = None):
+                 health: Optional[Callable[[], Mapping[str, Any]]] = None, top_flows: int = 0):
         self.snapshot = snapshot
+        self.top_flows = top_flows
         self.program_stats = program_stats
         self.health = health
 
@@ -92,6 +100,8 @@ class TcflowCollector:
                     ip.add_metric(labels, ic.bytes[c.name])
                     pk.add_metric(labels, ic.packets[c.name])
         yield from (ip, pl, pk, xb, xp)
+        if snap.flows is not None:
+            yield from self._flows(snap)
         g = GaugeMetricFamily("tcflow_interfaces", "Interfaces tcflow is attached to")
         g.add_metric([], len(snap.interfaces))
         yield g
@@ -116,6 +126,49 @@ class TcflowCollector:
                 secs.add_metric([prog], ns / 1e9)
             yield runs
             yield secs
+
+
+    def _flows(self, snap: Snapshot) -> Iterator[Any]:
+        n = CounterMetricFamily("tcflow_flow_evictions", "Flows taken out of the flow table (idle, or the table "
+                                "nearly full); their bytes stay in the interface's evicted totals",
+                                labels=FLOW_LABELS)
+        active = GaugeMetricFamily("tcflow_flows", "Flows in the flow table", labels=FLOW_LABELS)
+        over = CounterMetricFamily("tcflow_flow_overflow_bytes", "IP bytes of flows that found the flow table "
+                                   "full (counted, but in no flow)", labels=[*FLOW_LABELS, "direction"])
+        top = CounterMetricFamily("tcflow_flow_ip_bytes", "IP bytes of the busiest flows (serve "
+                                  "--metrics-top-flows): series come and go with the flows",
+                                  labels=["device", "netns", "direction", "protocol", "local", "remote"])
+        entries = capacity = 0
+        for key, ic in snap.interfaces.items():
+            doc = snap.flows.get(key) if snap.flows else None
+            if doc is None:
+                continue
+            labels = [ic.ifname, ic.netns, *[(ic.container or {}).get(k, "") for k in CONTAINER_LABELS]]
+            active.add_metric(labels, doc["active"])
+            n.add_metric(labels, doc["evictions"])
+            for d in ("recv", "send"):
+                over.add_metric([*labels, d], doc["overflow"]["ip_bytes"][d])
+            entries, capacity = doc["table"]["entries"], doc["table"]["capacity"]
+            for f in doc["top"][:self.top_flows]:
+                proto = f["protocol"] if f["icmp_type"] is None else f"{f['protocol']}/{f['icmp_type']}"
+                ends = [_end(f["local"]), _end(f["remote"])]
+                for d in ("recv", "send"):
+                    top.add_metric([ic.ifname, ic.netns, d, proto, *ends], f["ip_bytes"][d])
+        yield from (active, n, over)
+        yield GaugeMetricFamily("tcflow_flow_table_entries", "Entries in the flow table, all interfaces",
+                                value=entries)
+        yield GaugeMetricFamily("tcflow_flow_table_capacity", "Flows the table holds (--flow-entries)",
+                                value=capacity)
+        if self.top_flows:
+            yield top
+
+
+def _end(e: Mapping[str, Any]) -> str:
+    return e["address"] if e["port"] is None else f"{e['address']}:{e['port']}" if ":" not in e["address"] \
+        else f"[{e['address']}]:{e['port']}"
+
+
+FLOW_LABELS = ["device", "netns", *CONTAINER_LABELS]
 
 
 def registry(collector: TcflowCollector) -> CollectorRegistry:

@@ -1,0 +1,95 @@
+"""`tcflow top`: the busiest flows of the chosen interfaces, one line each,
+like iftop. Plain data in (a snapshot taken with --flows), text out."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+from ..names import printable
+from ..snapshot import Snapshot
+from .table import human, rate_text
+
+
+def endpoint(e: dict[str, Any]) -> str:
+    addr, port = e["address"], e["port"]
+    if port is None:
+        return addr
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+def rows(snap: Snapshot) -> list[tuple[str, dict[str, Any]]]:
+    """(who, flow) for every listed flow of every interface, busiest first.
+    ``who`` is CONTAINER/IFACE for a container's interface, else IFACE."""
+    out = []
+    for key, ic in snap.interfaces.items():
+        doc = (snap.flows or {}).get(key)
+        if not doc:
+            continue
+        who = ic.ifname
+        if ic.container:
+            who = f"{ic.container.get('container') or ic.container.get('container_id', '')[:12]}/{ic.ifname}"
+        out += [(who, f) for f in doc["top"]]
+    out.sort(key=lambda r: (r[1]["rate"]["recv"] + r[1]["rate"]["send"],
+                            r[1]["ip_bytes"]["recv"] + r[1]["ip_bytes"]["send"]), reverse=True)
+    return out
+
+
+def proto_text(f: dict[str, Any]) -> str:
+    if f["icmp_type"] is not None:
+        return f"{f['protocol']}/{f['icmp_type']}"
+    return f["protocol"]
+
+
+def summary(snap: Snapshot) -> str:
+    active = evicted = overflow = 0
+    full = []
+    for key, doc in (snap.flows or {}).items():
+        active += doc["active"]
+        evicted += doc["evictions"]
+        overflow += doc["overflow"]["packets"]["recv"] + doc["overflow"]["packets"]["send"]
+        table = doc["table"]
+        if table["entries"] >= table["capacity"]:
+            full.append(key)
+    text = f"{active} flows, {evicted} evicted"
+    if overflow:
+        text += f", {overflow} packets in overflow (table full: raise --flow-entries)"
+    return text
+
+
+def screen(snap: Snapshot, units: str, width: int, height: int, kept: Optional[list[str]] = None) -> str:
+    """One screen: a title, a header, as many flows as fit, the notices last."""
+    kept = kept or []
+    width = max(width, 60)
+    title = f"tcflow top · {len(snap.interfaces)} interface{'s' if len(snap.interfaces) != 1 else ''} · " \
+            f"{summary(snap)} · {time.strftime('%H:%M:%S', time.localtime(snap.time))}"
+    lines = [title[:width]]
+    lines += table(snap, units, width, max(1, height - 2 - len(kept)))
+    lines += kept
+    return "\n".join(lines)
+
+
+def table(snap: Snapshot, units: str, width: int, limit: int) -> list[str]:
+    rate_w, total_w, proto_w = 11, 9, 10
+    who_w = 14
+    ends_w = max(20, width - who_w - proto_w - 2 * rate_w - total_w - 6)  # 6 spaces between 7 columns
+    end_w = ends_w // 2
+    head = (f"{'WHERE':<{who_w}} {'PROTO':<{proto_w}} {'LOCAL':<{end_w}} {'REMOTE':<{ends_w - end_w}}"
+            f" {'RECV':>{rate_w}} {'SENT':>{rate_w}} {'TOTAL':>{total_w}}")
+    lines = [head[:width]]
+    listed = rows(snap)
+    for who, f in listed[:limit - 1]:
+        total = f["ip_bytes"]["recv"] + f["ip_bytes"]["send"]
+        rem_w = ends_w - end_w
+        line = (f"{_fit(printable(who), who_w):<{who_w}} {proto_text(f):<{proto_w}} "
+                f"{_fit(endpoint(f['local']), end_w):<{end_w}} {_fit(endpoint(f['remote']), rem_w):<{rem_w}}"
+                f" {rate_text(f['rate']['recv'], units):>{rate_w}} {rate_text(f['rate']['send'], units):>{rate_w}}"
+                f" {human(total):>{total_w}}")
+        lines.append(line[:width])
+    if not listed:
+        lines.append("(no flows yet)")
+    return lines
+
+
+def _fit(text: str, w: int) -> str:
+    return text if len(text) <= w else text[:w - 1] + "~"
