@@ -288,7 +288,10 @@ def prog_info(fd: int) -> ProgInfo:
     return info
 
 
-def map_lookup(fd: int, key: ctypes.Structure | ctypes.c_uint32 | ctypes.Array, value: ctypes.Array | ctypes.Structure) -> bool:
+Key = ctypes.Structure | ctypes.c_uint32 | ctypes.Array
+
+
+def map_lookup(fd: int, key: Key, value: ctypes.Array | ctypes.Structure) -> bool:
     """Fill ``value`` with the entry for ``key``; False if there is none."""
     ret = lib().bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(value))
     if ret < 0 and ctypes.get_errno() == 2:
