@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
+import time
 from typing import Any, ContextManager, Iterable, Optional
 
 from . import journal, netns, pins
@@ -24,7 +25,7 @@ from .binding import Binder, Settings
 from .container_status import PeerMap
 from .errors import InterfaceError
 from .fleet import Fleet
-from .flows import DEFAULT_TOP, FlowTable, unattributed
+from .flows import DEFAULT_TOP, IDLE_S, FlowTable, unattributed
 from .links import Link, diff
 from .loader import Datapath, Options
 from .names import shown
@@ -62,6 +63,8 @@ class Agent:
         self._peers = PeerMap()  # host-side veths -> their containers
         self.flows: Optional[FlowTable] = None  # --flows
         self.flows_top = DEFAULT_TOP            # flows per interface in a snapshot
+        self.flow_idle = IDLE_S                 # seconds unchanged before a flow is evicted
+        self._full_said = 0.0
 
     @property
     def pin_dir(self) -> Optional[str]:
@@ -76,7 +79,7 @@ class Agent:
             self.dp = self._borrowed or Datapath(self.options)
             self.slots = SlotTable(self.dp)
             if self.options.flows:
-                self.flows = FlowTable(self.dp)
+                self.flows = FlowTable(self.dp, self.flow_idle)
                 self.slots.on_bind = self.flows.purge
             self.binder = Binder(self.dp, self.slots, self.settings)
         return self.binder
@@ -327,7 +330,10 @@ class Agent:
     def tick_flows(self) -> None:
         """Rates and eviction of the flow table (--flows); the loop calls it once a second."""
         if self.flows is not None:
-            self.flows.tick()
+            if self.flows.tick() and time.monotonic() - self._full_said > 60:
+                self._full_said = time.monotonic()
+                self.notices.append(f"the flow table is full ({self.flows.capacity} flows): new flows are counted "
+                                    "in each interface's overflow total; raise --flow-entries")
 
     def _hooks(self, ln: Link) -> Hooks:
         return Hooks(ln.ingress, ln.xdp_mode if ln.ingress == "xdp" else None, pinned=self.settings.pin)

@@ -30,7 +30,7 @@ from .binding import INGRESS_CHOICES, XDP_MODES, Settings
 from .completion import bash, subcommands
 from .errors import InterfaceError, TcflowError, UsageError, shell_words
 from .fleet import BURST_EVERY_S, BURST_S
-from .flows import DEFAULT_TOP
+from .flows import DEFAULT_TOP, IDLE_S
 from .loader import DEFAULT_FLOW_ENTRIES, DEFAULT_MAX_IFACES, Options
 from .names import printable
 from .reader import VALUE_SIZE
@@ -246,6 +246,7 @@ def make_agent(args: argparse.Namespace) -> tuple[Agent, list[Any]]:
     agent = Agent(settings, Options(args.max_interfaces, args.pin_dir if args.pin else None, flows,
                                     args.flow_entries))
     agent.flows_top = args.flows_top
+    agent.flow_idle = args.flow_idle
     return agent, targets
 
 
@@ -619,6 +620,9 @@ def _parents() -> dict[str, Parser]:
                          help=f"with --flows: flows the table holds, all interfaces together, {MIN_FLOW_ENTRIES} to "
                               f"{MAX_FLOW_ENTRIES} (default {DEFAULT_FLOW_ENTRIES}); past it, new flows count "
                               "in an overflow total")
+    targets.add_argument("--flow-idle", type=positive_seconds, default=IDLE_S, metavar="SECONDS",
+                         help=f"with --flows: a flow unchanged this long leaves the table, its bytes kept in the "
+                              f"interface's evicted total (default {IDLE_S:g})")
     targets.add_argument("--flows-top", type=top_count, default=DEFAULT_TOP, metavar="N",
                          help=f"with --flows: flows listed per interface in JSON and /traffic, by rate "
                               f"(default {DEFAULT_TOP}, at most {MAX_TOP})")

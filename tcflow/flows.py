@@ -197,9 +197,9 @@ class FlowTable:
         return c
 
     # -- upkeep --------------------------------------------------------------
-    def tick(self, now: Optional[float] = None) -> None:
+    def tick(self, now: Optional[float] = None) -> bool:
         """Rates since the last tick, then eviction (idle flows; the stalest
-        when the table is nearly full)."""
+        when the table is nearly full). True if the table was found full."""
         now = time.monotonic() if now is None else now
         with self.lock:
             entries = self._read()
@@ -225,6 +225,7 @@ class FlowTable:
                 stale += keep[:len(entries) - len(stale) - int(LOW_WATER * self.capacity)]
             for k in stale:
                 self._evict(k)
+            return len(entries) >= self.capacity
 
     def _evict(self, key: bytes) -> None:
         """Read it once more, delete it, keep its totals. Lock held."""

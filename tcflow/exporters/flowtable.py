@@ -8,7 +8,6 @@ from typing import Any, Optional
 
 from ..names import printable
 from ..snapshot import Snapshot
-from .table import human, rate_text
 
 
 def endpoint(e: dict[str, Any]) -> str:
@@ -69,22 +68,40 @@ def screen(snap: Snapshot, units: str, width: int, height: int, kept: Optional[l
     return "\n".join(lines)
 
 
+def compact(n: float) -> str:
+    """At most 6 characters: 999, 1.2K, 164.5K, 12.0M."""
+    for prefix in ("", "K", "M", "G", "T"):
+        if abs(n) < 999.95 or prefix == "T":
+            return f"{n:.0f}" if prefix == "" else f"{n:.1f}{prefix}"
+        n /= 1000
+    return str(n)  # pragma: no cover
+
+
 def table(snap: Snapshot, units: str, width: int, limit: int) -> list[str]:
-    rate_w, total_w, proto_w = 11, 9, 10
-    who_w = 14
-    ends_w = max(20, width - who_w - proto_w - 2 * rate_w - total_w - 6)  # 6 spaces between 7 columns
-    end_w = ends_w // 2
-    head = (f"{'WHERE':<{who_w}} {'PROTO':<{proto_w}} {'LOCAL':<{end_w}} {'REMOTE':<{ends_w - end_w}}"
+    """A header and one line per flow, busiest first, in ``width`` columns.
+    WHERE only when more than one interface is shown; the endpoints take
+    what the other columns leave."""
+    unit = "bit/s" if units == "bits" else "B/s"
+    scale = 8 if units == "bits" else 1
+    rate_w, total_w, proto_w = 7, 7, 10
+    who_w = 14 if len(snap.interfaces) > 1 else 0
+    fixed = proto_w + 2 * rate_w + total_w + (who_w + 1 if who_w else 0) + 5
+    ends_w = max(24, width - fixed)
+    end_w = min(ends_w // 2, 47)
+    rem_w = min(ends_w - end_w, 47)
+    who = f"{'WHERE':<{who_w}} " if who_w else ""
+    head = (f"{who}{'PROTO':<{proto_w}} {'LOCAL':<{end_w}} {'REMOTE':<{rem_w}}"
             f" {'RECV':>{rate_w}} {'SENT':>{rate_w}} {'TOTAL':>{total_w}}")
-    lines = [head[:width]]
+    lines = [head[:width], f"{'':<{len(head) - 2 * rate_w - total_w - 2}}{unit:>{2 * rate_w + 1}} {'bytes':>{total_w}}"
+             [:width]]
     listed = rows(snap)
-    for who, f in listed[:limit - 1]:
+    for name, f in listed[:max(1, limit - 2)]:
         total = f["ip_bytes"]["recv"] + f["ip_bytes"]["send"]
-        rem_w = ends_w - end_w
-        line = (f"{_fit(printable(who), who_w):<{who_w}} {proto_text(f):<{proto_w}} "
+        where = f"{_fit(printable(name), who_w):<{who_w}} " if who_w else ""
+        line = (f"{where}{proto_text(f):<{proto_w}} "
                 f"{_fit(endpoint(f['local']), end_w):<{end_w}} {_fit(endpoint(f['remote']), rem_w):<{rem_w}}"
-                f" {rate_text(f['rate']['recv'], units):>{rate_w}} {rate_text(f['rate']['send'], units):>{rate_w}}"
-                f" {human(total):>{total_w}}")
+                f" {compact(f['rate']['recv'] * scale):>{rate_w}} {compact(f['rate']['send'] * scale):>{rate_w}}"
+                f" {compact(total):>{total_w}}")
         lines.append(line[:width])
     if not listed:
         lines.append("(no flows yet)")

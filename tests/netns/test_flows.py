@@ -1,0 +1,299 @@
+"""Flows (`--flows`, `tcflow top`): each five-tuple's bytes and packets equal
+what a pcap of the interface gives for it, exactly; flows + evicted (+
+overflow) equal the interface's classes; a table filled past its bound keeps
+the totals exact and says so; `tcflow top` in a real terminal (tmux)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from typing import Any, Optional
+
+import pytest
+
+from tcflow.sandbox import VethPair
+from tests.support.cli import REPO, Live
+from tests.support.counting import key
+from tests.support.pcap import capture, drain
+from tests.support.reference import classify
+from tests.support.sockets import _sock, tcp_exchange, udp_exchange
+
+Tuple = tuple[int, frozenset, Optional[int]]  # protocol, both endpoints, ICMP type
+MEASURES = ("ip_bytes", "payload_bytes", "packets")
+
+
+def five_tuples(frames: list[tuple[bytes, int]], direction: str, frag_ports: dict) -> dict[Tuple, Counter]:
+    """Per folded five-tuple, what SPEC counts for each captured frame (one
+    direction's capture). Non-first fragments take the first one's ports
+    (captures are in order: the first fragment comes first); ICMP's keep its type."""
+    out: dict[Tuple, Counter] = defaultdict(Counter)
+    for frame, orig in frames:
+        b, p = classify(frame, direction, frame_len=orig)
+        if not any(k.startswith("L3_") for k in b):
+            continue  # local, other or malformed: no flow
+        ethertype = struct.unpack_from("!H", frame, 12)[0]
+        off = 14
+        sport = dport = icmp = None
+        if ethertype == 0x0800:
+            ihl = (frame[off] & 15) * 4
+            proto = frame[off + 9]
+            src, dst = frame[off + 12:off + 16], frame[off + 16:off + 20]
+            ident, frag = struct.unpack_from("!HH", frame, off + 4)
+            nonfirst, more = frag & 0x1FFF, frag & 0x2000
+            l4 = off + ihl
+        else:
+            proto = frame[off + 6]
+            src, dst = frame[off + 8:off + 24], frame[off + 24:off + 40]
+            l4, nonfirst, more, ident = off + 40, 0, 0, 0
+            if proto == 44:  # one fragment header (what the kernel makes)
+                proto = frame[l4]
+                fo, ident = struct.unpack_from("!HI", frame, l4 + 2)
+                nonfirst, more = fo & 0xFFF8, fo & 1
+                l4 += 8
+        fkey = (src, dst, proto, ident)
+        if proto in (6, 17):
+            if nonfirst:
+                sport, dport = frag_ports.get(fkey, (0, 0))
+            else:
+                sport, dport = struct.unpack_from("!HH", frame, l4)
+                if more:
+                    frag_ports[fkey] = (sport, dport)
+        elif proto in (1, 58):  # ICMP by type: later fragments take the first one's
+            if nonfirst:
+                icmp = frag_ports.get(fkey, (0, 0))[0]
+            else:
+                icmp = frame[l4]
+                if more:
+                    frag_ports[fkey] = (icmp, 0)
+        a = (str(ipaddress.ip_address(src)), sport)
+        z = (str(ipaddress.ip_address(dst)), dport)
+        t = (proto, frozenset((a, z)), icmp)
+        d = direction
+        out[t][f"ip_bytes_{d}"] += sum(v for k, v in b.items() if k.startswith("L3_"))
+        out[t][f"payload_bytes_{d}"] += sum(v for k, v in b.items() if k.startswith("L4_"))
+        out[t][f"packets_{d}"] += sum(v for k, v in p.items() if k.startswith("L3_"))
+    return out
+
+
+def flows_of(doc: dict[str, Any]) -> dict[Tuple, Counter]:
+    out: dict[Tuple, Counter] = {}
+    for f in doc["top"]:
+        ends = frozenset(((f["local"]["address"], f["local"]["port"]), (f["remote"]["address"], f["remote"]["port"])))
+        t = (f["protocol_number"], ends, f["icmp_type"])
+        assert t not in out, t  # one entry per folded five-tuple
+        out[t] = Counter({f"{m}_{d}": f[m][d] for m in MEASURES for d in ("recv", "send")})
+        out[t] = +out[t]
+    return out
+
+
+def class_totals(iface: dict[str, Any]) -> Counter:
+    c: Counter = Counter()
+    for name, v in iface["bytes"].items():
+        d = "recv" if "_RECV" in name else "send"
+        if name.startswith("L3_"):
+            c[f"ip_bytes_{d}"] += v
+            c[f"packets_{d}"] += iface["packets"][name]
+        elif name.startswith("L4_"):
+            c[f"payload_bytes_{d}"] += v
+    return +c
+
+
+def parts(doc: dict[str, Any], *names: str) -> Counter:
+    c: Counter = Counter()
+    for n in names:
+        for m in MEASURES:
+            for d in ("recv", "send"):
+                c[f"{m}_{d}"] += doc[n][m][d]
+    return +c
+
+
+def quiet_wire(p: VethPair) -> None:
+    """Every frame a wire packet, so that a pcap sees what the wire carries;
+    and no traffic of the kernel's own (router solicitations, MLD reports
+    after link-up) that could fall between the capture's start and tcflow's."""
+    for ns, dev in ((p.ns_a, p.dev_a), (p.ns_b, p.dev_b)):
+        subprocess.run(["ip", "netns", "exec", ns, "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off"],
+                       check=True, capture_output=True)
+        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.router_solicitations=0"],
+                       check=True)
+    time.sleep(3)  # MLD's unsolicited reports are repeated for about 2 s
+
+
+def test_flows_equal_the_pcap_per_five_tuple_and_sum_to_the_classes(veth_pair: VethPair,
+                                                                    env: dict[str, str]) -> None:
+    p = veth_pair
+    quiet_wire(p)
+    tmp = tempfile.mkdtemp(prefix="tcflow-flows-")
+    caps = {d: capture(p.ns_a, p.dev_a, os.path.join(tmp, f"{d}.pcap"), direction=q, snaplen=160, bpf_filter="")
+            for d, q in (("send", "out"), ("recv", "in"))}
+    live = Live("attach", "--flows", "--flow-idle", "3", "--flows-top", "1000", "--json", "--netns", p.ns_a,
+                p.dev_a, env=env)
+    stop = threading.Event()
+    long_lived: list[int] = []
+
+    def steady() -> None:  # one TCP connection that lives through the whole test
+        srv = _sock(p.ns_b, socket.AF_INET, socket.SOCK_STREAM)
+        srv.bind((p.ip4_b, 0))
+        srv.listen(1)
+        cli = _sock(p.ns_a, socket.AF_INET, socket.SOCK_STREAM)
+        cli.connect(srv.getsockname())
+        conn, _ = srv.accept()
+        with srv, cli, conn:
+            while not stop.is_set():
+                cli.sendall(b"s" * 3000)
+                got = 0
+                while got < 3000:
+                    got += len(conn.recv(65536))
+                long_lived.append(got)
+                time.sleep(0.3)
+
+    t = threading.Thread(target=steady)
+    try:
+        live.next()
+        t.start()
+        for _ in range(20):  # many short ones, evicted after 3 s idle
+            tcp_exchange(p.ns_a, p.ns_b, socket.AF_INET, p.ip4_b, 2, 300, 700)
+        time.sleep(5)
+        tcp_exchange(p.ns_a, p.ns_b, socket.AF_INET6, p.ip6_b, 5, 1000, 20_000)
+        udp_exchange(p.ns_a, p.ns_b, socket.AF_INET, p.ip4_a, p.ip4_b, 10, 500, 7, 900)
+        udp_exchange(p.ns_a, p.ns_b, socket.AF_INET6, p.ip6_a, p.ip6_b, 6, 1200, 4, 100)
+        udp_exchange(p.ns_a, p.ns_b, socket.AF_INET, p.ip4_a, p.ip4_b, 3, 4000, 2, 3500)  # fragmented both ways
+        udp_exchange(p.ns_a, p.ns_b, socket.AF_INET6, p.ip6_a, p.ip6_b, 2, 3000, 0, 0)    # IPv6 fragments
+        p.exec_a("ping", "-c", "3", "-i", "0.2", "-s", "2000", p.ip4_b)                    # ICMP, fragmented
+        stop.set()
+        t.join(10)
+        time.sleep(0.5)
+        frames = {d: drain(c, os.path.join(tmp, f"{d}.pcap")) for d, c in caps.items()}
+        live.signal()
+        last = live.rest()[-1]["interfaces"][key(p)]
+    finally:
+        stop.set()
+        if t.is_alive():
+            t.join(10)
+        for c in caps.values():
+            if c.poll() is None:
+                c.kill()
+        live.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    doc = last["flows"]
+    assert doc["unattributed"] == {k: 0 for k in doc["unattributed"]}
+    # flows + evicted + overflow are the classes, exactly
+    assert parts(doc, "in_flows", "evicted", "overflow") == class_totals(last)
+    assert doc["evictions"] >= 20 and doc["overflow"]["packets"] == {"recv": 0, "send": 0}
+
+    frag_ports: dict = {}
+    want: dict[Tuple, Counter] = defaultdict(Counter)
+    for d in ("send", "recv"):
+        for tup, c in five_tuples(frames[d], d, frag_ports).items():
+            want[tup].update(c)
+    got = flows_of(doc)
+    assert len(got) == doc["active"]
+    for tup, c in got.items():
+        assert +want[tup] == c, (tup, dict(c), dict(want[tup]))  # each listed flow, exactly as the pcap says
+    evicted = Counter()
+    for tup, c in want.items():
+        if tup not in got:
+            evicted.update(c)
+    assert +evicted == parts(doc, "evicted")  # and what left the table is every flow not listed
+    # the kinds asked for are there: TCP both families, UDP both, fragments reached their UDP flows
+    protos = Counter((t[0], ":" in next(iter(t[1]))[0]) for t in got)
+    assert protos[(6, False)] >= 1 and protos[(6, True)] >= 1 and protos[(17, False)] >= 1 and protos[(17, True)] >= 1
+    big = [c for t, c in got.items() if t[0] == 17 and c["payload_bytes_send"] == 3 * 4000]
+    assert len(big) == 1 and big[0]["packets_send"] == 3 * 3  # three datagrams of three fragments each
+    assert any(t[0] == 1 and t[2] == 8 for t in got)  # ICMP by type: echo request
+    assert sum(long_lived) > 0
+
+
+def test_a_full_table_keeps_totals_exact_and_says_so(veth_pair: VethPair, env: dict[str, str]) -> None:
+    p = veth_pair
+    live = Live("attach", "--flows", "--flow-entries", "16", "--flows-top", "100", "--json", "--netns", p.ns_a,
+                p.dev_a, env=env)
+    try:
+        live.next()
+        for _ in range(40):  # 40 UDP flows (a new port each) and their neighbours' chatter
+            udp_exchange(p.ns_a, p.ns_b, socket.AF_INET, p.ip4_a, p.ip4_b, 2, 200, 1, 100)
+        time.sleep(1.5)
+        live.signal()
+        last = live.rest()[-1]["interfaces"][key(p)]
+        err = live.stderr()
+    finally:
+        live.kill()
+    doc = last["flows"]
+    # bounded: user space makes room (the stalest go, to 80 %), and between its
+    # ticks the flows that found no room were counted in overflow
+    assert doc["table"]["capacity"] == 16 and doc["table"]["entries"] <= 16 and doc["evictions"] > 0
+    assert doc["overflow"]["packets"]["send"] > 0
+    assert parts(doc, "in_flows", "evicted", "overflow") == class_totals(last)
+    assert "flow table is full (16 flows)" in err and "--flow-entries" in err
+
+
+def test_top_in_a_real_terminal(veth_pair: VethPair, env: dict[str, str]) -> None:
+    tmux = shutil.which("tmux")
+    if not tmux:
+        pytest.fail("tmux missing: `make setup` installs it")
+    p = veth_pair
+    session = f"tcflowtop{uuid.uuid4().hex[:6]}"
+    sock = f"/tmp/{session}.sock"
+    cmd = " ".join([sys.executable, "-m", "tcflow", "top", "--units", "bits", "--netns", p.ns_a, p.dev_a])
+    envs = [a for k in ("TCFLOW_PIN_DIR", "PYTHONPATH") if k in env for a in ("-e", f"{k}={env[k]}")]
+    subprocess.run([tmux, "-S", sock, "new-session", "-d", "-s", session, "-x", "80", "-y", "24", *envs,
+                    f"cd {REPO} && {cmd}"], check=True)
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            udp_exchange(p.ns_a, p.ns_b, socket.AF_INET, p.ip4_a, p.ip4_b, 20, 1000, 5, 1000)
+            time.sleep(0.1)
+
+    t = threading.Thread(target=traffic)
+
+    def pane() -> str:
+        return subprocess.run([tmux, "-S", sock, "capture-pane", "-p", "-t", session], capture_output=True,
+                              text=True).stdout
+
+    try:
+        end = time.monotonic() + 60
+        while "PROTO" not in pane() and time.monotonic() < end:
+            time.sleep(0.3)
+        t.start()
+        screen = ""
+        while time.monotonic() < end:
+            screen = pane()
+            if "\nudp " in screen and f"{p.ip4_b}:" in screen:
+                break
+            time.sleep(0.3)
+        lines = screen.rstrip("\n").split("\n")
+        assert lines[0].startswith("tcflow top · 1 interface"), screen
+        assert lines[1].split() == ["PROTO", "LOCAL", "REMOTE", "RECV", "SENT", "TOTAL"], screen
+        assert lines[2].split() == ["bit/s", "bytes"], screen
+        udp = [ln for ln in lines if ln.startswith("udp ") and f"{p.ip4_b}:" in ln]
+        assert udp, screen
+        row = udp[0]
+        assert row.startswith("udp ") and f"{p.ip4_a}:" in row
+        recv, sent, total = row.split()[-3:]
+        assert recv[0].isdigit() and sent[0].isdigit() and total[0].isdigit() and "~" not in row  # nothing cut
+        assert all(len(ln) <= 80 for ln in lines) and len(lines) <= 24
+        subprocess.run([tmux, "-S", sock, "send-keys", "-t", session, "C-c"], check=True)
+        end = time.monotonic() + 30
+        while subprocess.run([tmux, "-S", sock, "has-session", "-t", session], capture_output=True).returncode == 0:
+            if time.monotonic() > end:
+                raise AssertionError("tcflow top did not exit on Ctrl-C:\n" + pane())
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        if t.is_alive():
+            t.join(30)
+        subprocess.run([tmux, "-S", sock, "kill-server"], capture_output=True)
+        if os.path.exists(sock):
+            os.unlink(sock)
