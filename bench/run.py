@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from bench import containers, insitu, perpacket, scale, scrape, startup, throughput
+from bench import containers, flows, insitu, perpacket, scale, scrape, startup, throughput
 from tcflow.sandbox import remove_leftovers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -29,7 +29,8 @@ FULL: dict[str, dict[str, Any]] = {"insitu": {"rounds": 3, "seconds": 2},
         "scale": {"sizes": (1, 10, 100, 1000)},
         "startup": {"runs": 5},
         "scrape": {"clients": 50, "scrapes": 200, "interfaces": 100},
-        "containers": {"count": 30}}
+        "containers": {"count": 30},
+        "flows": {"rounds": 3, "seconds": 2, "memory_flows": 10_000}}
 SMOKE: dict[str, dict[str, Any]] = {"insitu": {"rounds": 1, "seconds": 1, "hooks_": ("tc",),
                                                "traffic": (("ipv4", "udp"),)},
          "perpacket": {"repeat": 1000, "rounds": 1},
@@ -37,10 +38,11 @@ SMOKE: dict[str, dict[str, Any]] = {"insitu": {"rounds": 1, "seconds": 1, "hooks
          "scale": {"sizes": (1, 3)},
          "startup": {"runs": 1},
          "scrape": {"clients": 3, "scrapes": 5, "interfaces": 3, "idle": 5, "slow": 2},
-         "containers": {"count": 2}}
+         "containers": {"count": 2},
+         "flows": {"rounds": 1, "seconds": 1, "traffic": (("ipv4", "udp"),), "memory_flows": 200}}
 
 
-SECTIONS = ("insitu", "perpacket", "throughput", "scale", "startup", "scrape", "containers")
+SECTIONS = ("insitu", "perpacket", "throughput", "scale", "startup", "scrape", "containers", "flows")
 
 
 def machine() -> dict[str, Any]:
@@ -85,6 +87,16 @@ def targets(res: dict[str, Any]) -> list[str]:
         (f"{top['interfaces']} interfaces attached / one full read", "<= 3 s / <= 10 ms",
          f"{top['attach_s']:.2f} s / {top['read_s'] * 1000:.1f} ms", top["attach_s"] <= 3 and top["read_s"] <= 0.010),
     ]
+    fl = res.get("flows")
+    if fl:
+        t, mem = fl["target"], fl["memory"]
+        med, worst = t["median_added_ns"], t["worst_added_ns"]
+        rows.append(("in-situ added ns, `--flows` on over off, TC ingress and egress", "<= 30 ns",
+                     f"median {med:.0f} ns, worst {worst:.0f} ns over {len(fl['rows'])} cells"
+                     if med is not None else "-", bool(t["met"])))
+        per10k = mem["kernel_bytes_per_flow"] * 10_000 / 2**20
+        rows.append(("memory per 10,000 flows (kernel map / agent)", "measured",
+                     f"{per10k:.1f} MiB / {mem['agent_rss_kib_growth'] / 1024:.1f} MiB ({mem['cpus']} CPUs)", True))
     out = ["## Targets", "", "| figure | target | measured | |", "|---|---|---|---|"]
     out += [f"| {what} | {goal} | {got} | {_met(ok)} |" for what, goal, got, ok in rows]
     return out + [""]
@@ -208,6 +220,30 @@ def report(res: dict[str, Any]) -> str:
                 f"{ct['containers']} ({ct['programs_full']} programs: two per container namespace; the spare set "
                 f"verified ahead for the next container is not among them). After all were removed: "
                 f"{ct['after_removal']}.", ""]
+    fl = res.get("flows")
+    if fl:
+        mem = fl["memory"]
+        out += ["## 8. Flows (`--flows`)", "",
+                f"tcflow's TC programs on veth-b as `tcflow attach` runs them, the default image (flows off) and the "
+                f"flows image (on) interleaved, iperf3 both ways ({fl['seconds']} s a run, median of "
+                f"{fl['rounds']} rounds; the kernel's BPF statistics). iperf3 keeps one flow each way: this is the "
+                "cost of a packet whose flow is in the table.", "",
+                "| traffic | hook | off ns | on ns | added ns |", "|---|---|---|---|---|"]
+        for r in fl["rows"]:
+            out.append(f"| {r['family']} {r['proto'].upper()} | {r['point']} | {r['off_ns']:.0f} | "
+                       f"{r['on_ns']:.0f} | {r['added_ns']:+.0f} |")
+        t = fl["target"]
+        med = t["median_added_ns"]
+        out += ["", f"Target, {t['what']}: **{'met' if t['met'] else 'not met'}** (median "
+                f"{med:+.0f} ns, worst {t['worst_added_ns']:+.0f} ns)." if med is not None else "", "",
+                f"Memory: {mem['flows_sent']:,} UDP flows made by real packets ({mem['flows_counted']:,} flows "
+                f"counted, with the link's own ICMPv6). The flow map (not preallocated) went from "
+                f"{mem['map_bytes_empty']:,} to {mem['map_bytes']:,} bytes (the kernel's memlock account): "
+                f"**{mem['kernel_bytes_per_flow']:.0f} bytes a flow** on {mem['cpus']} CPUs (each flow's counters "
+                f"are per CPU: 56 bytes more a flow for each CPU more). The agent's RSS grew "
+                f"**{mem['agent_rss_kib_growth'] / 1024:.1f} MiB** for them; one read of the table (rates and "
+                f"eviction) took {mem['tick_ms']:.0f} ms and one report {mem['report_ms']:.0f} ms with "
+                f"{mem['flows_counted']:,} flows.", ""]
     return "\n".join(out)
 
 
@@ -227,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, Any] = {"smoke": args.smoke, "machine": machine()}
     steps: list[tuple[str, Callable[..., dict[str, Any]]]] = [
         ("insitu", insitu.run), ("perpacket", perpacket.run), ("throughput", throughput.run), ("scale", scale.run),
-        ("startup", startup.run), ("scrape", scrape.run), ("containers", containers.run)]
+        ("startup", startup.run), ("scrape", scrape.run), ("containers", containers.run), ("flows", flows.run)]
     if args.only:
         unknown = set(args.only) - {n for n, _ in steps}
         if unknown:

@@ -17,7 +17,7 @@ def test_bench_smoke_writes_every_result_and_the_report(tmp_path) -> None:  # no
     r = subprocess.run([sys.executable, "-m", "bench.run", "--smoke", "--out", str(tmp_path)], cwd=REPO,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    for name in ("insitu", "perpacket", "throughput", "scale", "startup", "scrape", "containers"):
+    for name in ("insitu", "perpacket", "throughput", "scale", "startup", "scrape", "containers", "flows"):
         with open(tmp_path / f"{name}.json") as f:
             doc = json.load(f)
         assert doc["smoke"] is True and doc["machine"]["kernel"]
@@ -35,9 +35,13 @@ def test_bench_smoke_writes_every_result_and_the_report(tmp_path) -> None:  # no
     ins = json.load(open(tmp_path / "insitu.json"))
     assert {r["point"] for r in ins["rows"]} == {"tc_ingress", "tc_egress"}
     assert all(r["floor_ns"] > 0 and r["tcflow_ns"] > 0 for r in ins["rows"])
+    fl = json.load(open(tmp_path / "flows.json"))
+    assert {r["point"] for r in fl["rows"]} == {"tc_ingress", "tc_egress"}
+    assert fl["memory"]["flows_counted"] >= 200 and fl["memory"]["kernel_bytes_per_flow"] > 0
     ct = json.load(open(tmp_path / "containers.json"))
     assert ct["containers"] == 2 and ct["after_removal"]["interfaces"] == 0
-    for heading in ("Targets", "in situ", "Per-packet", "Throughput", "Scale", "Start-up", "under load", "Containers"):
+    for heading in ("Targets", "in situ", "Per-packet", "Throughput", "Scale", "Start-up", "under load", "Containers",
+                    "Flows"):
         assert heading in report
     assert "not met" in report or "**met**" in report
     assert not [ln for ln in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
