@@ -63,10 +63,17 @@ def run(count: int = 30) -> dict[str, Any]:
             t0 = time.perf_counter()
             while f"{name}/eth0" not in _get(port, "/traffic")["interfaces"]:
                 if time.perf_counter() - t0 > 30 or serve.poll() is not None:
+                    health = _get(port, "/healthz") if serve.poll() is None else "(exited)"
+                    health = f"{health}; /traffic has {sorted(_get(port, '/traffic')['interfaces'])}" \
+                        if serve.poll() is None else health
+                    status = subprocess.run([sys.executable, "-m", "tcflow", "status", "--containers"], cwd=ROOT,
+                                            capture_output=True, text=True, timeout=60)
+                    pid = docker.run("inspect", "-f", "{{.State.Pid}} {{.State.Status}}", name).stdout.strip()
                     serve.terminate()
                     _, err = serve.communicate(timeout=60)
-                    raise RuntimeError(f"{name} was not attached within 30 s; serve said: "
-                                       f"{err.decode(errors='replace')[-1500:]}")
+                    raise RuntimeError(f"{name} was not attached within 30 s; health {health}; docker: {pid}; "
+                                       f"status --containers: {status.stdout[-1500:]}{status.stderr[-500:]}; "
+                                       f"serve said: {err.decode(errors='replace')[-1500:]}")
                 time.sleep(0.01)
             latencies.append(time.perf_counter() - t0)
         time.sleep(1)

@@ -23,6 +23,7 @@ from typing import Any
 
 import tcflow
 from bench import iperf
+from bench.insitu import _stats
 from tcflow import _libbpf, netns
 from tcflow.loader import PROG_TC_EGRESS, PROG_TC_INGRESS, Datapath, Options
 from tcflow.netns import run_in
@@ -31,14 +32,6 @@ from tcflow.sandbox import Sandbox, VethPair
 POINTS = {"tc_ingress": PROG_TC_INGRESS, "tc_egress": PROG_TC_EGRESS}
 TRAFFIC = (("ipv4", "udp"), ("ipv6", "udp"), ("ipv4", "tcp"), ("ipv6", "tcp"))
 TARGET_NS = 30
-
-
-def _stats(fds: dict[str, int]) -> dict[str, tuple[int, int]]:
-    out = {}
-    for point, fd in fds.items():
-        info = _libbpf.prog_info(fd)
-        out[point] = (info.run_cnt, info.run_time_ns)
-    return out
 
 
 def _one(pair: VethPair, ns: netns.Netns, dp: Datapath, family: str, proto: str, seconds: int) -> dict[str, float]:

@@ -206,11 +206,16 @@ class Agent:
                 journal.forget(link.netns.cookie, link.ifindex)  # its qdisc went with it
                 if self.fleet is None or self.fleet.identity(link) is None:  # containers come and go: no news
                     self.notices.append(f"{link.key} disappeared; its counters are no longer reported")
-            for link, name in d.renamed:
+            for link, name, up in d.renamed:
                 if self.fleet is None or self.fleet.identity(link) is None:
                     link.ifname = name  # same device, same counters
-                # a container's interface keeps the name it was counted as: a
-                # runtime renames eth0 back to vethXXX as the container stops
+                elif up:
+                    # A container's interface, renamed and up: the runtime named it
+                    # (vethXXX -> eth0, seen up under the first name when the scan
+                    # found the container early). A rename of one that is down is
+                    # the runtime taking it away as the container stops (eth0 ->
+                    # vethXXX): it keeps the name it was counted as.
+                    link.ifname = link.bound_as = name
             for link in d.new:
                 watch.links[link.ifindex] = link
                 try:
@@ -252,7 +257,11 @@ class Agent:
         new = self.fleet.discover(self)
         for watch in new:
             try:
-                links = watch.plan((), tuple(watch.globs), True)
+                # Listen first, then list: a link that comes up in between is
+                # an event, not missed. Links still down wait for that event:
+                # the runtime has not named (eth0) and raised them yet.
+                watch.events_fd()
+                links = watch.plan((), tuple(watch.globs), True, up_only=True)
             except Exception as e:  # the container went while we looked: the next reap lets it go
                 self.notices.append(f"could not watch container {watch.ns.label}: {e}")
                 continue
@@ -307,6 +316,8 @@ class Agent:
             raise InterfaceError("the agent is not started", hint="call start() first")
         links = [ln for ln in self.links() if (ln.netns.cookie, ln.ifindex) in self.binder.slot_of]
         slots = [self.binder.slot(ln) for ln in links]
+        # flows first: the classes, read after, hold at least what the flows hold
+        reports = self.flows.report(slots, self.flows_top) if self.flows is not None else None
         sums = read_slots(self.dp.map_fd("counters"), max(slots, default=-1) + 1, self.dp.ncpus)
         fleet = self.fleet
         entries = []
@@ -318,8 +329,7 @@ class Agent:
             entries.append((shown(ln.ifname), shown(ln.netns.name), ln.ifindex, self._hooks(ln), b, p,
                             g.labels() if g is not None else None))
         snap = make_snapshot(entries)
-        if self.flows is not None:
-            reports = self.flows.report(slots, self.flows_top)
+        if reports is not None:
             flows_of = {}
             for key, s in zip(snap.interfaces, slots, strict=True):
                 r = reports[s]

@@ -59,6 +59,7 @@ EPILOG = """examples:
   sudo tcflow attach ns1/veth0 ns2/veth0 --json --count 5
   sudo tcflow attach pid:4242/eth0              a container's eth0
   sudo tcflow attach --containers               every container, by name
+  sudo tcflow top eth1                          the busiest flows (five-tuples), like iftop
   sudo tcflow attach --match 'veth*' --follow   every veth, also ones brought up later
   sudo tcflow attach --pin eth1                 keep counting after tcflow exits
   sudo tcflow show                              read what --pin left counting
@@ -83,6 +84,7 @@ ATTACH_EPILOG = """examples:
   sudo tcflow attach --match 'veth*' --follow --json
   sudo tcflow attach --containers --json
   sudo tcflow attach --pin --ingress tc eth1 eth2
+  sudo tcflow attach --flows --json eth1        with each interface's busiest flows
 
 The first snapshot (all zeros) is printed as soon as the programs are
 attached. SIGINT or SIGTERM prints a last snapshot, detaches (unless --pin)
@@ -98,12 +100,13 @@ SERVE_EPILOG = """examples:
   sudo tcflow serve ns1/veth0 ns2/veth0
   sudo tcflow serve --pin --match 'veth*' --follow --listen 127.0.0.1:9462
   sudo tcflow serve --containers --pin --listen 127.0.0.1:9462
+  sudo tcflow serve --flows --metrics-top-flows 5 eth1
   curl -s localhost:8080/traffic
   curl -s localhost:8080/metrics
 
 Binds 127.0.0.1:8080 unless --listen says otherwise. Endpoints are read-only:
-GET/HEAD /, /traffic, /metrics, /classes, /healthz; other paths 404, other
-methods 405.
+GET/HEAD /, /traffic, /metrics, /history, /classes, /healthz; other paths
+404, other methods 405.
 """
 
 
@@ -324,6 +327,14 @@ def _left_pinned(args: argparse.Namespace, agent: Agent) -> None:
          f"`{fix_command(args, ('show',))}` reads them, `{fix_command(args, ('detach', '--all'))}` removes them")
 
 
+class Notices(list[str]):
+    """The last few notices of a live screen, each with its time."""
+
+    def keep(self, text: str) -> None:
+        self.append(f"{time.strftime('%H:%M:%S')} {printable(text)}")
+        del self[:-3]
+
+
 ALT_SCREEN_ON, ALT_SCREEN_OFF = "\x1b[?1049h", "\x1b[?1049l"
 HOME, CLEAR_LINE, CLEAR_BELOW = "\x1b[H", "\x1b[K", "\x1b[J"
 
@@ -337,11 +348,8 @@ def cmd_attach(args: argparse.Namespace) -> int:
     live = not args.json and sys.stdout.isatty()
     shown = [0]
     prev: list[Optional[Snapshot]] = [None, None]  # the last snapshot, and the one before it
-    kept: list[str] = []  # notices shown at the bottom of the live screen, newest last
-
-    def keep(text: str) -> None:
-        kept.append(f"{time.strftime('%H:%M:%S')} {printable(text)}")
-        del kept[:-3]
+    kept = Notices()  # shown at the bottom of the live screen, newest last
+    keep = kept.keep
 
     def emit() -> bool:
         snap = agent.snapshot()
@@ -401,11 +409,8 @@ def cmd_top(args: argparse.Namespace) -> int:
     size = shutil.get_terminal_size()
     agent.flows_top = args.top or max(10, size.lines)
     shown = [0]
-    kept: list[str] = []
-
-    def keep(text: str) -> None:
-        kept.append(f"{time.strftime('%H:%M:%S')} {printable(text)}")
-        del kept[:-3]
+    kept = Notices()  # shown at the bottom of the live screen, newest last
+    keep = kept.keep
 
     def emit() -> bool:
         snap = agent.snapshot()

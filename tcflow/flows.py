@@ -13,9 +13,10 @@ reads it, sums the CPUs, and keeps three more things per slot:
 - ``overflow``: what the datapath counted while the table was full (it
   cannot add a flow then; its bytes go to the slot's overflow cell).
 - ``unattributed``: the interface's IP classes minus flows, evicted and
-  overflow. 0, except for a packet that lands on an entry in the instant it
-  is deleted (the kernel frees it after the packet's program ends); said,
-  not hidden.
+  overflow. A snapshot reads the flows, then the classes: under traffic it
+  is what arrived between the two reads (never negative). At rest it is 0,
+  except for a packet that lands on an entry in the instant it is deleted
+  (the kernel frees it after the packet's program ends): said, not hidden.
 
 So for every interface: flows + evicted + overflow + unattributed = classes.
 """

@@ -72,7 +72,7 @@ class Diff:
     """What changed between the links held and the links present."""
 
     gone: list[Link] = field(default_factory=list)
-    renamed: list[tuple[Link, str]] = field(default_factory=list)
+    renamed: list[tuple[Link, str, bool]] = field(default_factory=list)  # (link, new name, up now)
     new: list[Link] = field(default_factory=list)
 
 
@@ -91,7 +91,7 @@ def diff(held: Iterable[Link], present: Present, ns: Netns, globs: Iterable[str]
         if link.ifindex not in names:
             out.gone.append(link)
         elif names[link.ifindex] != link.ifname:
-            out.renamed.append((link, names[link.ifindex]))
+            out.renamed.append((link, names[link.ifindex], link.ifindex in up))
     if follow:
         out.new = [ln for ln in matching(present, ns, globs) if ln.ifindex not in held_idx and ln.ifindex in up]
     return out

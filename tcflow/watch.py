@@ -34,9 +34,12 @@ class Watch:
         self.ipr: Any = hooks.ipr_for(ns)
         self._events: Optional[socket.socket] = None
 
-    def plan(self, names: tuple[str, ...], globs: tuple[str, ...], follow: bool) -> list[Link]:
+    def plan(self, names: tuple[str, ...], globs: tuple[str, ...], follow: bool, up_only: bool = False) -> list[Link]:
         """Take these names and globs on; the links they add to what is held.
-        An unknown name, or globs that match nothing without follow, is an error."""
+        An unknown name, or globs that match nothing without follow, is an error.
+        ``up_only``: glob matches that are down are left for the link event
+        that brings them up (a container's veth, still under the runtime's
+        temporary name)."""
         self.names += [n for n in names if n not in self.names]
         self.globs += [g for g in globs if g not in self.globs]
         self.follow = self.follow or follow
@@ -44,7 +47,9 @@ class Watch:
         named = [lookup(present, self.ns, n) for n in names]
         known = {ln.ifindex for ln in named} | set(self.links)
         links = [ln for ln in named if ln.ifindex not in self.links]
-        links += [ln for ln in matching(present, self.ns, globs) if ln.ifindex not in known]
+        up = {ifindex for ifindex, _, _, is_up, _ in present if is_up} if up_only else None
+        links += [ln for ln in matching(present, self.ns, globs)
+                  if ln.ifindex not in known and (up is None or ln.ifindex in up)]
         if not links and not self.links and not follow:
             raise InterfaceError("no interface matches " + " ".join(repr(g) for g in globs),
                                  hint="list interfaces with `ip link`, or add --follow to wait for them")

@@ -69,7 +69,7 @@ def screen(snap: Snapshot, units: str, width: int, height: int, kept: Optional[l
 
 
 def compact(n: float) -> str:
-    """At most 6 characters: 999, 1.2K, 164.5K, 12.0M."""
+    """Short: 999, 1.2K, 164.5K, 12.0M (6 characters below 1,000 T)."""
     for prefix in ("", "K", "M", "G", "T"):
         if abs(n) < 999.95 or prefix == "T":
             return f"{n:.0f}" if prefix == "" else f"{n:.1f}{prefix}"

@@ -280,3 +280,39 @@ def test_host_side_veths_name_their_containers(docker: Dockerd, pair: tuple[str,
         assert {web, db} <= named, snap["interfaces"].keys()
     finally:
         live.kill()
+
+
+def test_flows_per_container_with_names(docker: Dockerd, pair: tuple[str, str], env: dict[str, str]) -> None:
+    """--flows with --containers: each container's eth0 has its own flows, the
+    TCP and UDP payloads exactly what the sockets moved; `top` names them."""
+    web, db = pair
+    srv = Serve("--containers", "--flows", "--flows-top", "50", env=env)
+    try:
+        _wait(lambda: {f"{web}/eth0", f"{db}/eth0"} <= set(srv.traffic()["interfaces"]))
+        _traffic(docker, web)
+        time.sleep(1.5)
+        ifs = srv.traffic()["interfaces"]
+    finally:
+        srv.stop()
+    for me, mine, theirs in ((web, WEB_IP, DB_IP), (db, DB_IP, WEB_IP)):
+        flows = ifs[f"{me}/eth0"]["flows"]["top"]
+        assert all(f["local"]["address"] == mine and f["remote"]["address"] == theirs
+                   for f in flows if f["family"] == "ipv4"), (me, flows)
+        tcp = [f for f in flows if f["protocol"] == "tcp"]
+        udp = [f for f in flows if f["protocol"] == "udp"]
+        pings = [f for f in flows if f["protocol"] == "icmp" and f["icmp_type"] == 8]
+        assert len(tcp) == 1 and len(udp) == 1 and len(pings) == 1, (me, flows)
+        sent, got = (300_000, 15_000) if me == web else (15_000, 300_000)
+        assert (tcp[0]["payload_bytes"]["send"], tcp[0]["payload_bytes"]["recv"]) == (sent, got)
+        sent, got = (5 * 700, 3 * 90) if me == web else (3 * 90, 5 * 700)
+        assert (udp[0]["payload_bytes"]["send"], udp[0]["payload_bytes"]["recv"]) == (sent, got)
+        assert pings[0]["packets"] == ({"recv": 0, "send": 4} if me == web else {"recv": 4, "send": 0})
+    top = Live("top", "--containers", "--json", "--count", "4", "--top", "50", env=env)
+    try:
+        top.next()
+        docker.exec(web, "ping", "-c", "2", "-i", "0.2", DB_IP)
+        lines = top.rest()
+    finally:
+        top.kill()
+    named = {(f["interface"], f["protocol"]) for line in lines for f in line["flows"]}
+    assert {(f"{web}/eth0", "icmp"), (f"{db}/eth0", "icmp")} <= named, named

@@ -6,6 +6,7 @@ the totals exact and says so; `tcflow top` in a real terminal (tmux)."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import socket
@@ -297,3 +298,38 @@ def test_top_in_a_real_terminal(veth_pair: VethPair, env: dict[str, str]) -> Non
         subprocess.run([tmux, "-S", sock, "kill-server"], capture_output=True)
         if os.path.exists(sock):
             os.unlink(sock)
+
+
+def test_serve_flows_traffic_and_metrics(veth_pair: VethPair, env: dict[str, str]) -> None:
+    """/traffic carries each interface's top flows; /metrics only flow counts
+    and evictions, unless --metrics-top-flows asks for a bounded top N; promtool
+    accepts both."""
+    from tests.support.serve import Serve, parse_metrics
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing: `make setup` installs Debian's prometheus package")
+
+    p = veth_pair
+    for top in (0, 2):
+        srv = Serve("--flows", *(["--metrics-top-flows", str(top)] if top else []), "--netns", p.ns_a, p.dev_a,
+                    env=env)
+        try:
+            for _ in range(4):  # four UDP flows, and TCP
+                udp_exchange(p.ns_a, p.ns_b, socket.AF_INET, p.ip4_a, p.ip4_b, 3, 100, 3, 100)
+            tcp_exchange(p.ns_a, p.ns_b, socket.AF_INET6, p.ip6_b, 3, 100, 100)
+            time.sleep(1.5)
+            doc = json.loads(srv.get("/traffic")[2])["interfaces"][key(p)]["flows"]
+            assert doc["active"] >= 5 and len(doc["top"]) >= 5
+            assert {f["protocol"] for f in doc["top"]} >= {"udp", "tcp"}
+            text = srv.metrics()
+            r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+            assert r.returncode == 0 and r.stdout.strip() == "" and r.stderr.strip() == "", r.stdout + r.stderr
+            m = parse_metrics(text)
+            flows = {dict(lab)["device"]: v for (name, lab), v in m.items() if name == "tcflow_flows"}
+            assert flows == {p.dev_a: doc["active"]} or flows[p.dev_a] >= 5
+            assert any(name == "tcflow_flow_evictions_total" for name, _ in m)
+            per_flow = [lab for name, lab in m if name == "tcflow_flow_ip_bytes_total"]
+            assert len(per_flow) == 2 * top  # top N flows, each received and sent
+        finally:
+            srv.stop()

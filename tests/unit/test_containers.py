@@ -163,3 +163,15 @@ def test_a_host_network_container_is_known_by_tcflows_own_namespace_when_inits_i
     _docker(host, C, "agent", 300)
     (g,) = containers.scan(str(host / "proc"), own=str(host / "netns" / "host"))
     assert g.host_network and g.label == "agent"
+
+
+def test_a_rename_says_whether_the_link_is_up() -> None:
+    """The agent takes a container interface's new name only when it is up (the
+    runtime naming it eth0), never when it is down (the runtime taking it away)."""
+    from tcflow.links import Link, diff
+    from tcflow.netns import Netns
+
+    ns = Netns("c", "/proc/1/ns/net", 1, 1)
+    held = [Link("veth72e9668", 5, ns, "veth")]
+    assert diff(held, [(5, "eth0", "veth", True, 4)], ns, ["*"], True).renamed == [(held[0], "eth0", True)]
+    assert diff(held, [(5, "eth0", "veth", False, 4)], ns, ["*"], True).renamed == [(held[0], "eth0", False)]
