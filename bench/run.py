@@ -227,7 +227,7 @@ def report(res: dict[str, Any]) -> str:
                 f"tcflow's TC programs on veth-b as `tcflow attach` runs them, the default image (flows off) and the "
                 f"flows image (on) interleaved, iperf3 both ways ({fl['seconds']} s a run, median of "
                 f"{fl['rounds']} rounds; the kernel's BPF statistics). iperf3 keeps one flow each way: this is the "
-                "cost of a packet whose flow is in the table.", "",
+                "cost of a packet whose flow is in the table or in its per-CPU cache line.", "",
                 "| traffic | hook | off ns | on ns | added ns |", "|---|---|---|---|---|"]
         for r in fl["rows"]:
             out.append(f"| {r['family']} {r['proto'].upper()} | {r['point']} | {r['off_ns']:.0f} | "
@@ -237,10 +237,12 @@ def report(res: dict[str, Any]) -> str:
         out += ["", f"Target, {t['what']}: **{'met' if t['met'] else 'not met'}** (median "
                 f"{med:+.0f} ns, worst {t['worst_added_ns']:+.0f} ns)." if med is not None else "", "",
                 f"Memory: {mem['flows_sent']:,} UDP flows made by real packets ({mem['flows_counted']:,} flows "
-                f"counted, with the link's own ICMPv6). The flow map (not preallocated) went from "
+                f"counted, with the link's own ICMPv6; {mem['table_entries']:,} in the table, the rest still in "
+                f"the per-CPU cache lines). The flow map (not preallocated) went from "
                 f"{mem['map_bytes_empty']:,} to {mem['map_bytes']:,} bytes (the kernel's memlock account): "
                 f"**{mem['kernel_bytes_per_flow']:.0f} bytes a flow** on {mem['cpus']} CPUs (each flow's counters "
-                f"are per CPU: 56 bytes more a flow for each CPU more). The agent's RSS grew "
+                f"are per CPU: 56 bytes more a flow for each CPU more); the cache in front of it is a fixed "
+                f"{mem['cache_bytes']:,} bytes. The agent's RSS grew "
                 f"**{mem['agent_rss_kib_growth'] / 1024:.1f} MiB** for them; one read of the table (rates and "
                 f"eviction) took {mem['tick_ms']:.0f} ms and one report {mem['report_ms']:.0f} ms with "
                 f"{mem['flows_counted']:,} flows.", ""]

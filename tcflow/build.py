@@ -44,7 +44,7 @@ PROG_TC_INGRESS = "tcflow_tc_ingress"
 PROG_TC_EGRESS = "tcflow_tc_egress"
 PROGRAMS = (PROG_XDP, PROG_TC_INGRESS, PROG_TC_EGRESS)
 MAPS = ("ifaces", "by_ifindex", "counters")  # the maps the programs reference
-FLOW_MAPS = ("flows", "flow_frags", "flow_overflow")  # and, built with flows, these
+FLOW_MAPS = ("flows", "flow_frags", "flow_overflow", "flow_cache")  # and, built with flows, these
 BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP = 3, 6
 PROG_TYPES = {PROG_XDP: BPF_PROG_TYPE_XDP, PROG_TC_INGRESS: BPF_PROG_TYPE_SCHED_CLS,
               PROG_TC_EGRESS: BPF_PROG_TYPE_SCHED_CLS}

@@ -34,7 +34,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 from . import _libbpf
 from .classes import BY_NAME, NAMES
-from .loader import FLOW_KEY_SIZE, FLOW_VAL_SIZE, Datapath
+from .loader import FLOW_CACHE_LINES, FLOW_KEY_SIZE, FLOW_LINE_SIZE, FLOW_VAL_SIZE, Datapath
 
 IDLE_S = 30.0          # a flow unchanged this long is evicted
 HIGH_WATER = 0.9       # over this share of the table: evict the stalest ...
@@ -44,8 +44,9 @@ PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 RECV, SEND = 0, 1
 _KEY = struct.Struct("<IBBH2s2s16s16s")
 _VAL = struct.Struct("<6QII")
+_LINE = struct.Struct("<44sI6QII")  # struct flow_line: key, used, counts, local bits, pad
 _INDEX = {n: i for i, n in enumerate(NAMES)}
-assert _KEY.size == FLOW_KEY_SIZE and _VAL.size == FLOW_VAL_SIZE
+assert _KEY.size == FLOW_KEY_SIZE and _VAL.size == FLOW_VAL_SIZE and _LINE.size == FLOW_LINE_SIZE
 
 
 @dataclass
@@ -164,14 +165,20 @@ class FlowTable:
         # (IP bytes recv, IP bytes sent, packets, when packets last changed, rate recv, rate sent)
         self.seen: dict[bytes, tuple[int, int, int, float, float, float]] = {}
         self.last_t: Optional[float] = None
+        # per flow taken out while part of it stayed in a cache line: that part
+        self.already: dict[bytes, list[int]] = {}
+        self._cache: dict[bytes, list[int]] = {}
+        self._in_table: set[bytes] = set()
+        self._remnants: list[bytes] = []
 
     # -- reading -------------------------------------------------------------
-    def _read(self) -> dict[bytes, tuple[int, ...]]:
-        """Every entry, CPUs summed: key -> (IP bytes recv, sent, payload recv,
-        sent, packets recv, sent, local bits)."""
+    def _physical(self) -> tuple[dict[bytes, list[int]], dict[bytes, list[int]], set[bytes]]:
+        """What the kernel holds per key, CPUs summed, table and cache lines
+        together: ([IP bytes recv, sent, payload recv, sent, packets recv,
+        sent, local bits]); the cache lines' part alone; the keys in the table."""
         ncpus = self.dp.ncpus
         keys, vals, n = _libbpf.lookup_batch(self.fd, FLOW_KEY_SIZE, FLOW_VAL_SIZE * ncpus, self.capacity + 64)
-        out: dict[bytes, tuple[int, ...]] = {}
+        phys: dict[bytes, list[int]] = {}
         stride = FLOW_VAL_SIZE * ncpus
         unpack = _VAL.unpack_from
         for i in range(n):
@@ -181,7 +188,36 @@ class FlowTable:
             for cpu in range(1, ncpus):
                 a, b, c, d, e, f, lb, _ = unpack(vals, base + cpu * FLOW_VAL_SIZE)
                 ir, is_, pr, ps, kr, ks, local = ir + a, is_ + b, pr + c, ps + d, kr + e, ks + f, local | lb
-            out[k] = (ir, is_, pr, ps, kr, ks, local)
+            phys[k] = [ir, is_, pr, ps, kr, ks, local]
+        in_table = set(phys)
+        cache: dict[bytes, list[int]] = {}
+        _, lines, n = _libbpf.lookup_batch(self.dp.map_fd("flow_cache"), 4, FLOW_LINE_SIZE * ncpus,
+                                           FLOW_CACHE_LINES)
+        for off in range(0, n * ncpus * FLOW_LINE_SIZE, FLOW_LINE_SIZE):
+            k, used, *v, local, _ = _LINE.unpack_from(lines, off)
+            if not used:
+                continue
+            for into in (cache.setdefault(k, [0] * 7), phys.setdefault(k, [0] * 7)):
+                for j in range(6):
+                    into[j] += v[j]
+                into[6] |= local
+        return phys, cache, in_table
+
+    def _read(self) -> dict[bytes, tuple[int, ...]]:
+        """Every flow: key -> (IP bytes recv, sent, payload recv, sent,
+        packets recv, sent, local bits), less what was already handed to
+        ``evicted`` while it stayed in a cache line. Lock held."""
+        phys, self._cache, self._in_table = self._physical()
+        out: dict[bytes, tuple[int, ...]] = {}
+        self._remnants = []
+        for k, v in phys.items():
+            done = self.already.get(k)
+            if done is not None:
+                v = [max(0, v[j] - done[j]) for j in range(6)] + [v[6]]
+            if any(v[:6]):
+                out[k] = tuple(v)
+            elif k in self._in_table:
+                self._remnants.append(k)  # only what was evicted already: its entry can go
         return out
 
     def overflow(self, slot: int) -> Counts:
@@ -212,39 +248,57 @@ class FlowTable:
                 seen[k] = (ir, is_, pk, changed, rr, rs)
             self.seen, self.last_t = seen, now
             stale = [k for k, v in seen.items() if now - v[3] >= self.idle_s]
-            if len(entries) - len(stale) > HIGH_WATER * self.capacity:
+            in_table = len(self._in_table)
+            if in_table - len(stale) > HIGH_WATER * self.capacity:
                 gone = set(stale)
-                keep = sorted((k for k in seen if k not in gone), key=lambda k: seen[k][3])
-                stale += keep[:len(entries) - len(stale) - int(LOW_WATER * self.capacity)]
-            for k in stale:
+                keep = sorted((k for k in seen if k not in gone and k in self._in_table), key=lambda k: seen[k][3])
+                stale += keep[:in_table - len(stale) - int(LOW_WATER * self.capacity)]
+            for k in stale + self._remnants:
                 self._evict(k)
-            return len(entries) >= self.capacity
+            return in_table >= self.capacity
 
     def _evict(self, key: bytes) -> None:
-        """Read it once more, delete it, keep its totals. Lock held."""
+        """Take a flow out: its table entry deleted (read once more first),
+        what it counted added to ``evicted``. What stays in a cache line is
+        remembered as handed over already (``already``), so that it is not
+        counted again when the line moves it to the table. Lock held."""
         buf = ctypes.create_string_buffer(key, FLOW_KEY_SIZE)
         val = ctypes.create_string_buffer(FLOW_VAL_SIZE * self.dp.ncpus)
-        if not _libbpf.map_lookup(self.fd, buf, val):
-            return
-        if not _libbpf.map_delete(self.fd, buf):
-            return
-        c = Counts()
-        for cpu in range(self.dp.ncpus):
-            ir, is_, pr, ps, kr, ks, _, _ = _VAL.unpack_from(val.raw, cpu * FLOW_VAL_SIZE)
-            c.add(Counts(ir, is_, pr, ps, kr, ks))
+        table = [0] * 6
+        if _libbpf.map_lookup(self.fd, buf, val) and _libbpf.map_delete(self.fd, buf):
+            for cpu in range(self.dp.ncpus):
+                for j, x in enumerate(_VAL.unpack_from(val.raw, cpu * FLOW_VAL_SIZE)[:6]):
+                    table[j] += x
+        cached = self._cache.get(key, [0] * 7)[:6]
+        done = self.already.get(key, [0] * 6)
+        handed = [max(0, table[j] + cached[j] - done[j]) for j in range(6)]
         slot = _KEY.unpack(key)[0]
-        self.evicted.setdefault(slot, Counts()).add(c)
-        self.evictions[slot] = self.evictions.get(slot, 0) + 1
+        if any(handed):
+            self.evicted.setdefault(slot, Counts()).add(Counts(*handed))
+            self.evictions[slot] = self.evictions.get(slot, 0) + 1
+        if any(cached):
+            self.already[key] = cached
+        else:
+            self.already.pop(key, None)
         self.seen.pop(key, None)
 
     def purge(self, slot: int) -> None:
         """A slot handed to another interface starts with no flows, no
-        evicted totals and no overflow."""
+        evicted totals and no overflow (what its cache lines still hold is
+        remembered as gone)."""
         with self.lock:
-            for k in self._read():
-                if _KEY.unpack(k)[0] == slot:
+            self._read()
+            for k in set(self._in_table) | set(self._cache):
+                if _KEY.unpack(k)[0] != slot:
+                    continue
+                if k in self._in_table:
                     _libbpf.map_delete(self.fd, ctypes.create_string_buffer(k, FLOW_KEY_SIZE))
-                    self.seen.pop(k, None)
+                cached = self._cache.get(k, [0] * 7)[:6]
+                if any(cached):
+                    self.already[k] = cached
+                else:
+                    self.already.pop(k, None)
+                self.seen.pop(k, None)
             self.evicted.pop(slot, None)
             self.evictions.pop(slot, None)
             zero = ctypes.create_string_buffer(FLOW_VAL_SIZE * self.dp.ncpus)
@@ -280,7 +334,8 @@ class FlowTable:
                     f.rate_recv, f.rate_send = (st[4], st[5]) if st else (0.0, 0.0)
                     flows.append(f)
                 out[slot] = SlotFlows(len(ranked), flows, Counts(*totals[slot]), _copy(self.evicted.get(slot)),
-                                      self.overflow(slot), self.evictions.get(slot, 0), self.capacity, len(entries))
+                                      self.overflow(slot), self.evictions.get(slot, 0), self.capacity,
+                                      len(self._in_table))
             return out
 
 

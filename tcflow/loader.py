@@ -41,6 +41,7 @@ DEFAULT_FLOW_ENTRIES = 16384
 FRAG_ENTRIES = 1024  # first fragments whose ports later fragments look up (LRU)
 BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_HASH = 5, 6, 9
 FLOW_KEY_SIZE, FLOW_VAL_SIZE, FRAG_KEY_SIZE, FRAG_VAL_SIZE = 44, 56, 40, 4
+FLOW_LINE_SIZE, FLOW_CACHE_LINES = 104, 512  # the per-CPU cache in front of the table (FLOW_CACHE_BITS 9)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,8 @@ class Datapath:
                                                   FRAG_VAL_SIZE, FRAG_ENTRIES)
                 self._fds["flow_overflow"] = _create(BPF_MAP_TYPE_PERCPU_ARRAY, "flow_overflow", 4, FLOW_VAL_SIZE,
                                                      options.max_ifaces)
+                self._fds["flow_cache"] = _create(BPF_MAP_TYPE_PERCPU_ARRAY, "flow_cache", 4, FLOW_LINE_SIZE,
+                                                  FLOW_CACHE_LINES)
         except BaseException:
             self.close()
             raise

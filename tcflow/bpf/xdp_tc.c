@@ -149,9 +149,28 @@ struct frag_val {
 	__be16 dport;
 };
 
+/*
+ * In front of the table, a small per-CPU cache: FLOW_CACHE_LINES lines, each
+ * one flow's counts since it took the line. A packet of the flow a line
+ * holds adds there (an array lookup the JIT inlines, a key compare): no hash
+ * lookup for the packets of a busy flow. A packet of another flow mapping to
+ * that line first moves the line's counts into the table (flow_flush()).
+ * User space reads the table and the lines together; a flow's counts are the
+ * sum of its entry and its lines.
+ */
+#define FLOW_CACHE_BITS 9
+#define FLOW_CACHE_LINES (1 << FLOW_CACHE_BITS)
+
+struct flow_line {
+	struct flow_key key;
+	u32 used;
+	struct flow_val val;
+};
+
 BPF_TABLE("percpu_hash", struct flow_key, struct flow_val, flows, 1);
 BPF_TABLE("lru_hash", struct frag_key, struct frag_val, flow_frags, 1);
 BPF_PERCPU_ARRAY(flow_overflow, struct flow_val, 1);
+BPF_PERCPU_ARRAY(flow_cache, struct flow_line, FLOW_CACHE_LINES);
 
 #define FRAG_NONE 0
 #define FRAG_FIRST 1 /* offset 0, more fragments: its ports are stored */
@@ -619,6 +638,41 @@ static __always_inline void add(struct counters *c, u32 idx, u64 bytes, u64 pkts
 /* Apply SPEC's byte rules to a parsed packet and bump its classes.
  * frame_len: what other/malformed count (wire bytes). */
 #ifdef TCFLOW_FLOWS
+static __always_inline void flow_add(struct flow_val *v, int dir, u64 l3, u64 l4, u64 n, u32 local)
+{
+	v->ip_bytes[dir] += l3;
+	v->payload[dir] += l4;
+	v->packets[dir] += n;
+	v->local |= local;
+}
+
+/* A cache line's counts into the table; when the table is full, into the
+ * overflow of the line's interface. */
+static __always_inline void flow_flush(struct flow_line *line)
+{
+	struct flow_val *v = flows.lookup(&line->key);
+
+	if (!v) {
+		if (flows.insert(&line->key, &line->val) == 0)
+			return;
+		/* another CPU made it meanwhile (-EEXIST), or the table is full */
+		v = flows.lookup(&line->key);
+		if (!v) {
+			u32 at = line->key.slot;
+			v = flow_overflow.lookup(&at);
+			if (!v)
+				return;
+		}
+	}
+#pragma unroll
+	for (int d = 0; d < 2; d++) {
+		v->ip_bytes[d] += line->val.ip_bytes[d];
+		v->payload[d] += line->val.payload[d];
+		v->packets[d] += line->val.packets[d];
+	}
+	v->local |= line->val.local;
+}
+
 /* The flow of one packet the classes counted: l3, l4 and n as they added. */
 static __always_inline void flow_count(u32 slot, int dir, struct meta *m, u64 l3, u64 l4, u64 n)
 {
@@ -665,29 +719,29 @@ static __always_inline void flow_count(u32 slot, int dir, struct meta *m, u64 l3
 	 * of what it receives */
 	u32 local = (dir == DIR_SEND) == !swap ? 1 : 2;
 
-	struct flow_val *v = flows.lookup(&k);
-	if (!v) {
-		struct flow_val nv = {};
-		nv.ip_bytes[dir] = l3;
-		nv.payload[dir] = l4;
-		nv.packets[dir] = n;
-		nv.local = local;
-		int err = flows.insert(&k, &nv);
-		if (err == 0)
+	/* the line: a multiplicative hash of the key's parts */
+	u32 h = (k.slot ^ k.proto ^ k.addr_a[0] ^ k.addr_a[3] ^ k.addr_b[0] ^ k.addr_b[3] ^
+		 ((u32)k.port_a << 16 | k.port_b)) * 0x9e3779b1;
+	u32 idx = h >> (32 - FLOW_CACHE_BITS);
+	struct flow_line *line = flow_cache.lookup(&idx);
+	if (!line)
+		return; /* never: idx is below the array's size */
+	if (line->used) {
+		const u32 *a = (const u32 *)&line->key, *b = (const u32 *)&k;
+		u32 diff = 0;
+#pragma unroll
+		for (int i = 0; i < sizeof(k) / 4; i++)
+			diff |= a[i] ^ b[i];
+		if (diff == 0) {
+			flow_add(&line->val, dir, l3, l4, n, local);
 			return;
-		/* another CPU made it meanwhile (-EEXIST), or the table is full */
-		v = flows.lookup(&k);
-		if (!v) {
-			u32 at = slot;
-			v = flow_overflow.lookup(&at);
-			if (!v)
-				return;
 		}
+		flow_flush(line);
 	}
-	v->ip_bytes[dir] += l3;
-	v->payload[dir] += l4;
-	v->packets[dir] += n;
-	v->local |= local;
+	__builtin_memcpy(&line->key, &k, sizeof(k));
+	__builtin_memset(&line->val, 0, sizeof(line->val));
+	line->used = 1;
+	flow_add(&line->val, dir, l3, l4, n, local);
 }
 #endif
 

@@ -222,8 +222,12 @@ def test_a_full_table_keeps_totals_exact_and_says_so(veth_pair: VethPair, env: d
                 p.dev_a, env=env)
     try:
         live.next()
-        for _ in range(40):  # 40 UDP flows (a new port each) and their neighbours' chatter
-            udp_exchange(p.ns_a, p.ns_b, socket.AF_INET, p.ip4_a, p.ip4_b, 2, 200, 1, 100)
+        # 3,000 UDP flows (a port each; B's ICMP "port unreachable" answers make
+        # more): far more than the table's 16 and the per-CPU cache lines in front of it
+        sock = _sock(p.ns_a, socket.AF_INET, socket.SOCK_DGRAM)
+        with sock:
+            for port in range(20_000, 23_000):
+                sock.sendto(b"x" * 50, (p.ip4_b, port))
         time.sleep(1.5)
         live.signal()
         last = live.rest()[-1]["interfaces"][key(p)]
