@@ -401,7 +401,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 def cmd_top(args: argparse.Namespace) -> int:
     from .doctor import require_root
-    from .exporters.flowtable import screen, table
+    from .exporters.flowtable import screen, summary, table
 
     agent, targets = make_agent(args)
     require_root()
@@ -423,7 +423,7 @@ def cmd_top(args: argparse.Namespace) -> int:
             lines = screen(snap, args.units, sz.columns, sz.lines, kept).split("\n")
             out(HOME + (CLEAR_LINE + "\n").join(lines) + CLEAR_LINE + CLEAR_BELOW, end="")
         else:
-            out(f"# {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(snap.time))}")
+            out(f"# {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(snap.time))} · {summary(snap)}")
             out("\n".join(table(snap, args.units, 120, agent.flows_top + 1)) + "\n")
         shown[0] += 1
         return not (args.count and shown[0] >= args.count)
