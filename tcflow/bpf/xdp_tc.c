@@ -102,8 +102,9 @@ BPF_PERCPU_ARRAY(counters, struct counters, 1);
 /*
  * Flows: one entry per {interface slot, protocol, both endpoints}, the two
  * directions of a connection folded into one by putting the lower
- * (address, port) first as endpoint a. For ICMP and ICMPv6 port_a holds the
- * type and port_b is 0; other protocols have no ports. Addresses are as in
+ * (address, port) first as endpoint a. For ICMP and ICMPv6 the packet's
+ * source endpoint's port field holds the type and the other is 0; other
+ * protocols have no ports. Addresses are as in
  * the header (an IPv6 header's IPv4-mapped address stays 16 bytes; its
  * bytes count as IPv4, as everywhere in SPEC).
  *
@@ -112,6 +113,7 @@ BPF_PERCPU_ARRAY(counters, struct counters, 1);
  * sum over flows, what user space evicted and the overflow is always the
  * interface's classes. Not LRU: the kernel would drop an entry and its
  * bytes without a word. User space evicts idle flows and keeps their totals.
+ * A per-CPU cache sits in front of it (flow_cache, below).
  */
 struct flow_key {
 	u32 slot;

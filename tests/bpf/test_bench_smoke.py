@@ -37,7 +37,8 @@ def test_bench_smoke_writes_every_result_and_the_report(tmp_path) -> None:  # no
     assert all(r["floor_ns"] > 0 and r["tcflow_ns"] > 0 for r in ins["rows"])
     fl = json.load(open(tmp_path / "flows.json"))
     assert {r["point"] for r in fl["rows"]} == {"tc_ingress", "tc_egress"}
-    assert fl["memory"]["flows_counted"] >= 200 and fl["memory"]["kernel_bytes_per_flow"] > 0
+    # 200 flows may all sit in the per-CPU cache lines: the table need not grow
+    assert fl["memory"]["flows_counted"] >= 200 and fl["memory"]["cache_bytes"] > 0
     ct = json.load(open(tmp_path / "containers.json"))
     assert ct["containers"] == 2 and ct["after_removal"]["interfaces"] == 0
     for heading in ("Targets", "in situ", "Per-packet", "Throughput", "Scale", "Start-up", "under load", "Containers",

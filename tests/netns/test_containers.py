@@ -49,6 +49,10 @@ def pair(docker: Dockerd) -> Iterator[tuple[str, str]]:
     docker.container(db, DB_IP)
     subprocess.run(["nsenter", "-t", str(docker.pid(web)), "-n", "ethtool", "-K", "eth0", "tso", "off", "gso", "off",
                     "gro", "off"], check=True, capture_output=True)
+    # A new container's kernel repeats its IGMP reports for up to a second or
+    # two after it starts, and the bridge floods them to the other: let that
+    # settle, so that no test counts a report that fell before its capture.
+    time.sleep(2.5)
     try:
         yield web, db
     finally:
