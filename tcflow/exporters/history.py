@@ -10,7 +10,8 @@ is fixed: 12 x 900 x 4 bytes = 43 KB an interface, at most MAX_KEYS of them
 An interface gone for a whole window is forgotten.
 
 ``reply()`` is the body of ``GET /history?key=K&since=T``: the points after
-T, the interface list for the picker, and K's cumulative totals.
+T, the interface list for the picker, K's cumulative totals, and with
+``serve --flows`` K's busiest flows (for ``*``, the busiest of all).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ WINDOW_S = 900
 STEP_S = 1.0
 POINTS = int(WINDOW_S / STEP_S)
 MAX_KEYS = 256            # 11 MB of rings at most
+FLOWS_SHOWN = 10          # serve --flows: the busiest flows the page lists
 ALL = "*"                 # the sum over every interface
 SERIES: tuple[str, ...] = tuple(c.name for c in CLASSES if c.layer == "L3")  # 12: direction x protocol x family
 NSER = len(SERIES)
@@ -76,6 +78,8 @@ class History:
                     all_bytes[j] += cum[j]
                     all_packets[j] += pk[j]
                 current[key] = _entry(key, ic.container, cum, pk)
+                if snap.flows is not None and key in snap.flows:  # serve --flows: the busiest, for the page
+                    current[key]["flows"] = snap.flows[key]["top"][:FLOWS_SHOWN]
                 last = self.prev.get(key)
                 rates = [max(0, c - p) / dt for c, p in zip(cum, last, strict=True)] if last and dt > 0 else None
                 if rates is not None:
@@ -94,6 +98,10 @@ class History:
             everything.rates[at] = array("f", total) if dt > 0 else gap
             everything.last_seen = snap.monotonic
             current[ALL] = _entry(ALL, None, tuple(all_bytes), tuple(all_packets))
+            if snap.flows is not None:
+                every = [{**f, "interface": k} for k, e in current.items() if k != ALL for f in e.get("flows", [])]
+                every.sort(key=lambda f: f["rate"]["recv"] + f["rate"]["send"], reverse=True)
+                current[ALL]["flows"] = every[:FLOWS_SHOWN]
             for key, ring in list(self.rings.items()):
                 if key not in current:
                     ring.rates[at] = gap
@@ -128,7 +136,8 @@ class History:
                 "times": times,
                 "series": dict(zip(SERIES, series, strict=True)),
                 "totals": {"bytes": cur["bytes"], "packets": cur["packets"]} if cur else None,
-                "interfaces": [{k: v for k, v in e.items() if k not in ("bytes", "packets")}
+                "flows": cur.get("flows") if cur else None,  # None unless serve --flows
+                "interfaces": [{k: v for k, v in e.items() if k not in ("bytes", "packets", "flows")}
                                for k, e in sorted(self.current.items()) if k != ALL],
                 "left_out": len(self.left_out),
             }

@@ -195,17 +195,29 @@ def test_counters_never_decrease_across_a_pin_restart(silent_pair: VethPair, env
     assert leftovers(p.ns_a, p.dev_a, pin_dir) == []
 
 
-def test_dashboard_in_headless_chromium(veth_pair: VethPair, env: dict[str, str]) -> None:
-    """The dashboard at 1280 px and at phone width (390 px): history from the
-    server (a reload starts full), stacked protocols in the plot, nice axis
-    labels, a legend with current values, a tooltip, the units toggle, the
-    picker; screenshots whose pixels show the plot."""
+def chrome() -> Any:
+    """Headless Chromium through Debian's chromedriver (nothing downloaded), logging the console."""
     chromium = shutil.which("chromium")
     driver_path = shutil.which("chromedriver")
     if not chromium or not driver_path:
         pytest.fail("chromium or chromedriver missing: `make setup` installs Debian's chromium and chromium-driver")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900",
+              "--no-first-run", "--disable-background-networking", "--disable-component-update"):
+        opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(driver_path), options=opts)
+
+
+def test_dashboard_in_headless_chromium(veth_pair: VethPair, env: dict[str, str]) -> None:
+    """The dashboard at 1280 px and at phone width (390 px): history from the
+    server (a reload starts full), stacked protocols in the plot, nice axis
+    labels, a legend with current values, a tooltip, the units toggle, the
+    picker; screenshots whose pixels show the plot."""
     from selenium.webdriver.common.action_chains import ActionChains
 
     from tests.support import png
@@ -221,15 +233,9 @@ def test_dashboard_in_headless_chromium(veth_pair: VethPair, env: dict[str, str]
             udp_exchange(p.ns_a, p.ns_b, socket.AF_INET, p.ip4_a, p.ip4_b, 20, 1200, 40, 1200)
             udp_exchange(p.ns_a, p.ns_b, socket.AF_INET6, p.ip6_a, p.ip6_b, 10, 1200, 20, 1200)
 
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900",
-              "--no-first-run", "--disable-background-networking", "--disable-component-update"):
-        opts.add_argument(a)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     t = threading.Thread(target=traffic)
     t.start()
-    drv = webdriver.Chrome(service=Service(driver_path), options=opts)
+    drv = chrome()
     os.makedirs(ARTIFACTS, exist_ok=True)
 
     def drawn() -> dict[str, Any]:
@@ -303,11 +309,44 @@ def test_dashboard_in_headless_chromium(veth_pair: VethPair, env: dict[str, str]
         drv.find_element("css selector", '#family button[data-v="all"]').click()
 
         view(390, 844, "390")
+        assert not drv.find_element("css selector", "#flows").is_displayed()  # no --flows: no flow table
         errors = [e for e in drv.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []
     finally:
         stop.set()
         t.join(timeout=60)
+        drv.quit()
+        srv.stop()
+
+
+def test_dashboard_lists_the_busiest_flows_with_serve_flows(veth_pair: VethPair, env: dict[str, str]) -> None:
+    from tests.support.sockets import udp_exchange
+
+    p = veth_pair
+    srv = Serve("--flows", "--netns", p.ns_a, p.dev_a, env=env)
+    drv = chrome()
+    try:
+        drv.get(srv.base + "/")
+        wait_for(lambda: drv.execute_script("return window.tcflow && window.tcflow.updates()") >= 1)
+        for _ in range(3):
+            udp_exchange(p.ns_a, p.ns_b, socket.AF_INET, p.ip4_a, p.ip4_b, 50, 1000, 50, 1000)
+
+        def rows() -> list[str]:  # read in one go: the page rebuilds the table every second
+            return drv.execute_script(  # type: ignore[no-any-return]
+                "return Array.from(document.querySelectorAll('#flowtable tr'))"
+                ".map(r => Array.from(r.cells).map(c => c.textContent).join(' '))")
+
+        wait_for(lambda: any(r.startswith(key(p)) and " udp " in f" {r} " for r in rows()), timeout=20)
+        head = rows()[0].split()
+        assert head[:4] == ["Interface", "Protocol", "Local", "Remote"], head  # all interfaces: where each is
+        udp = [r for r in rows() if " udp " in f" {r} "]
+        assert len(udp) == 3 and all(f"{p.ip4_a}:" in r and f"{p.ip4_b}:" in r for r in udp), udp
+        assert drv.find_element("css selector", "#flows").is_displayed()
+        os.makedirs(ARTIFACTS, exist_ok=True)
+        drv.execute_script("document.getElementById('flows').scrollIntoView()")
+        drv.save_screenshot(os.path.join(ARTIFACTS, "dashboard-flows.png"))
+        assert [e for e in drv.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
         drv.quit()
         srv.stop()
 

@@ -84,3 +84,22 @@ def test_container_label_and_hostile_names_stay_data() -> None:
     hist.record(snap(0, {"ns1/eth0": {}}, container=labels))
     e = hist.reply(h.ALL)["interfaces"][0]
     assert e["label"] == "<img src=x onerror=alert(1)> (eth0)" and e["container"] == labels  # the page sets textContent
+
+
+def test_flows_for_the_page_when_serve_counts_them() -> None:
+    def flow(port: int, rate: float) -> dict:
+        return {"protocol": "udp", "local": {"address": "198.18.0.1", "port": port},
+                "remote": {"address": "198.18.0.2", "port": 53}, "icmp_type": None,
+                "rate": {"recv": rate, "send": 0.0}, "ip_bytes": {"recv": 1, "send": 0}}
+
+    hist = h.History()
+    s = snap(0, {"a": {}, "b": {}})
+    hist.record(s)
+    assert hist.reply("a")["flows"] is None and hist.reply(h.ALL)["flows"] is None  # no --flows: no section
+    flows = {"a": {"top": [flow(i, float(i)) for i in range(15)]}, "b": {"top": [flow(100, 50.0)]}}
+    hist.record(s.__class__(s.time + 1, s.monotonic + 1, s.interfaces, flows))
+    a = hist.reply("a")["flows"]
+    assert [f["local"]["port"] for f in a] == list(range(10))  # the first FLOWS_SHOWN, as the agent ranked them
+    every = hist.reply(h.ALL)["flows"]
+    assert every[0]["interface"] == "b" and every[0]["local"]["port"] == 100 and len(every) == h.FLOWS_SHOWN
+    assert "flows" not in hist.reply("a")["interfaces"][0]

@@ -17,7 +17,7 @@ const state = {
   units: localStorage.getItem("tcflow.units") === "bytes" ? "bytes" : "bits",
   family: "all",
   range: [60, 300, 900].includes(Number(localStorage.getItem("tcflow.range"))) ? Number(localStorage.getItem("tcflow.range")) : 300,
-  times: [], series: {}, totals: null, interfaces: [], leftOut: 0, kept: true,
+  times: [], series: {}, totals: null, flows: null, interfaces: [], leftOut: 0, kept: true,
   hover: null,       // time under the pointer, or null
   updates: 0,
   drawn: {},         // what each chart drew last: read by the tests
@@ -218,7 +218,25 @@ function fill(table, head, rows) {
   }
 }
 
-function redraw() { draw("recv"); draw("send"); totals(); }
+function endpoint(e) {
+  if (e.port === null) return e.address;
+  return e.address.includes(":") ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
+}
+
+// serve --flows: the busiest flows of what is picked (none: the section stays hidden)
+function flowTable() {
+  const sec = $("flows"), fl = state.flows;
+  sec.hidden = !Array.isArray(fl);
+  if (sec.hidden) return;
+  const all = state.key === "*";
+  const head = [...(all ? ["Interface"] : []), "Protocol", "Local", "Remote", "Received", "Sent", "Total"];
+  const rows = fl.map(f => [...(all ? [f.interface] : []),
+    f.icmp_type === null ? f.protocol : `${f.protocol} type ${f.icmp_type}`, endpoint(f.local), endpoint(f.remote),
+    fmtRate(scaled(f.rate.recv)), fmtRate(scaled(f.rate.send)), fmtBytes(f.ip_bytes.recv + f.ip_bytes.send)]);
+  fill($("flowtable"), head, rows.length ? rows : [["no flows yet"]]);
+}
+
+function redraw() { draw("recv"); draw("send"); totals(); flowTable(); }
 
 // -- data ------------------------------------------------------------------------
 function picker() {
@@ -248,7 +266,7 @@ async function poll() {
     for (const [name, vals] of Object.entries(doc.series)) (state.series[name] = state.series[name] || []).push(...vals);
     const cut = state.times.findIndex(t => t > state.times[state.times.length - 1] - WINDOW_S);
     if (cut > 0) { state.times.splice(0, cut); for (const s of Object.values(state.series)) s.splice(0, cut); }
-    state.totals = doc.totals; state.interfaces = doc.interfaces; state.leftOut = doc.left_out; state.kept = doc.kept;
+    state.totals = doc.totals; state.flows = doc.flows; state.interfaces = doc.interfaces; state.leftOut = doc.left_out; state.kept = doc.kept;
     picker();
     redraw();
     state.updates++;
