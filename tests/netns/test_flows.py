@@ -25,7 +25,7 @@ import pytest
 from tcflow.sandbox import VethPair
 from tests.support.cli import REPO, Live
 from tests.support.counting import key
-from tests.support.pcap import capture, drain
+from tests.support.pcap import capture, drain, pcap_frames
 from tests.support.reference import classify
 from tests.support.sockets import _sock, tcp_exchange, udp_exchange
 
@@ -120,14 +120,28 @@ def parts(doc: dict[str, Any], *names: str) -> Counter:
 
 def quiet_wire(p: VethPair) -> None:
     """Every frame a wire packet, so that a pcap sees what the wire carries;
-    and no traffic of the kernel's own (router solicitations, MLD reports
-    after link-up) that could fall between the capture's start and tcflow's."""
+    and no more router solicitations (the kernel's own chatter that would go
+    on through the test; the rest is waited out, see wait_quiet)."""
     for ns, dev in ((p.ns_a, p.dev_a), (p.ns_b, p.dev_b)):
         subprocess.run(["ip", "netns", "exec", ns, "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off"],
                        check=True, capture_output=True)
         subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.router_solicitations=0"],
                        check=True)
-    time.sleep(3)  # MLD's unsolicited reports are repeated for about 2 s
+
+
+
+def wait_quiet(paths: list[str], quiet_s: float = 2.5, limit_s: float = 20) -> None:
+    """Until the captures have seen nothing for ``quiet_s``: the kernel's own
+    chatter after link-up (MLD reports, neighbour discovery) is over, and
+    what the captures hold so far can be set aside as before tcflow."""
+    end, last, since = time.monotonic() + limit_s, None, time.monotonic()
+    while time.monotonic() < end:
+        sizes = [os.path.getsize(f) if os.path.exists(f) else 0 for f in paths]
+        if sizes != last:
+            last, since = sizes, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.1)
 
 
 def test_flows_equal_the_pcap_per_five_tuple_and_sum_to_the_classes(veth_pair: VethPair,
@@ -137,6 +151,8 @@ def test_flows_equal_the_pcap_per_five_tuple_and_sum_to_the_classes(veth_pair: V
     tmp = tempfile.mkdtemp(prefix="tcflow-flows-")
     caps = {d: capture(p.ns_a, p.dev_a, os.path.join(tmp, f"{d}.pcap"), direction=q, snaplen=160, bpf_filter="")
             for d, q in (("send", "out"), ("recv", "in"))}
+    wait_quiet([os.path.join(tmp, f"{d}.pcap") for d in caps])
+    before = {d: len(pcap_frames(os.path.join(tmp, f"{d}.pcap"))) for d in caps}  # the chatter before tcflow
     live = Live("attach", "--flows", "--flow-idle", "3", "--flows-top", "1000", "--json", "--netns", p.ns_a,
                 p.dev_a, env=env)
     stop = threading.Event()
@@ -174,7 +190,7 @@ def test_flows_equal_the_pcap_per_five_tuple_and_sum_to_the_classes(veth_pair: V
         stop.set()
         t.join(10)
         time.sleep(0.5)
-        frames = {d: drain(c, os.path.join(tmp, f"{d}.pcap")) for d, c in caps.items()}
+        frames = {d: drain(c, os.path.join(tmp, f"{d}.pcap"))[before[d]:] for d, c in caps.items()}
         live.signal()
         last = live.rest()[-1]["interfaces"][key(p)]
     finally:
