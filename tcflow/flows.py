@@ -3,13 +3,17 @@
 The datapath (``TCFLOW_FLOWS`` in tcflow/bpf/xdp_tc.c) keeps, per interface
 slot, a per-CPU hash keyed by {protocol, endpoint a, endpoint b}, the two
 directions folded into one entry, with IP bytes, payload bytes and packets
-received and sent, counted by the same rules as the classes. This module
-reads it, sums the CPUs, and keeps three more things per slot:
+received and sent, counted by the same rules as the classes; in front of
+it, a per-CPU cache of lines that hold a busy flow's latest counts (the
+datapath moves a line into the table when another flow takes it). This
+module reads both, sums the CPUs, and keeps three more things per slot:
 
 - ``evicted``: the totals of flows taken out of the table. A flow is
   evicted when it has not moved for ``idle_s``, or, when the table is over
   HIGH_WATER full, the flows that moved least recently, down to LOW_WATER.
-  Their bytes stay counted here, never dropped.
+  Their bytes stay counted here, never dropped. What of such a flow still
+  sits in a cache line is remembered (``already``), so that it does not
+  count again when the line moves it into the table.
 - ``overflow``: what the datapath counted while the table was full (it
   cannot add a flow then; its bytes go to the slot's overflow cell).
 - ``unattributed``: the interface's IP classes minus flows, evicted and
@@ -161,7 +165,7 @@ class FlowTable:
         self.lock = threading.Lock()
         self.evicted: dict[int, Counts] = {}
         self.evictions: dict[int, int] = {}
-        # per flow, one tuple (memory: about 300 bytes a flow here, bench section 8):
+        # per flow, one tuple (the agent grows about 4.8 MiB for 10,000 flows, bench section 8):
         # (IP bytes recv, IP bytes sent, packets, when packets last changed, rate recv, rate sent)
         self.seen: dict[bytes, tuple[int, int, int, float, float, float]] = {}
         self.last_t: Optional[float] = None
