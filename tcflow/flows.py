@@ -224,14 +224,19 @@ class FlowTable:
                 self._remnants.append(k)  # only what was evicted already: its entry can go
         return out
 
-    def overflow(self, slot: int) -> Counts:
+    def _summed(self, fd: int, key: Any) -> Optional[list[int]]:
+        """One per-CPU flow_val, its six counts summed over the CPUs; None if absent."""
         raw = ctypes.create_string_buffer(FLOW_VAL_SIZE * self.dp.ncpus)
-        c = Counts()
-        if _libbpf.map_lookup(self.dp.map_fd("flow_overflow"), ctypes.c_uint32(slot), raw):
-            for cpu in range(self.dp.ncpus):
-                ir, is_, pr, ps, kr, ks, _, _ = _VAL.unpack_from(raw.raw, cpu * FLOW_VAL_SIZE)
-                c.add(Counts(ir, is_, pr, ps, kr, ks))
-        return c
+        if not _libbpf.map_lookup(fd, key, raw):
+            return None
+        out = [0] * 6
+        for cpu in range(self.dp.ncpus):
+            for j, x in enumerate(_VAL.unpack_from(raw.raw, cpu * FLOW_VAL_SIZE)[:6]):
+                out[j] += x
+        return out
+
+    def overflow(self, slot: int) -> Counts:
+        return Counts(*(self._summed(self.dp.map_fd("flow_overflow"), ctypes.c_uint32(slot)) or [0] * 6))
 
     # -- upkeep --------------------------------------------------------------
     def tick(self, now: Optional[float] = None) -> bool:
@@ -267,12 +272,9 @@ class FlowTable:
         remembered as handed over already (``already``), so that it is not
         counted again when the line moves it to the table. Lock held."""
         buf = ctypes.create_string_buffer(key, FLOW_KEY_SIZE)
-        val = ctypes.create_string_buffer(FLOW_VAL_SIZE * self.dp.ncpus)
-        table = [0] * 6
-        if _libbpf.map_lookup(self.fd, buf, val) and _libbpf.map_delete(self.fd, buf):
-            for cpu in range(self.dp.ncpus):
-                for j, x in enumerate(_VAL.unpack_from(val.raw, cpu * FLOW_VAL_SIZE)[:6]):
-                    table[j] += x
+        table = self._summed(self.fd, buf)
+        if table is None or not _libbpf.map_delete(self.fd, buf):
+            table = [0] * 6
         cached = self._cache.get(key, [0] * 7)[:6]
         done = self.already.get(key, [0] * 6)
         handed = [max(0, table[j] + cached[j] - done[j]) for j in range(6)]

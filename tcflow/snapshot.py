@@ -80,6 +80,11 @@ class InterfaceCounters:
         return f"{self.netns}/{self.ifname}" if self.netns else self.ifname
 
 
+def container_name(labels: Mapping[str, str]) -> str:
+    """How a person names a container from its labels: its name, else its short id."""
+    return labels.get("container") or labels.get("container_id", "")[:12]
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """All attached interfaces at one instant.

@@ -7,7 +7,7 @@ import time
 from typing import Any, Optional
 
 from ..names import printable
-from ..snapshot import Snapshot
+from ..snapshot import Snapshot, container_name
 
 
 def endpoint(e: dict[str, Any]) -> str:
@@ -27,7 +27,7 @@ def rows(snap: Snapshot) -> list[tuple[str, dict[str, Any]]]:
             continue
         who = ic.ifname
         if ic.container:
-            who = f"{ic.container.get('container') or ic.container.get('container_id', '')[:12]}/{ic.ifname}"
+            who = f"{container_name(ic.container)}/{ic.ifname}"
         out += [(who, f) for f in doc["top"]]
     out.sort(key=lambda r: (r[1]["rate"]["recv"] + r[1]["rate"]["send"],
                             r[1]["ip_bytes"]["recv"] + r[1]["ip_bytes"]["send"]), reverse=True)

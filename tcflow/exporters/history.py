@@ -22,7 +22,7 @@ from array import array
 from typing import Any, Mapping, Optional
 
 from ..classes import CLASSES
-from ..snapshot import Snapshot
+from ..snapshot import Snapshot, container_name
 
 WINDOW_S = 900
 STEP_S = 1.0
@@ -148,7 +148,7 @@ def _entry(key: str, container: Optional[Mapping[str, str]], cum: tuple[int, ...
     """What the picker shows for one key, and its totals since attach."""
     label = key
     if container:
-        name = container.get("container") or container.get("container_id", "")[:12]
+        name = container_name(container)
         pod = container.get("pod")
         label = f"{pod}/{name}" if pod else name
         label = f"{label} ({key.rsplit('/', 1)[-1]})"
