@@ -1,4 +1,4 @@
-"""8. Flows (`--flows`, issue 15): what counting per five-tuple costs.
+"""8. Flows (`--flows`): what counting per five-tuple costs.
 
 In situ, as section 1 measures: tcflow's TC programs on veth-b while iperf3
 runs both ways through it, the kernel's BPF statistics giving ns per run;
@@ -27,10 +27,11 @@ from typing import Any
 import tcflow
 from bench import iperf
 from bench.insitu import _stats
-from tcflow import _libbpf, netns
-from tcflow.loader import PROG_TC_EGRESS, PROG_TC_INGRESS, Datapath, Options
-from tcflow.netns import run_in
-from tcflow.sandbox import Sandbox, VethPair
+from tcflow.bpf import libbpf
+from tcflow.bpf.loader import PROG_TC_EGRESS, PROG_TC_INGRESS, Datapath, Options
+from tcflow.host.sandbox import Sandbox, VethPair
+from tcflow.system import netns
+from tcflow.system.netns import run_in
 
 POINTS = {"tc_ingress": PROG_TC_INGRESS, "tc_egress": PROG_TC_EGRESS}
 TRAFFIC = (("ipv4", "udp"), ("ipv6", "udp"), ("ipv4", "tcp"), ("ipv6", "tcp"))
@@ -87,7 +88,7 @@ def _memory(flows: int) -> dict[str, Any]:
             table.tick()
             tick_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            rep = table.report([mon.agent.binder.slot(ln) for ln in mon.agent.links()], 10)  # type: ignore[union-attr]
+            rep = table.report([mon.agent.binder.slot(ln) for ln in mon.agent.interfaces()], 10)  # type: ignore[union-attr]
             report_s = time.perf_counter() - t0
             rss1 = _rss_kib()
             active = sum(r.active for r in rep.values())
@@ -96,12 +97,12 @@ def _memory(flows: int) -> dict[str, Any]:
     return {"flows_sent": flows, "flows_counted": active, "table_entries": in_table, "map_bytes_empty": empty,
             "map_bytes": full, "cache_bytes": cache,
             "kernel_bytes_per_flow": (full - empty) / max(1, in_table), "agent_rss_kib_growth": rss1 - rss0,
-            "tick_ms": tick_s * 1000, "report_ms": report_s * 1000, "cpus": _libbpf.num_possible_cpus()}
+            "tick_ms": tick_s * 1000, "report_ms": report_s * 1000, "cpus": libbpf.num_possible_cpus()}
 
 
 def run(rounds: int = 3, seconds: int = 2, traffic: tuple[tuple[str, str], ...] = TRAFFIC,
         memory_flows: int = 10_000) -> dict[str, Any]:
-    stats_fd = _libbpf.enable_stats()
+    stats_fd = libbpf.enable_stats()
     samples: dict[tuple[str, str, str, str], list[float]] = {}
     try:
         with Datapath() as off, Datapath(Options(flows=True)) as on, Sandbox("tcfb-") as box:

@@ -31,9 +31,12 @@ from typing import Any, Optional
 
 import tcflow
 from bench import iperf
-from tcflow import _libbpf, classes, hooks, kheaders, netns
-from tcflow.loader import PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_XDP, Datapath
-from tcflow.sandbox import Sandbox, VethPair
+from tcflow.bpf import kheaders, libbpf
+from tcflow.bpf.loader import PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_XDP, Datapath
+from tcflow.host import hooks
+from tcflow.host.sandbox import Sandbox, VethPair
+from tcflow.model import classes
+from tcflow.system import netns
 
 HOOKS = ("tc", "xdp_generic", "xdp_native")  # "tc": ingress and egress at once
 VARIANTS = ("floor", "minimal", "tcflow")
@@ -168,7 +171,7 @@ class _Loaded:
 
 
 def _facts(fd: int, load_s: float) -> dict[str, Any]:
-    info = _libbpf.prog_info(fd)
+    info = libbpf.prog_info(fd)
     return {"jited_bytes": info.jited_prog_len, "xlated_insns": info.xlated_prog_len // 8,
             "verified_insns": info.verified_insns, "load_ms": load_s * 1000}
 
@@ -200,7 +203,7 @@ def _iperf(pair: VethPair, family: str, proto: str, seconds: int) -> None:
 def _stats(fds: dict[str, int]) -> dict[str, tuple[int, int]]:
     out = {}
     for point, fd in fds.items():
-        info = _libbpf.prog_info(fd)
+        info = libbpf.prog_info(fd)
         out[point] = (info.run_cnt, info.run_time_ns)
     return out
 
@@ -242,7 +245,7 @@ def run(rounds: int = 3, seconds: int = 2, hooks_: tuple[str, ...] = HOOKS,
         traffic: tuple[tuple[str, str], ...] = (("ipv4", "udp"), ("ipv6", "udp"), ("ipv4", "tcp"),
                                                  ("ipv6", "tcp"))) -> dict[str, Any]:
     loaded: dict[str, _Loaded] = {}
-    stats_fd = _libbpf.enable_stats()
+    stats_fd = libbpf.enable_stats()
     samples: dict[tuple[str, str, str, str, str], list[float]] = {}
     native_refused: Optional[str] = None
     try:

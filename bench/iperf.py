@@ -7,7 +7,7 @@ import subprocess
 import time
 from typing import Any
 
-from tcflow.sandbox import VethPair
+from tcflow.host.sandbox import VethPair
 
 
 def client(pair: VethPair, dst: str, proto: str, seconds: float, *extra: str) -> dict[str, Any]:

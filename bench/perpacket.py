@@ -14,9 +14,10 @@ import ctypes
 import statistics
 from typing import Any
 
-from tcflow import _libbpf, kheaders, loader, netns
-from tcflow.classes import NUM_CLASSES
-from tcflow.slots import SlotTable
+from tcflow.bpf import kheaders, libbpf, loader
+from tcflow.engine.slots import SlotTable
+from tcflow.model.classes import NUM_CLASSES
+from tcflow.system import netns
 
 EMPTY = {
     "xdp": "int empty(struct xdp_md *ctx) { return XDP_PASS; }",
@@ -93,8 +94,8 @@ def run(repeat: int = 1_000_000, rounds: int = 5) -> dict[str, Any]:
                 efd = empties["xdp" if pname == "xdp" else "tc"][1]
                 ours, floor = [], []
                 for _ in range(rounds):  # interleaved: noise hits both alike
-                    floor.append(_libbpf.test_run(efd, frame, repeat=repeat)[1])
-                    ours.append(_libbpf.test_run(fd, frame, repeat=repeat)[1])
+                    floor.append(libbpf.test_run(efd, frame, repeat=repeat)[1])
+                    ours.append(libbpf.test_run(fd, frame, repeat=repeat)[1])
                 m_ours, m_floor = statistics.median(ours), statistics.median(floor)
                 results.append({"frame": fname, "program": pname, "bytes": len(frame), "ns": m_ours,
                                 "floor_ns": m_floor, "added_ns": m_ours - m_floor,
@@ -128,7 +129,7 @@ def _maps_only_cost(cookie: int, frame: bytes, repeat: int, rounds: int, empty_f
     t[ctypes.c_int(LOOPBACK_IFINDEX)] = t.Leaf(0, 1)
     ours, floor = [], []
     for _ in range(rounds):
-        floor.append(_libbpf.test_run(empty_fd, frame, repeat=repeat)[1])
-        ours.append(_libbpf.test_run(fd, frame, repeat=repeat)[1])
+        floor.append(libbpf.test_run(empty_fd, frame, repeat=repeat)[1])
+        ours.append(libbpf.test_run(fd, frame, repeat=repeat)[1])
     b.cleanup()
     return statistics.median(ours) - statistics.median(floor)

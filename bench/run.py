@@ -18,10 +18,10 @@ import time
 from typing import Any, Callable
 
 from bench import containers, flows, insitu, perpacket, scale, scrape, startup, throughput
-from tcflow.sandbox import remove_leftovers
+from tcflow.host.sandbox import remove_leftovers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-KPROBE_ANCHOR_NS = (100, 300)  # per-call cost published for kprobe-based counting (issue 5)
+KPROBE_ANCHOR_NS = (100, 300)  # per-call cost published for kprobe-based counting (the design tcflow replaced)
 
 FULL: dict[str, dict[str, Any]] = {"insitu": {"rounds": 3, "seconds": 2},
         "perpacket": {"repeat": 1_000_000, "rounds": 5},
@@ -65,7 +65,7 @@ def _met(ok: bool) -> str:
 
 
 def targets(res: dict[str, Any]) -> list[str]:
-    """Issue 12's targets, each with the figure measured in this report."""
+    """The datapath's targets, each with the figure measured in this report."""
     ins, pp, sc, st = res["insitu"], res["perpacket"], res["scale"], res["startup"]
     tc = [r for r in ins["rows"] if r["hook"] == "tc"]
     ratio = ins["target"]["median_ratio"]

@@ -17,14 +17,14 @@ import sys
 import time
 from typing import Any
 
-from tcflow.sandbox import Sandbox
+from tcflow.host.sandbox import Sandbox
 
 
 def child(ns: str, n: int) -> dict[str, Any]:
     import statistics
 
     import tcflow
-    from tcflow.loader import Datapath
+    from tcflow.bpf.loader import Datapath
 
     t0 = time.perf_counter()
     dp = Datapath()

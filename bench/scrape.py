@@ -20,7 +20,7 @@ import time
 import urllib.request
 from typing import Any
 
-from tcflow.sandbox import Sandbox
+from tcflow.host.sandbox import Sandbox
 
 
 def _free_port() -> int:

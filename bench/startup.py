@@ -26,8 +26,8 @@ import time
 import urllib.request
 from typing import Any
 
-from tcflow.loader import PROG_TC_EGRESS, PROG_TC_INGRESS, Datapath
-from tcflow.sandbox import Sandbox
+from tcflow.bpf.loader import PROG_TC_EGRESS, PROG_TC_INGRESS, Datapath
+from tcflow.host.sandbox import Sandbox
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -109,7 +109,7 @@ def run(runs: int = 5) -> dict[str, Any]:
         serve_rss = _steady_rss(["serve", "--listen", f"127.0.0.1:{port}", "--netns", pair.ns_b, pair.dev_b],
                                 scrapes)
     # the compile child's peak memory (what a cold start adds, for a moment)
-    probe = ("import resource; from tcflow import build, kheaders; h = kheaders.locate(); "
+    probe = ("import resource; from tcflow.bpf import build, kheaders; h = kheaders.locate(); "
              "build.compile_in_child(build.cache_key(h), h); "
              "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
     compile_rss = int(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT,

@@ -14,8 +14,8 @@ from typing import Any, Optional  # noqa: F401
 
 import tcflow
 from bench import iperf
-from tcflow.loader import Datapath
-from tcflow.sandbox import Sandbox, VethPair
+from tcflow.bpf.loader import Datapath
+from tcflow.host.sandbox import Sandbox, VethPair
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "tc_ingress": {"ingress": "tc"},

@@ -18,7 +18,7 @@ pkgs="$pkgs iperf3 prometheus chromium chromium-driver bpftool bash-completion t
 pkgs="$pkgs docker.io busybox-static"
 # Kernel headers for bcc: the running kernel's if Debian has them, else the
 # generic flavour (tcflow then merges Debian's split header tree itself; see
-# tcflow/kheaders.py). Skipped when real headers are installed already.
+# tcflow/bpf/kheaders.py). Skipped when real headers are installed already.
 if [ ! -e "/lib/modules/$(uname -r)/build/include/linux/kconfig.h" ] && [ -z "${BCC_KERNEL_SOURCE:-}" ]; then
   pkgs="$pkgs linux-headers-amd64"
 fi

@@ -9,13 +9,12 @@
 
 from typing import Optional
 
-__version__ = "0.2.0"
-
-from .classes import CLASSES, NAMES, SEED_NAMES  # noqa: E402
-from .errors import TcflowError  # noqa: E402
-from .monitor import Monitor  # noqa: E402
-from .pins import default_pin_dir, read_snapshot  # noqa: E402
-from .snapshot import InterfaceCounters, Snapshot  # noqa: E402
+from tcflow.engine.monitor import Monitor  # noqa: E402
+from tcflow.host.pins import default_pin_dir, read_snapshot  # noqa: E402
+from tcflow.model.classes import CLASSES, NAMES, SEED_NAMES  # noqa: E402
+from tcflow.model.errors import TcflowError  # noqa: E402
+from tcflow.model.snapshot import InterfaceCounters, Snapshot  # noqa: E402
+from tcflow.model.version import __version__  # noqa: E402
 
 __all__ = ["CLASSES", "NAMES", "SEED_NAMES", "InterfaceCounters", "Monitor", "Snapshot",
            "TcflowError", "__version__", "counters"]

@@ -1,7 +1,7 @@
 """Shared set-up for every tier: the root requirement, and namespace fixtures.
 
 Test hosts use docs/SPEC.md's ranges only (198.18.0.0/15, 2001:db8::/32), in
-namespaces made here (tcflow/sandbox.py, the same code the demo and the
+namespaces made here (tcflow/host/sandbox.py, the same code the demo and the
 bench use), with no default route. Fixtures clean up even when a test fails.
 """
 
@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from tcflow.sandbox import Sandbox, VethPair, remove_leftovers
+from tcflow.host.sandbox import Sandbox, VethPair, remove_leftovers
 from tests.support.shell import sh
 
 # Names of this test session's own: a second session running at the same
@@ -47,7 +47,7 @@ def sandbox() -> Iterator[Sandbox]:
 
 
 @pytest.fixture
-def netns(sandbox: Sandbox) -> Callable[[], str]:
+def make_netns(sandbox: Sandbox) -> Callable[[], str]:
     """Factory: a new empty namespace (lo up), deleted after the test."""
     return sandbox.netns
 
@@ -76,7 +76,7 @@ def pin_dir() -> Iterator[str]:
 
 
 @pytest.fixture
-def env(pin_dir: str) -> dict[str, str]:
+def pin_env(pin_dir: str) -> dict[str, str]:
     return dict(os.environ, TCFLOW_PIN_DIR=pin_dir)
 
 

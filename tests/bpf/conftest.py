@@ -6,8 +6,8 @@ from typing import Iterator
 
 import pytest
 
-from tcflow import loader
-from tcflow.slots import SlotTable
+from tcflow.bpf import loader
+from tcflow.engine.slots import SlotTable
 from tests.support.harness import Harness
 
 

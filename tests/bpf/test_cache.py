@@ -11,8 +11,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from tcflow import _libbpf, build, kheaders, loader
-from tcflow.slots import SlotTable
+from tcflow.bpf import build, kheaders, libbpf, loader
+from tcflow.engine.slots import SlotTable
 from tests.support.frames import cases, hostile
 from tests.support.harness import PROGRAMS, Harness
 
@@ -42,8 +42,8 @@ def test_cached_programs_are_byte_identical_to_a_fresh_compile_and_count_the_sam
             try:
                 for name, _ in PROGRAMS.values():
                     # the kernel's tag hashes the instructions as loaded, map fds masked
-                    assert bytes(_libbpf.prog_info(fresh.prog(name, fh.cookie)).tag) == \
-                        bytes(_libbpf.prog_info(warm.prog(name, wh.cookie)).tag), name
+                    assert bytes(libbpf.prog_info(fresh.prog(name, fh.cookie)).tag) == \
+                        bytes(libbpf.prog_info(warm.prog(name, wh.cookie)).tag), name
                 frames = [c.frame for c in cases()] + hostile(7, 300)
                 for program in PROGRAMS:
                     for frame in frames:
@@ -99,17 +99,17 @@ def test_an_entry_that_is_torn_tampered_or_not_roots_alone_is_not_read(cache: st
         assert dp.origin == "compiled"
 
 
-def test_an_agent_never_maps_llvm(cache: str, silent_pair: Any, env: dict[str, str]) -> None:
+def test_an_agent_never_maps_llvm(cache: str, silent_pair: Any, pin_env: dict[str, str]) -> None:
     """A warm start loads from the cache: bcc (and LLVM with it) is never in the process."""
     with loader.Datapath(use_cache=False):
         pass  # the cache is warm
-    env = dict(env, TCFLOW_CACHE_DIR=os.path.dirname(cache))
-    code = ("import sys, tcflow.cli as c; rc = c.main(sys.argv[1:]); "
+    pin_env = dict(pin_env, TCFLOW_CACHE_DIR=os.path.dirname(cache))
+    code = ("import sys, tcflow.cli.main as c; rc = c.main(sys.argv[1:]); "
             "maps = open('/proc/self/maps').read(); "
             "print('LLVM' if ('libbcc' in maps or 'LLVM' in maps or 'bcc' in sys.modules) else 'clean'); "
             "sys.exit(rc)")
     r = subprocess.run([sys.executable, "-c", code, "attach", "--netns", silent_pair.ns_a, silent_pair.dev_a,
-                        "--json", "--count", "1", "--interval", "0.1"], env=env, capture_output=True, text=True,
+                        "--json", "--count", "1", "--interval", "0.1"], env=pin_env, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "clean"

@@ -7,8 +7,8 @@ import subprocess
 import pytest
 
 import tcflow
-from tcflow.errors import InterfaceError
-from tcflow.sandbox import Sandbox, VethPair
+from tcflow.host.sandbox import Sandbox, VethPair
+from tcflow.model.errors import InterfaceError
 from tests.support.counting import FRAMES, settle, totals
 from tests.support.inject import send_frames
 from tests.support.shell import FOREIGN, foreign_bpf, sh
@@ -53,7 +53,7 @@ def test_detach_keeps_a_foreign_clsact_and_its_filters(silent_pair: VethPair) ->
     from bcc import BPF
     from pyroute2 import IPRoute
 
-    from tcflow import netns as tns
+    from tcflow.system import netns as tns
 
     p = silent_pair
     prog = foreign_bpf(FOREIGN).load_func(b"foreign", BPF.SCHED_CLS)
@@ -99,8 +99,8 @@ def test_send_counts_packets_dropped_after_the_hook(silent_pair: VethPair) -> No
     from bcc import BPF
     from pyroute2 import IPRoute
 
-    from tcflow import netns as tns
-    from tcflow.hooks import TC_PRIO
+    from tcflow.host.hooks import TC_PRIO
+    from tcflow.system import netns as tns
 
     p = silent_pair
     with tcflow.Monitor([p.dev_a], netns=p.ns_a, ingress="tc") as m:

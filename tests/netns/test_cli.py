@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,25 +18,27 @@ from typing import Any, Callable
 
 import pytest
 
-from tcflow.cli import main
-from tcflow.sandbox import Sandbox, VethPair
+from tcflow.cli.main import main
+from tcflow.host.sandbox import Sandbox, VethPair
+from tcflow.model.classes import NAMES
 from tests.support.cli import REPO, Live, leftovers, nonzero, one_line_error, run, settled_show
 from tests.support.counting import FRAMES, RECV_B, RECV_P, SEND_B, SEND_P, both_ways, key
 from tests.support.inject import send_frames
 from tests.support.shell import FOREIGN, foreign_bpf, sh
+from tests.support.tools import require
 
 # -- attach --json: SPEC's exact counts ------------------------------------------
 
 @pytest.mark.parametrize("ingress", ["xdp", "tc"])
-def test_attach_json_subprocess_exact_counts_and_clean_exit(silent_pair: VethPair, env: dict[str, str],
+def test_attach_json_subprocess_exact_counts_and_clean_exit(silent_pair: VethPair, pin_env: dict[str, str],
                                                             ingress: str) -> None:
     p = silent_pair
     live = Live("attach", "--netns", p.ns_a, p.dev_a, "--json", "--interval", "0.2", "--ingress", ingress,
-                env=env)
+                env=pin_env)
     try:
         first = live.next()
         ic = first["interfaces"][key(p)]
-        assert set(ic["bytes"]) >= set(__import__("tcflow").SEED_NAMES)  # all 14 by name
+        assert set(ic["bytes"]) == set(ic["packets"]) == set(NAMES)  # every class by name, the 14 among them
         assert not any(ic["bytes"].values()) and not any(ic["packets"].values())  # zeros at once
         assert ic["hook"]["ingress"] == ingress and ic["hook"]["egress"] == "tc"
         both_ways(p)
@@ -51,7 +52,7 @@ def test_attach_json_subprocess_exact_counts_and_clean_exit(silent_pair: VethPai
         assert nonzero(final["packets"]) == RECV_P + SEND_P
     finally:
         live.kill()
-    assert leftovers(p.ns_a, p.dev_a, env["TCFLOW_PIN_DIR"]) == []
+    assert leftovers(p.ns_a, p.dev_a, pin_env["TCFLOW_PIN_DIR"]) == []
 
 
 def test_attach_json_count_in_process(silent_pair: VethPair, pin_dir: str) -> None:
@@ -108,9 +109,9 @@ class _Lines(io.StringIO):
         return [json.loads(ln) for ln in self.getvalue().splitlines() if ln.strip()]
 
 
-def test_sigint_prints_a_last_snapshot_then_detaches(silent_pair: VethPair, env: dict[str, str]) -> None:
+def test_sigint_prints_a_last_snapshot_then_detaches(silent_pair: VethPair, pin_env: dict[str, str]) -> None:
     p = silent_pair
-    live = Live("attach", "--netns", p.ns_a, p.dev_a, "--json", "--interval", "30", env=env)
+    live = Live("attach", "--netns", p.ns_a, p.dev_a, "--json", "--interval", "30", env=pin_env)
     try:
         live.next()
         send_frames(p.ns_a, p.dev_a, FRAMES)
@@ -121,12 +122,12 @@ def test_sigint_prints_a_last_snapshot_then_detaches(silent_pair: VethPair, env:
         assert len(rest) == 1 and nonzero(rest[0]["interfaces"][key(p)]["bytes"]) == SEND_B
     finally:
         live.kill()
-    assert leftovers(p.ns_a, p.dev_a, env["TCFLOW_PIN_DIR"]) == []
+    assert leftovers(p.ns_a, p.dev_a, pin_env["TCFLOW_PIN_DIR"]) == []
 
 
-def test_table_output_when_not_a_terminal(silent_pair: VethPair, env: dict[str, str]) -> None:
+def test_table_output_when_not_a_terminal(silent_pair: VethPair, pin_env: dict[str, str]) -> None:
     p = silent_pair
-    r = run("attach", "--netns", p.ns_a, p.dev_a, "--count", "2", "--interval", "0.1", env=env)
+    r = run("attach", "--netns", p.ns_a, p.dev_a, "--count", "2", "--interval", "0.1", env=pin_env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count(f"{key(p)} (ifindex") == 2 and "TCP payload sent" in r.stdout
     assert all(len(line) <= 80 for line in r.stdout.splitlines())
@@ -134,22 +135,23 @@ def test_table_output_when_not_a_terminal(silent_pair: VethPair, env: dict[str, 
     assert leftovers(p.ns_a, p.dev_a) == []
 
 
-def test_native_xdp_on_a_veth_gives_the_notice(silent_pair: VethPair, env: dict[str, str]) -> None:
+def test_native_xdp_on_a_veth_gives_the_notice(silent_pair: VethPair, pin_env: dict[str, str]) -> None:
     p = silent_pair
     r = run("attach", "--netns", p.ns_a, p.dev_a, "--count", "1", "--ingress", "xdp", "--xdp-mode", "native",
-            "--json", env=env)
+            "--json", env=pin_env)
     assert r.returncode == 0, r.stderr
     assert "native XDP on veth" in r.stderr and "--ingress tc" in r.stderr and "Gbit/s" in r.stderr
-    r = run("attach", "--netns", p.ns_a, p.dev_a, "--count", "1", "--json", env=env)
+    r = run("attach", "--netns", p.ns_a, p.dev_a, "--count", "1", "--json", env=pin_env)
     assert "native XDP on veth" not in r.stderr
 
 
 # -- --match / --follow ----------------------------------------------------------------
 
-def test_follow_attaches_new_matches_and_drops_gone_ones(netns: Callable[[], str], env: dict[str, str]) -> None:
-    ns_a, ns_b = netns(), netns()
+def test_follow_attaches_new_matches_and_drops_gone_ones(make_netns: Callable[[], str],
+                                                         pin_env: dict[str, str]) -> None:
+    ns_a, ns_b = make_netns(), make_netns()
     live = Live("attach", "--netns", ns_a, "--match", "tcfx*", "--follow", "--json", "--interval", "0.2",
-                env=env)
+                env=pin_env)
     try:
         assert live.next()["interfaces"] == {}  # nothing matches yet; --follow waits
         sh(f"ip link add tcfx0 netns {ns_a} type veth peer name tcfy0 netns {ns_b}")
@@ -170,12 +172,13 @@ def test_follow_attaches_new_matches_and_drops_gone_ones(netns: Callable[[], str
         live.kill()
 
 
-def test_follow_ignores_the_transient_veth_a_runtime_moves_away(netns: Callable[[], str], env: dict[str, str]) -> None:
+def test_follow_ignores_the_transient_veth_a_runtime_moves_away(make_netns: Callable[[], str],
+                                                                pin_env: dict[str, str]) -> None:
     """What Docker does to wire a container: a veth pair made (both ends down),
     one end moved into the container's namespace at once, the other brought
     up. Only the end that stays is hooked; nothing is reported gone."""
-    host, container = netns(), netns()
-    live = Live("attach", "--netns", host, "--match", "tcfv*", "--follow", "--json", "--interval", "0.2", env=env)
+    host, container = make_netns(), make_netns()
+    live = Live("attach", "--netns", host, "--match", "tcfv*", "--follow", "--json", "--interval", "0.2", env=pin_env)
     try:
         assert live.next()["interfaces"] == {}
         sh(f"ip -n {host} link add tcfv0 type veth peer name tcfv1")
@@ -192,12 +195,12 @@ def test_follow_ignores_the_transient_veth_a_runtime_moves_away(netns: Callable[
         live.kill()
 
 
-def test_lost_interface_is_reported_and_others_keep_counting(sandbox: Sandbox, env: dict[str, str]) -> None:
+def test_lost_interface_is_reported_and_others_keep_counting(sandbox: Sandbox, pin_env: dict[str, str]) -> None:
     """An interface deleted while attached: tcflow carries on with the rest."""
     one = sandbox.pair(addresses=False)
     sh(f"ip link add tcfc netns {one.ns_a} type veth peer name tcfd netns {one.ns_b}")
     sh(f"ip -n {one.ns_a} link set tcfc up")
-    live = Live("attach", "--netns", one.ns_a, one.dev_a, "tcfc", "--json", "--interval", "0.2", env=env)
+    live = Live("attach", "--netns", one.ns_a, one.dev_a, "tcfc", "--json", "--interval", "0.2", env=pin_env)
     try:
         live.next()
         sh(f"ip -n {one.ns_a} link del tcfc")
@@ -216,9 +219,9 @@ def test_lost_interface_is_reported_and_others_keep_counting(sandbox: Sandbox, e
 
 @pytest.mark.parametrize("ingress", ["xdp", "tc"])
 def test_pin_survives_kill_9_show_reads_restart_adopts_detach_all_cleans(
-        silent_pair: VethPair, env: dict[str, str], pin_dir: str, ingress: str) -> None:
+        silent_pair: VethPair, pin_env: dict[str, str], pin_dir: str, ingress: str) -> None:
     p = silent_pair
-    live = Live("attach", "--pin", "--netns", p.ns_a, p.dev_a, "--json", "--ingress", ingress, env=env)
+    live = Live("attach", "--pin", "--netns", p.ns_a, p.dev_a, "--json", "--ingress", ingress, env=pin_env)
     try:
         live.next()
         live.p.send_signal(signal.SIGKILL)
@@ -227,7 +230,7 @@ def test_pin_survives_kill_9_show_reads_restart_adopts_detach_all_cleans(
         live.kill()
     # tcflow is gone; its programs keep counting into the pinned maps
     both_ways(p)
-    shown = settled_show(env, key(p))
+    shown = settled_show(pin_env, key(p))
     assert nonzero(shown["bytes"]) == RECV_B + SEND_B
     assert nonzero(shown["packets"]) == RECV_P + SEND_P
     assert shown["hook"]["ingress"] == ingress and shown["hook"]["pinned"] is True
@@ -238,7 +241,7 @@ def test_pin_survives_kill_9_show_reads_restart_adopts_detach_all_cleans(
     assert dict(via_api.bytes) == shown["bytes"] and dict(via_api.packets) == shown["packets"]
     assert via_api.hooks.pinned is True
 
-    st = run("status", "--json", env=env)
+    st = run("status", "--json", env=pin_env)
     import json
 
     rows = [a for a in json.loads(st.stdout)["attached"] if a["netns"] == p.ns_a]
@@ -246,7 +249,7 @@ def test_pin_survives_kill_9_show_reads_restart_adopts_detach_all_cleans(
 
     # start again: it adopts, the counters carry on, nothing is attached twice
     live = Live("attach", "--pin", "--netns", p.ns_a, p.dev_a, "--json", "--ingress", ingress,
-                "--interval", "0.2", env=env)
+                "--interval", "0.2", env=pin_env)
     try:
         again = live.next()["interfaces"][key(p)]
         assert nonzero(again["bytes"]) == RECV_B + SEND_B  # no reset
@@ -261,42 +264,42 @@ def test_pin_survives_kill_9_show_reads_restart_adopts_detach_all_cleans(
         filt = sh(f"tc -n {p.ns_a} filter show dev {p.dev_a} {hook}")
         assert filt.count("handle 0x7cf1") == (1 if hook == "egress" or ingress == "tc" else 0)
 
-    r = run("detach", "--all", env=env)
+    r = run("detach", "--all", env=pin_env)
     assert r.returncode == 0, r.stderr
     assert f"detached {p.ns_a}/{p.dev_a}" in r.stdout
     assert leftovers(p.ns_a, p.dev_a, pin_dir) == []
 
 
-def test_detach_named_interface_and_status_sees_other_programs(silent_pair: VethPair, env: dict[str, str],
+def test_detach_named_interface_and_status_sees_other_programs(silent_pair: VethPair, pin_env: dict[str, str],
                                                                pin_dir: str) -> None:
     p = silent_pair
     _foreign_filter(p, FOREIGN, b"foreign", "ffff:fff3", prio=5)
-    r = run("attach", "--pin", "--netns", p.ns_a, p.dev_a, "--count", "1", "--json", env=env)
+    r = run("attach", "--pin", "--netns", p.ns_a, p.dev_a, "--count", "1", "--json", env=pin_env)
     assert r.returncode == 0, r.stderr
-    st = run("status", env=env)
+    st = run("status", env=pin_env)
     assert p.dev_a in st.stdout and "yes" in st.stdout
     assert "other programs on the same hooks" in st.stdout and "foreign" in st.stdout
-    r = run("detach", "--netns", p.ns_a, p.dev_a, env=env)
+    r = run("detach", "--netns", p.ns_a, p.dev_a, env=pin_env)
     assert r.returncode == 0, r.stderr
     assert "detached" in r.stdout and not os.path.exists(pin_dir)
     assert "foreign" in sh(f"tc -n {p.ns_a} filter show dev {p.dev_a} egress")  # theirs stays
     assert "tcflow" not in sh(f"tc -n {p.ns_a} filter show dev {p.dev_a} egress")
-    r = run("detach", "--netns", p.ns_a, p.dev_a, env=env)
+    r = run("detach", "--netns", p.ns_a, p.dev_a, env=pin_env)
     assert r.returncode == 1 and "tcflow is not attached here" in r.stderr
 
 
-def test_detach_removes_what_a_killed_unpinned_tcflow_left(silent_pair: VethPair, env: dict[str, str]) -> None:
+def test_detach_removes_what_a_killed_unpinned_tcflow_left(silent_pair: VethPair, pin_env: dict[str, str]) -> None:
     p = silent_pair
-    live = Live("attach", "--netns", p.ns_a, p.dev_a, "--json", env=env)
+    live = Live("attach", "--netns", p.ns_a, p.dev_a, "--json", env=pin_env)
     live.next()
     live.p.send_signal(signal.SIGKILL)
     live.p.wait()
     assert leftovers(p.ns_a, p.dev_a) != []
-    st = run("status", env=env)
+    st = run("status", env=pin_env)
     assert "not pinned" in st.stdout
-    again = run("attach", "--netns", p.ns_a, p.dev_a, "--count", "1", env=env)
+    again = run("attach", "--netns", p.ns_a, p.dev_a, "--count", "1", env=pin_env)
     assert again.returncode == 1 and "already has tcflow attached" in again.stderr
-    r = run("detach", "--netns", p.ns_a, p.dev_a, env=env)
+    r = run("detach", "--netns", p.ns_a, p.dev_a, env=pin_env)
     assert r.returncode == 0, r.stderr
     assert leftovers(p.ns_a, p.dev_a) == []  # the clsact qdisc too: the journal says it was tcflow's
 
@@ -305,7 +308,7 @@ def _foreign_filter(p: VethPair, src: str, fn: bytes, parent: str, prio: int) ->
     from bcc import BPF
     from pyroute2 import IPRoute
 
-    from tcflow import netns as tns
+    from tcflow.system import netns as tns
 
     prog = foreign_bpf(src).load_func(fn, BPF.SCHED_CLS)
     with IPRoute(netns=tns.resolve(p.ns_a).path, flags=0) as ipr:
@@ -321,39 +324,39 @@ def _foreign_filter(p: VethPair, src: str, fn: bytes, parent: str, prio: int) ->
 
 # -- errors: one line, non-zero, nothing left -------------------------------------------------
 
-def test_error_unknown_interface(silent_pair: VethPair, env: dict[str, str]) -> None:
+def test_error_unknown_interface(silent_pair: VethPair, pin_env: dict[str, str]) -> None:
     p = silent_pair
-    r = run("attach", "--netns", p.ns_a, p.dev_a, "tcf-nope", env=env)
+    r = run("attach", "--netns", p.ns_a, p.dev_a, "tcf-nope", env=pin_env)
     one_line_error(r, "no such interface", "tcf-nope", "ip link")
-    assert leftovers(p.ns_a, p.dev_a, env["TCFLOW_PIN_DIR"]) == []
-    r = run("--debug", "attach", "--netns", p.ns_a, "tcf-nope", env=env)
+    assert leftovers(p.ns_a, p.dev_a, pin_env["TCFLOW_PIN_DIR"]) == []
+    r = run("--debug", "attach", "--netns", p.ns_a, "tcf-nope", env=pin_env)
     assert r.returncode != 0 and "Traceback" in r.stderr
 
 
-def test_error_unknown_namespace_and_pid(env: dict[str, str]) -> None:
-    one_line_error(run("attach", "--netns", "tcft-nope", "eth0", env=env), "no such network namespace",
+def test_error_unknown_namespace_and_pid(pin_env: dict[str, str]) -> None:
+    one_line_error(run("attach", "--netns", "tcft-nope", "eth0", env=pin_env), "no such network namespace",
                     "ip netns list")
     assert "tcft-nope" not in sh("ip netns list")
-    one_line_error(run("attach", "--pid", "999999999", "eth0", env=env), "no such process", "ps")
-    assert not os.path.exists(env["TCFLOW_PIN_DIR"])
+    one_line_error(run("attach", "--pid", "999999999", "eth0", env=pin_env), "no such process", "ps")
+    assert not os.path.exists(pin_env["TCFLOW_PIN_DIR"])
 
 
 @pytest.mark.parametrize("how", ["nobody", "no-capabilities"])
-def test_error_not_root(silent_pair: VethPair, env: dict[str, str], how: str) -> None:
+def test_error_not_root(silent_pair: VethPair, pin_env: dict[str, str], how: str) -> None:
     p = silent_pair
     prefix = (("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups") if how == "nobody"
               else ("setpriv", "--bounding-set=-all", "--inh-caps=-all"))
     for args in (("attach", "--netns", p.ns_a, p.dev_a), ("attach", "--pin", "--netns", p.ns_a, p.dev_a),
                  ("detach", "--all"), ("status",), ("show",)):
-        one_line_error(run(*args, env=env, prefix=prefix), "needs root", "sudo")
-    assert leftovers(p.ns_a, p.dev_a, env["TCFLOW_PIN_DIR"]) == []
+        one_line_error(run(*args, env=pin_env, prefix=prefix), "needs root", "sudo")
+    assert leftovers(p.ns_a, p.dev_a, pin_env["TCFLOW_PIN_DIR"]) == []
 
 
-def test_error_foreign_xdp_program_refused_unless_tc(silent_pair: VethPair, env: dict[str, str]) -> None:
+def test_error_foreign_xdp_program_refused_unless_tc(silent_pair: VethPair, pin_env: dict[str, str]) -> None:
     from bcc import BPF
     from pyroute2 import IPRoute
 
-    from tcflow import netns as tns
+    from tcflow.system import netns as tns
 
     p = silent_pair
     src = "int other_xdp(struct xdp_md *ctx) { return XDP_PASS; }"
@@ -361,46 +364,46 @@ def test_error_foreign_xdp_program_refused_unless_tc(silent_pair: VethPair, env:
     with IPRoute(netns=tns.resolve(p.ns_a).path, flags=0) as ipr:
         idx = ipr.link_lookup(ifname=p.dev_a)[0]
         ipr.link("set", index=idx, xdp={"attrs": [("IFLA_XDP_FD", prog.fd), ("IFLA_XDP_FLAGS", 1 << 1)]})
-    r = run("attach", "--netns", p.ns_a, p.dev_a, "--ingress", "xdp", env=env)
+    r = run("attach", "--netns", p.ns_a, p.dev_a, "--ingress", "xdp", env=pin_env)
     one_line_error(r, "already has an XDP program", "other_xdp", "--ingress tc")
     assert [x for x in leftovers(p.ns_a, p.dev_a) if x != "an XDP program"] == []
     assert "other_xdp" in sh(f"ip -n {p.ns_a} -d link show {p.dev_a}") or "xdpgeneric" in \
         sh(f"ip -n {p.ns_a} link show {p.dev_a}")
     # on clsact ingress, tcflow and the other XDP program coexist
-    r = run("attach", "--netns", p.ns_a, p.dev_a, "--ingress", "tc", "--count", "1", "--json", env=env)
+    r = run("attach", "--netns", p.ns_a, p.dev_a, "--ingress", "tc", "--count", "1", "--json", env=pin_env)
     assert r.returncode == 0, r.stderr
     assert "xdpgeneric" in sh(f"ip -n {p.ns_a} link show {p.dev_a}")
 
 
-def test_error_bcc_missing(silent_pair: VethPair, env: dict[str, str], tmp_path: Any) -> None:
+def test_error_bcc_missing(silent_pair: VethPair, pin_env: dict[str, str], tmp_path: Any) -> None:
     """A Python that cannot import bcc: a package named bcc that fails to import first on the path."""
     p = silent_pair
     shim = tmp_path / "bcc"
     shim.mkdir()
     (shim / "__init__.py").write_text("raise ImportError('No module named bcc (test shim)')\n")
-    env = dict(env, PYTHONPATH=str(tmp_path))
-    r = run("attach", "--netns", p.ns_a, p.dev_a, env=env)
+    pin_env = dict(pin_env, PYTHONPATH=str(tmp_path))
+    r = run("attach", "--netns", p.ns_a, p.dev_a, env=pin_env)
     one_line_error(r, "cannot import bcc", "python3-bpfcc")
-    assert leftovers(p.ns_a, p.dev_a, env["TCFLOW_PIN_DIR"]) == []
-    doc = run("doctor", env=env)
+    assert leftovers(p.ns_a, p.dev_a, pin_env["TCFLOW_PIN_DIR"]) == []
+    doc = run("doctor", env=pin_env)
     assert doc.returncode == 1 and "FAIL" in doc.stdout and "python3-bpfcc" in doc.stdout
 
 
-def test_error_kernel_headers_missing(silent_pair: VethPair, env: dict[str, str], tmp_path: Any) -> None:
+def test_error_kernel_headers_missing(silent_pair: VethPair, pin_env: dict[str, str], tmp_path: Any) -> None:
     p = silent_pair
-    r = run("attach", "--netns", p.ns_a, p.dev_a, env=dict(env, BCC_KERNEL_SOURCE="/nonexistent/tcflow-test"))
+    r = run("attach", "--netns", p.ns_a, p.dev_a, env=dict(pin_env, BCC_KERNEL_SOURCE="/nonexistent/tcflow-test"))
     one_line_error(r, "BCC_KERNEL_SOURCE=/nonexistent/tcflow-test is not a directory")
-    assert leftovers(p.ns_a, p.dev_a, env["TCFLOW_PIN_DIR"]) == []
+    assert leftovers(p.ns_a, p.dev_a, pin_env["TCFLOW_PIN_DIR"]) == []
     # no headers anywhere: a private mount namespace hides /usr/src and /lib/modules
     if os.path.exists("/sys/kernel/kheaders.tar.xz"):
         pytest.skip("this kernel carries its own headers (CONFIG_IKHEADERS)")
     hide = ("unshare", "-m", "--propagation", "private", "sh", "-c",
             'mount -t tmpfs none /usr/src && mount -t tmpfs none /lib/modules && exec "$@"', "-")
-    env2 = {k: v for k, v in env.items() if k != "BCC_KERNEL_SOURCE"}
+    env2 = {k: v for k, v in pin_env.items() if k != "BCC_KERNEL_SOURCE"}
     env2["TCFLOW_CACHE_DIR"] = str(tmp_path / "cache")
     r = run("attach", "--netns", p.ns_a, p.dev_a, env=env2, prefix=hide)
     one_line_error(r, "no kernel headers", "linux-headers")
-    assert leftovers(p.ns_a, p.dev_a, env["TCFLOW_PIN_DIR"]) == []
+    assert leftovers(p.ns_a, p.dev_a, pin_env["TCFLOW_PIN_DIR"]) == []
     doc = run("doctor", env=env2, prefix=hide)
     assert doc.returncode == 1 and "linux-headers" in doc.stdout
 
@@ -414,11 +417,11 @@ def test_doctor_passes_here() -> None:
 
 # -- pipes and full disks ----------------------------------------------------------------
 
-def test_a_closed_pipe_ends_tcflow_quietly_after_detaching(silent_pair: VethPair, env: dict[str, str]) -> None:
+def test_a_closed_pipe_ends_tcflow_quietly_after_detaching(silent_pair: VethPair, pin_env: dict[str, str]) -> None:
     """`tcflow attach --json | head -1`: exit 0, nothing on stderr, nothing left attached."""
     p = silent_pair
     proc = subprocess.Popen([sys.executable, "-m", "tcflow", "attach", key(p), "--json", "--interval", "0.1"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            cwd=REPO, env=pin_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stdout.readline().startswith(b"{")
     proc.stdout.close()  # what head does after its line
     _, err = proc.communicate(timeout=60)
@@ -426,28 +429,28 @@ def test_a_closed_pipe_ends_tcflow_quietly_after_detaching(silent_pair: VethPair
     assert leftovers(p.ns_a, p.dev_a) == []
 
 
-def test_a_full_stdout_is_a_one_line_error(silent_pair: VethPair, env: dict[str, str]) -> None:
+def test_a_full_stdout_is_a_one_line_error(silent_pair: VethPair, pin_env: dict[str, str]) -> None:
     p = silent_pair
     with open("/dev/full", "w") as full:
         r = subprocess.run([sys.executable, "-m", "tcflow", "attach", key(p), "--json", "--count", "1"], cwd=REPO,
-                           env=env, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+                           env=pin_env, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
     one_line_error(r, "cannot write to standard output: No space left on device")
     assert leftovers(p.ns_a, p.dev_a) == []
 
 
 def test_an_unwritable_header_cache_is_a_one_line_error_and_a_doctor_finding(silent_pair: VethPair,
-                                                                               env: dict[str, str]) -> None:
+                                                                               pin_env: dict[str, str]) -> None:
     if os.path.exists("/sys/kernel/kheaders.tar.xz") or os.path.exists(f"/lib/modules/{os.uname().release}/build"):
         pytest.skip("this kernel has its own headers: tcflow makes no header cache here")
-    env = dict(env, TCFLOW_CACHE_DIR="/proc/tcflow-cannot-exist/cache")
-    one_line_error(run("attach", key(silent_pair), "--count", "1", env=env), "cannot write the kernel-header cache")
-    doc = run("doctor", env=env)
+    pin_env = dict(pin_env, TCFLOW_CACHE_DIR="/proc/tcflow-cannot-exist/cache")
+    one_line_error(run("attach", key(silent_pair), "--count", "1", env=pin_env), "cannot write the kernel-header cache")
+    doc = run("doctor", env=pin_env)
     assert doc.returncode == 1 and "cannot write the kernel-header cache" in doc.stdout, doc.stdout + doc.stderr
     assert "Traceback" not in doc.stderr and "please report" not in doc.stderr
     assert leftovers(silent_pair.ns_a, silent_pair.dev_a) == []
 
 
-def test_a_full_header_cache_disk_is_one_line_and_leaves_no_half_tree(silent_pair: VethPair, env: dict[str, str],
+def test_a_full_header_cache_disk_is_one_line_and_leaves_no_half_tree(silent_pair: VethPair, pin_env: dict[str, str],
                                                                         tmp_path: Any) -> None:
     if os.path.exists("/sys/kernel/kheaders.tar.xz") or os.path.exists(f"/lib/modules/{os.uname().release}/build"):
         pytest.skip("this kernel has its own headers: tcflow makes no header cache here")
@@ -455,7 +458,7 @@ def test_a_full_header_cache_disk_is_one_line_and_leaves_no_half_tree(silent_pai
     full.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=40,mode=0755", "tcft", str(full)], check=True)
     try:
-        r = run("attach", key(silent_pair), "--count", "1", env=dict(env, TCFLOW_CACHE_DIR=str(full)))
+        r = run("attach", key(silent_pair), "--count", "1", env=dict(pin_env, TCFLOW_CACHE_DIR=str(full)))
         one_line_error(r, "cannot write the kernel-header cache", "No space left on device")
         assert [str(p) for p in full.rglob("*.tmp*")] == []
     finally:
@@ -470,15 +473,15 @@ def _tmux(*argv: str) -> str:
 
 
 def test_live_view_in_tmux_fits_80x24_with_50_interfaces_and_keeps_notices(sandbox: Sandbox,
-                                                                            env: dict[str, str]) -> None:
-    if shutil.which("tmux") is None:
-        pytest.fail("tmux is missing: `make setup` installs it")
+                                                                            pin_env: dict[str, str]) -> None:
+    require("tmux")
     ns = sandbox.netns()
     sandbox.veths(ns, 50)
     session = f"tcflow-test-{os.getpid()}"
     cmd = " ".join([sys.executable, "-m", "tcflow", "attach", "--netns", ns, "--match", "s*a", "--interval", "0.5",
                     "--units", "bits"])
-    _tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", "-e", f"TCFLOW_PIN_DIR={env['TCFLOW_PIN_DIR']}",
+    _tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", "-e",
+          f"TCFLOW_PIN_DIR={pin_env['TCFLOW_PIN_DIR']}",
           f"cd {REPO} && {cmd}; echo EXITED $?; sleep 30")
     try:
         def screen() -> list[str]:

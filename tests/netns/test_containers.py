@@ -41,7 +41,7 @@ def docker() -> Iterator[Dockerd]:
 
 
 @pytest.fixture
-def pair(docker: Dockerd) -> Iterator[tuple[str, str]]:
+def web_and_db(docker: Dockerd) -> Iterator[tuple[str, str]]:
     """Two running containers, web and db, with TSO/GSO off in web (so that its
     capture holds wire-sized frames), removed afterwards."""
     web, db = f"{PREFIX}web", f"{PREFIX}db"
@@ -83,10 +83,10 @@ def _expected(frames: dict[str, list[tuple[bytes, int]]]) -> tuple[Counter, Coun
 
 
 def test_each_container_is_counted_exactly_in_its_own_namespace_and_named(
-        docker: Dockerd, pair: tuple[str, str], env: dict[str, str]) -> None:
-    web, db = pair
+        docker: Dockerd, web_and_db: tuple[str, str], pin_env: dict[str, str]) -> None:
+    web, db = web_and_db
     web_id = docker.run("inspect", "-f", "{{.Id}}", web).stdout.strip()
-    live = Live("attach", "--containers", "--json", "--interval", "0.3", env=env)
+    live = Live("attach", "--containers", "--json", "--interval", "0.3", env=pin_env)
     try:
         live.until(lambda s: f"{web}/eth0" in s["interfaces"] and f"{db}/eth0" in s["interfaces"])
         enter = ("nsenter", "-t", str(docker.pid(web)), "-n")
@@ -119,7 +119,7 @@ def test_each_container_is_counted_exactly_in_its_own_namespace_and_named(
         d = snap["interfaces"][f"{db}/eth0"]
         assert d["bytes"]["L4_TCP_RECV_V4"] == 300_000 and d["container"]["container"] == db
         # status --containers: each one, its host-side veth (here in dockerd's namespace), counted
-        st = run("status", "--containers", "--json", env=env)
+        st = run("status", "--containers", "--json", env=pin_env)
         assert st.returncode == 0, st.stderr
         rows = {c["name"]: c for c in json.loads(st.stdout)["containers"]}
         for name in (web, db):
@@ -131,7 +131,7 @@ def test_each_container_is_counted_exactly_in_its_own_namespace_and_named(
                                   capture_output=True, text=True, check=True).stdout
             assert json.loads(peer)[0]["link_index"] == eth0["ifindex"]
         assert rows[web]["container_id"] == web_id
-        table = run("status", "--containers", env=env).stdout
+        table = run("status", "--containers", env=pin_env).stdout
         assert web in table and "yes" in table
     finally:
         live.kill()
@@ -143,9 +143,9 @@ def _series(metrics: str, container: str, family: str = "tcflow_ip_bytes_total")
 
 
 def test_docker_restart_keeps_one_monotonic_series_and_leaves_the_others_alone(
-        docker: Dockerd, pair: tuple[str, str], env: dict[str, str]) -> None:
-    web, db = pair
-    srv = Serve("--containers", env=env)
+        docker: Dockerd, web_and_db: tuple[str, str], pin_env: dict[str, str]) -> None:
+    web, db = web_and_db
+    srv = Serve("--containers", env=pin_env)
     try:
         def both_seen() -> bool:
             t = srv.traffic()["interfaces"]
@@ -188,8 +188,8 @@ def _wait(pred: Any, timeout: float = 20) -> None:
         time.sleep(0.1)
 
 
-def test_20_containers_started_and_stopped_under_serve_leave_nothing(docker: Dockerd, env: dict[str, str]) -> None:
-    srv = Serve("--containers", env=env)
+def test_20_containers_started_and_stopped_under_serve_leave_nothing(docker: Dockerd, pin_env: dict[str, str]) -> None:
+    srv = Serve("--containers", env=pin_env)
     try:
         base = json.loads(srv.get("/healthz")[2])
         for i in range(20):
@@ -202,7 +202,7 @@ def test_20_containers_started_and_stopped_under_serve_leave_nothing(docker: Doc
         for k in ("slots_used", "programs", "namespaces", "interfaces"):
             assert health[k] == base[k], (k, base, health)
         assert not [k for k in srv.traffic()["interfaces"] if "churn" in k]
-        st = run("status", "--containers", "--json", env=env)
+        st = run("status", "--containers", "--json", env=pin_env)
         assert st.returncode == 0, st.stderr
         assert not [c["name"] for c in json.loads(st.stdout)["containers"] if "churn" in c["name"]]
     finally:
@@ -211,12 +211,12 @@ def test_20_containers_started_and_stopped_under_serve_leave_nothing(docker: Doc
 
 
 def test_with_pin_a_restart_of_tcflow_loses_nothing_of_a_restarted_container(
-        docker: Dockerd, pair: tuple[str, str], env: dict[str, str], pin_dir: str) -> None:
+        docker: Dockerd, web_and_db: tuple[str, str], pin_env: dict[str, str], pin_dir: str) -> None:
     """The running container's pinned counters are adopted; what its earlier
     life counted comes back from the carried totals tcflow wrote."""
-    web, db = pair
+    web, db = web_and_db
     key = f"{web}/eth0"
-    srv = Serve("--containers", "--pin", env=env)
+    srv = Serve("--containers", "--pin", env=pin_env)
     try:
         _wait(lambda: key in srv.traffic()["interfaces"])
         _traffic(docker, web)
@@ -227,12 +227,12 @@ def test_with_pin_a_restart_of_tcflow_loses_nothing_of_a_restarted_container(
         first = srv.traffic()["interfaces"][key]["bytes"]
     finally:
         srv.stop()  # --pin: left attached, counting
-    shown = run("show", "--containers", "--json", env=env)  # with no tcflow running
+    shown = run("show", "--containers", "--json", env=pin_env)  # with no tcflow running
     assert shown.returncode == 0, shown.stderr
     e = json.loads(shown.stdout)["interfaces"][key]
     assert e["container"]["container"] == web and all(e["bytes"][k] >= v for k, v in first.items())
     assert f"{db}/eth0" in json.loads(shown.stdout)["interfaces"]
-    srv = Serve("--containers", "--pin", env=env)
+    srv = Serve("--containers", "--pin", env=pin_env)
     try:
         _wait(lambda: key in srv.traffic()["interfaces"])
         again = srv.traffic()["interfaces"][key]
@@ -240,14 +240,14 @@ def test_with_pin_a_restart_of_tcflow_loses_nothing_of_a_restarted_container(
         assert again["hook"]["pinned"] is True
     finally:
         srv.stop()
-    r = run("detach", "--all", "--pin-dir", pin_dir, env=env)
+    r = run("detach", "--all", "--pin-dir", pin_dir, env=pin_env)
     assert r.returncode == 0, r.stderr
 
 
-def test_a_container_started_later_is_counted_from_its_first_packet(docker: Dockerd, env: dict[str, str]) -> None:
+def test_a_container_started_later_is_counted_from_its_first_packet(docker: Dockerd, pin_env: dict[str, str]) -> None:
     """The container pings as the first thing it does; every echo request
     and reply is counted on its own eth0, none lost to a late attach."""
-    srv = Serve("--containers", env=env)
+    srv = Serve("--containers", env=pin_env)
     peer, early = f"{PREFIX}peer", f"{PREFIX}early"
     try:
         docker.container(peer, DB_IP)
@@ -273,11 +273,12 @@ def test_a_container_started_later_is_counted_from_its_first_packet(docker: Dock
         docker.run("rm", "-f", peer, check=False)
 
 
-def test_host_side_veths_name_their_containers(docker: Dockerd, pair: tuple[str, str], env: dict[str, str]) -> None:
+def test_host_side_veths_name_their_containers(docker: Dockerd, web_and_db: tuple[str, str],
+                                               pin_env: dict[str, str]) -> None:
     """Counting the host side (here: dockerd's namespace) with --match 'veth*':
     each veth's entry names the container at its other end."""
-    web, db = pair
-    live = Live("attach", "--netns", docker.ns, "--match", "veth*", "--json", "--interval", "0.3", env=env)
+    web, db = web_and_db
+    live = Live("attach", "--netns", docker.ns, "--match", "veth*", "--json", "--interval", "0.3", env=pin_env)
     try:
         snap = live.until(lambda s: len(s["interfaces"]) >= 2)
         named = {e["container"]["container"] for e in snap["interfaces"].values() if e["container"]}
@@ -286,11 +287,11 @@ def test_host_side_veths_name_their_containers(docker: Dockerd, pair: tuple[str,
         live.kill()
 
 
-def test_flows_per_container_with_names(docker: Dockerd, pair: tuple[str, str], env: dict[str, str]) -> None:
+def test_flows_per_container_with_names(docker: Dockerd, web_and_db: tuple[str, str], pin_env: dict[str, str]) -> None:
     """--flows with --containers: each container's eth0 has its own flows, the
     TCP and UDP payloads exactly what the sockets moved; `top` names them."""
-    web, db = pair
-    srv = Serve("--containers", "--flows", "--flows-top", "50", env=env)
+    web, db = web_and_db
+    srv = Serve("--containers", "--flows", "--flows-top", "50", env=pin_env)
     try:
         _wait(lambda: {f"{web}/eth0", f"{db}/eth0"} <= set(srv.traffic()["interfaces"]))
         _traffic(docker, web)
@@ -311,7 +312,7 @@ def test_flows_per_container_with_names(docker: Dockerd, pair: tuple[str, str], 
         sent, got = (5 * 700, 3 * 90) if me == web else (3 * 90, 5 * 700)
         assert (udp[0]["payload_bytes"]["send"], udp[0]["payload_bytes"]["recv"]) == (sent, got)
         assert pings[0]["packets"] == ({"recv": 0, "send": 4} if me == web else {"recv": 4, "send": 0})
-    top = Live("top", "--containers", "--json", "--count", "4", "--top", "50", env=env)
+    top = Live("top", "--containers", "--json", "--count", "4", "--top", "50", env=pin_env)
     try:
         top.next()
         docker.exec(web, "ping", "-c", "2", "-i", "0.2", DB_IP)

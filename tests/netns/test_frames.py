@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 import tcflow
-from tcflow.sandbox import VethPair
+from tcflow.host.sandbox import VethPair
 from tests.support.counting import FRAMES, settle, totals
 from tests.support.inject import send_frames
 

@@ -15,7 +15,7 @@ import time
 import pytest
 
 import tcflow
-from tcflow.sandbox import VethPair
+from tcflow.host.sandbox import VethPair
 from tests.support.pcap import capture, drain
 from tests.support.sockets import bulk_send
 

@@ -20,7 +20,7 @@ from typing import Iterator
 
 import pytest
 
-from tcflow.sandbox import VethPair
+from tcflow.host.sandbox import VethPair
 from tests.support.cli import REPO, Live, leftovers, one_line_error, run
 from tests.support.counting import key
 
@@ -186,7 +186,7 @@ def test_header_cache_writable_by_others_is_refused_and_umask_000_makes_it_root_
 
 
 def test_names_that_are_not_utf8_or_carry_escapes_are_counted_and_shown_escaped(
-        sandbox, env: dict[str, str]) -> None:  # noqa: ANN001
+        sandbox, pin_env: dict[str, str]) -> None:  # noqa: ANN001
     """Interface and namespace names any container root can pick: tcflow
     matches them, counts them, shows them as \\xNN (never raw bytes or escape
     sequences), takes the shown form back, and detaches them."""
@@ -200,22 +200,22 @@ def test_names_that_are_not_utf8_or_carry_escapes_are_counted_and_shown_escaped(
                         b"e\x1b[31mx"], check=True)
         subprocess.run([b"ip", b"-n", os.fsencode(odd_ns), b"link", b"add", b"caf\xc3\xa9", b"type", b"veth",
                         b"peer", b"name", b"bel\x07l"], check=True)
-        r = run("attach", "--pin", "--netns", ns, "--match", "*", "--count", "1", "--json", env=env)
+        r = run("attach", "--pin", "--netns", ns, "--match", "*", "--count", "1", "--json", env=pin_env)
         assert r.returncode == 0, r.stderr
         keys = set(json.loads(r.stdout)["interfaces"])
         assert keys == {f"{ns}/\\xff\\xfe", f"{ns}/e\\x1b[31mx"}
         shown_ns = ns + "\\xff"
-        r = run("attach", "--pin", f"{shown_ns}/café", f"{shown_ns}/bel\\x07l", "--count", "1", env=env)
+        r = run("attach", "--pin", f"{shown_ns}/café", f"{shown_ns}/bel\\x07l", "--count", "1", env=pin_env)
         assert r.returncode == 0, r.stderr
         for argv in (("status",), ("show",), ("status", "--json"), ("show", "--json")):
-            r = run(*argv, env=env)
+            r = run(*argv, env=pin_env)
             assert r.returncode == 0, r.stderr
             assert "\x1b" not in r.stdout + r.stderr and "\udcff" not in r.stdout
             text = "\n".join(_strings(json.loads(r.stdout))) if "--json" in argv else r.stdout
             assert "\\xff\\xfe" in text and "café" in text and "bel\\x07l" in text
-        r = run("detach", f"{shown_ns}/café", env=env)  # the shown form is taken back
+        r = run("detach", f"{shown_ns}/café", env=pin_env)  # the shown form is taken back
         assert r.returncode == 0 and f"detached {shown_ns}/café" in r.stdout, r.stderr
-        r = run("detach", "--all", env=env)
+        r = run("detach", "--all", env=pin_env)
         assert r.returncode == 0, r.stderr
         assert r.stdout.count("detached") == 3 and "\x1b" not in r.stdout
     finally:

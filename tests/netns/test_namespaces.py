@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from tcflow import agent as agent_module
-from tcflow.agent import Agent
-from tcflow.binding import Settings
-from tcflow.cli import main
-from tcflow.loader import Datapath
-from tcflow.sandbox import Sandbox, VethPair
-from tcflow.targets import Target, Where
+from tcflow.bpf.loader import Datapath
+from tcflow.cli.main import main
+from tcflow.engine import agent as agent_module
+from tcflow.engine.agent import Agent
+from tcflow.engine.settings import Settings
+from tcflow.host.sandbox import Sandbox, VethPair
+from tcflow.model.targets import Target, Where
 from tests.support.cli import Live, leftovers, nonzero, run
 from tests.support.counting import FRAMES, RECV_B, RECV_P, SEND_B, SEND_P, key
 from tests.support.inject import send_frames
@@ -110,9 +110,9 @@ def test_programs_are_loaded_once_per_namespace(sandbox: Sandbox) -> None:
         assert leftovers(p.ns_a, p.dev_a) == []
 
 
-def test_a_deleted_namespace_is_let_go_and_the_others_keep_counting(sandbox: Sandbox, env: dict[str, str]) -> None:
+def test_a_deleted_namespace_is_let_go_and_the_others_keep_counting(sandbox: Sandbox, pin_env: dict[str, str]) -> None:
     gone, stays = sandbox.pair(addresses=False), sandbox.pair(addresses=False)
-    live = Live("attach", key(gone), key(stays), "--json", "--interval", "0.2", env=env)
+    live = Live("attach", key(gone), key(stays), "--json", "--interval", "0.2", env=pin_env)
     try:
         live.next()
         sh(f"ip netns del {gone.ns_a}")
@@ -128,14 +128,14 @@ def test_a_deleted_namespace_is_let_go_and_the_others_keep_counting(sandbox: San
     assert leftovers(stays.ns_a, stays.dev_a) == []
 
 
-def test_detach_takes_netns_slash_iface(silent_pair: VethPair, env: dict[str, str]) -> None:
+def test_detach_takes_netns_slash_iface(silent_pair: VethPair, pin_env: dict[str, str]) -> None:
     p = silent_pair
-    live = Live("attach", key(p), "--json", env=env)
+    live = Live("attach", key(p), "--json", env=pin_env)
     live.next()
     live.p.send_signal(signal.SIGKILL)  # leaves the programs attached
     live.p.wait()
-    again = run("attach", key(p), "--count", "1", env=env)
+    again = run("attach", key(p), "--count", "1", env=pin_env)
     assert again.returncode == 1 and f"`tcflow detach {key(p)}` removes it" in again.stderr
-    r = run("detach", key(p), env=env)
+    r = run("detach", key(p), env=pin_env)
     assert r.returncode == 0 and f"detached {key(p)}" in r.stdout, r.stderr
     assert leftovers(p.ns_a, p.dev_a) == []  # the clsact qdisc too: the journal says it was tcflow's

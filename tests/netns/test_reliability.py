@@ -1,6 +1,6 @@
 """Coexistence with other programs, restarts without loss, faults, limits.
 
-Each test names the guarantee it backs in README "Guarantees".
+Each test names the guarantee it backs in docs/guarantees.md.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import pytest
 
-from tcflow.sandbox import Sandbox, VethPair
+from tcflow.host.sandbox import Sandbox, VethPair
 from tests.support.cli import REPO, Live, leftovers, nonzero, run
 from tests.support.counting import FRAMES, RECV_B, RECV_P, SEND_B, SEND_P, both_ways, key
 from tests.support.inject import send_frames
@@ -66,7 +66,7 @@ class Counting:
 def _ipr(ns: str) -> Any:
     from pyroute2 import IPRoute
 
-    from tcflow import netns as tns
+    from tcflow.system import netns as tns
 
     return IPRoute(netns=tns.resolve(ns).path, flags=0)
 
@@ -116,15 +116,15 @@ def test_coexists_with_filters_before_and_after_on_both_hooks(silent_pair: VethP
     assert settle(lambda: {k: v.seen for k, v in progs.items()}) == {k: 2 * n for k in progs}
 
 
-def test_coexists_with_another_xdp_program_by_counting_on_tc(silent_pair: VethPair, env: dict[str, str]) -> None:
+def test_coexists_with_another_xdp_program_by_counting_on_tc(silent_pair: VethPair, pin_env: dict[str, str]) -> None:
     p = silent_pair
     xdp = Counting("their_xdp", xdp=True)
     with _ipr(p.ns_a) as ipr:
         idx = ipr.link_lookup(ifname=p.dev_a)[0]
         ipr.link("set", index=idx, xdp={"attrs": [("IFLA_XDP_FD", xdp.fd), ("IFLA_XDP_FLAGS", 1 << 1)]})
-    refused = run("attach", "--netns", p.ns_a, p.dev_a, "--ingress", "xdp", env=env)
+    refused = run("attach", "--netns", p.ns_a, p.dev_a, "--ingress", "xdp", env=pin_env)
     assert refused.returncode == 1 and "their_xdp" in refused.stderr and "--ingress tc" in refused.stderr
-    live = Live("attach", "--netns", p.ns_a, p.dev_a, "--json", "--interval", "0.2", env=env)  # auto -> tc
+    live = Live("attach", "--netns", p.ns_a, p.dev_a, "--json", "--interval", "0.2", env=pin_env)  # auto -> tc
     try:
         assert live.next()["interfaces"][key(p)]["hook"]["ingress"] == "tc"
         send_frames(p.ns_b, p.dev_b, FRAMES)
@@ -142,7 +142,7 @@ def test_coexists_with_another_xdp_program_by_counting_on_tc(silent_pair: VethPa
 # -- restart without loss ------------------------------------------------------------
 
 @pytest.mark.parametrize("ingress", ["xdp", "tc"])
-def test_kill_9_during_traffic_then_restart_loses_nothing(silent_pair: VethPair, env: dict[str, str],
+def test_kill_9_during_traffic_then_restart_loses_nothing(silent_pair: VethPair, pin_env: dict[str, str],
                                                           pin_dir: str, ingress: str) -> None:
     p = silent_pair
     batches, done = 30, threading.Event()
@@ -158,7 +158,7 @@ def test_kill_9_during_traffic_then_restart_loses_nothing(silent_pair: VethPair,
             done.set()
 
     args = ("attach", "--pin", "--netns", p.ns_a, p.dev_a, "--json", "--interval", "0.2", "--ingress", ingress)
-    first = Live(*args, env=env)
+    first = Live(*args, env=pin_env)
     t = threading.Thread(target=traffic)
     try:
         first.next()
@@ -172,7 +172,7 @@ def test_kill_9_during_traffic_then_restart_loses_nothing(silent_pair: VethPair,
     killed_at = sent["n"]
     while sent["n"] < killed_at + 5 and not done.is_set():
         time.sleep(0.01)  # traffic in the gap, with no tcflow process at all
-    second = Live(*args, env=env)
+    second = Live(*args, env=pin_env)
     try:
         second.next()
         t.join()
@@ -186,16 +186,16 @@ def test_kill_9_during_traffic_then_restart_loses_nothing(silent_pair: VethPair,
         second.kill()
     egress = sh(f"tc -n {p.ns_a} filter show dev {p.dev_a} egress")
     assert egress.count("handle 0x7cf1") == 1  # adopted, not attached twice
-    assert run("detach", "--all", env=env).returncode == 0
+    assert run("detach", "--all", env=pin_env).returncode == 0
     assert leftovers(p.ns_a, p.dev_a, pin_dir) == []
 
 
 # -- faults -----------------------------------------------------------------------------
 
-def test_namespace_deleted_while_attached(sandbox: Sandbox, env: dict[str, str]) -> None:
+def test_namespace_deleted_while_attached(sandbox: Sandbox, pin_env: dict[str, str]) -> None:
     """tcflow reports it, exits 1, and lets the namespace go (its veth disappears)."""
     p = sandbox.pair(addresses=False)
-    live = Live("attach", "--netns", p.ns_a, p.dev_a, "--json", "--interval", "0.2", env=env)
+    live = Live("attach", "--netns", p.ns_a, p.dev_a, "--json", "--interval", "0.2", env=pin_env)
     try:
         live.next()
         sh(f"ip netns del {p.ns_a}")
@@ -212,13 +212,13 @@ def test_namespace_deleted_while_attached(sandbox: Sandbox, env: dict[str, str])
     assert p.dev_b not in sh(f"ip -n {p.ns_b} link show", check=False)
 
 
-def test_second_tcflow_on_the_same_interface_refuses(silent_pair: VethPair, env: dict[str, str]) -> None:
+def test_second_tcflow_on_the_same_interface_refuses(silent_pair: VethPair, pin_env: dict[str, str]) -> None:
     p = silent_pair
-    first = Live("attach", "--netns", p.ns_a, p.dev_a, "--json", "--interval", "0.2", env=env)
+    first = Live("attach", "--netns", p.ns_a, p.dev_a, "--json", "--interval", "0.2", env=pin_env)
     try:
         first.next()
         for ingress in ("auto", "xdp", "tc"):
-            second = run("attach", "--netns", p.ns_a, p.dev_a, "--ingress", ingress, "--pin", env=env)
+            second = run("attach", "--netns", p.ns_a, p.dev_a, "--ingress", ingress, "--pin", env=pin_env)
             assert second.returncode == 1, second.stderr
             assert "already has tcflow attached" in second.stderr and "tcflow status" in second.stderr
         send_frames(p.ns_a, p.dev_a, FRAMES)  # the first one is unharmed
@@ -228,7 +228,7 @@ def test_second_tcflow_on_the_same_interface_refuses(silent_pair: VethPair, env:
         first.rest()
     finally:
         first.kill()
-    assert leftovers(p.ns_a, p.dev_a, env["TCFLOW_PIN_DIR"]) == []
+    assert leftovers(p.ns_a, p.dev_a, pin_env["TCFLOW_PIN_DIR"]) == []
 
 
 def _in_mount_ns(script: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -241,31 +241,31 @@ def _in_mount_ns(script: str, *args: str, env: dict[str, str]) -> subprocess.Com
                            sys.executable, *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
 
 
-def test_bpffs_not_mounted_is_mounted_by_pin(silent_pair: VethPair, env: dict[str, str]) -> None:
+def test_bpffs_not_mounted_is_mounted_by_pin(silent_pair: VethPair, pin_env: dict[str, str]) -> None:
     p = silent_pair
     script = ('umount /sys/fs/bpf 2>/dev/null; umount /sys/fs/bpf 2>/dev/null; '
               'grep -q " /sys/fs/bpf " /proc/mounts && exit 99; '
               '"$1" -m tcflow attach --pin --pin-dir /sys/fs/bpf/tcflow --netns "$2" "$3" --count 1 --json || exit; '
               'grep " /sys/fs/bpf " /proc/mounts; ls /sys/fs/bpf/tcflow')
-    r = _in_mount_ns(script, p.ns_a, p.dev_a, env=env)
+    r = _in_mount_ns(script, p.ns_a, p.dev_a, env=pin_env)
     assert r.returncode == 0, r.stderr
     assert "bpf /sys/fs/bpf bpf" in r.stdout and "mode=700" in r.stdout  # root-only
     assert "counters" in r.stdout and "meta" in r.stdout
     # the pins went with that mount namespace; the programs stay: detach finds them anyway
-    assert run("detach", "--netns", p.ns_a, p.dev_a, env=env).returncode == 0
+    assert run("detach", "--netns", p.ns_a, p.dev_a, env=pin_env).returncode == 0
     assert leftovers(p.ns_a, p.dev_a) == []  # the clsact qdisc too: the journal says it was tcflow's
 
 
-def test_pin_errors_are_one_line_and_leave_nothing(silent_pair: VethPair, env: dict[str, str],
+def test_pin_errors_are_one_line_and_leave_nothing(silent_pair: VethPair, pin_env: dict[str, str],
                                                   tmp_path: Any) -> None:
     p = silent_pair
-    r = run("attach", "--pin", "--pin-dir", str(tmp_path / "pins"), "--netns", p.ns_a, p.dev_a, env=env)
+    r = run("attach", "--pin", "--pin-dir", str(tmp_path / "pins"), "--netns", p.ns_a, p.dev_a, env=pin_env)
     assert r.returncode == 1 and r.stderr.startswith("tcflow: error: ") and "not a bpf filesystem" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert leftovers(p.ns_a, p.dev_a) == []
     # a read-only bpffs (a fresh instance, mounted read-only in a private mount namespace)
     script = 'mount -t bpf -o ro bpf /sys/fs/bpf && "$1" -m tcflow attach --pin --netns "$2" "$3" --count 1'
-    r = _in_mount_ns(script, p.ns_a, p.dev_a, env=env)
+    r = _in_mount_ns(script, p.ns_a, p.dev_a, env=pin_env)
     assert r.returncode == 1, r.stdout + r.stderr
     assert r.stderr.startswith("tcflow: error: cannot create") and "Read-only file system" in r.stderr
     assert leftovers(p.ns_a, p.dev_a) == []
@@ -273,23 +273,24 @@ def test_pin_errors_are_one_line_and_leave_nothing(silent_pair: VethPair, env: d
 
 # -- limits ------------------------------------------------------------------------------
 
-def test_more_interfaces_than_the_map_holds_is_an_error(silent_pair: VethPair, env: dict[str, str]) -> None:
+def test_more_interfaces_than_the_map_holds_is_an_error(silent_pair: VethPair, pin_env: dict[str, str]) -> None:
     p = silent_pair
     extra = ["tcfe0", "tcfe1"]
     for dev in extra:
         sh(f"ip -n {p.ns_a} link add {dev} type veth peer name {dev}p")
         sh(f"ip -n {p.ns_a} link set {dev} up")
-    r = run("attach", "--netns", p.ns_a, p.dev_a, *extra, "--max-interfaces", "2", "--count", "1", env=env)
+    r = run("attach", "--netns", p.ns_a, p.dev_a, *extra, "--max-interfaces", "2", "--count", "1", env=pin_env)
     assert r.returncode == 1
     assert r.stderr.startswith("tcflow: error: all 2 interface slots are in use") and "--max-interfaces" in r.stderr
     for dev in (p.dev_a, *extra):
         assert leftovers(p.ns_a, dev) == [], dev
     ok = run("attach", "--netns", p.ns_a, p.dev_a, *extra, "--max-interfaces", "3", "--count", "1", "--json",
-             env=env)
+             env=pin_env)
     assert ok.returncode == 0, ok.stderr
 
 
-def test_500_veth_cycles_under_serve_follow_leak_nothing(netns: Callable[[], str], env: dict[str, str]) -> None:
+def test_500_veth_cycles_under_serve_follow_leak_nothing(make_netns: Callable[[], str],
+                                                        pin_env: dict[str, str]) -> None:
     """Netlink overruns (ENOBUFS) under churn are answered by a full resync:
     the process lives, its attached set equals the matching links, and fds,
     slots and programs are back where they started."""
@@ -297,7 +298,7 @@ def test_500_veth_cycles_under_serve_follow_leak_nothing(netns: Callable[[], str
     import socket as so
     import urllib.request
 
-    ns = netns()
+    ns = make_netns()
     keep = ["fkeep0", "fkeep1", "fkeep2"]
     sh(f"ip -n {ns} link add fkeep0 type veth peer name fkeep1")
     sh(f"ip -n {ns} link add fkeep2 type veth peer name xpeer")
@@ -305,7 +306,7 @@ def test_500_veth_cycles_under_serve_follow_leak_nothing(netns: Callable[[], str
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "tcflow", "serve", "--netns", ns, "--match", "f*", "--follow",
-                             "--listen", f"127.0.0.1:{port}"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                             "--listen", f"127.0.0.1:{port}"], cwd=REPO, env=pin_env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
 
     def health() -> dict[str, Any]:
@@ -352,11 +353,11 @@ def test_a_netlink_overrun_is_answered_by_a_full_resync(sandbox: Sandbox) -> Non
     import errno
     import socket as so
 
-    from tcflow.agent import Agent
-    from tcflow.binding import Settings
-    from tcflow.netns import resolve
-    from tcflow.targets import Target, Where
-    from tcflow.watch import RTMGRP_LINK
+    from tcflow.engine.agent import Agent
+    from tcflow.engine.settings import Settings
+    from tcflow.engine.watch import RTMGRP_LINK
+    from tcflow.model.targets import Target, Where
+    from tcflow.system.netns import resolve
 
     ns = sandbox.netns()
     sh(f"ip -n {ns} link add fkeep type veth peer name xpeer")
@@ -366,7 +367,7 @@ def test_a_netlink_overrun_is_answered_by_a_full_resync(sandbox: Sandbox) -> Non
         watch = next(iter(agent.watches.values()))
         watch.events_fd()
         probe = resolve(ns)
-        from tcflow.netns import run_in
+        from tcflow.system.netns import run_in
 
         raw = run_in(probe.path, lambda: so.socket(so.AF_NETLINK, so.SOCK_RAW | so.SOCK_NONBLOCK, 0))
         for s in (raw, watch._events):
@@ -380,20 +381,20 @@ def test_a_netlink_overrun_is_answered_by_a_full_resync(sandbox: Sandbox) -> Non
         assert e.value.errno == errno.ENOBUFS  # the overrun happened
         raw.close()
         agent.sync(watch)  # drains through the same overrun, then resyncs
-        assert {ln.ifname for ln in agent.links()} == {"fkeep"} | {f"f{i}" for i in range(40)}
+        assert {ln.ifname for ln in agent.interfaces()} == {"fkeep"} | {f"f{i}" for i in range(40)}
     finally:
         agent.close()
 
 
 def test_pinned_follow_releases_gone_interfaces_and_detach_stale_clears_old_ones(
-        netns: Callable[[], str], env: dict[str, str], pin_dir: str) -> None:
+        make_netns: Callable[[], str], pin_env: dict[str, str], pin_dir: str) -> None:
     import json
 
-    ns = netns()
+    ns = make_netns()
     for i in range(3):
         sh(f"ip -n {ns} link add f{i} type veth peer name g{i}")
     live = Live("attach", "--pin", "--netns", ns, "--match", "f*", "--follow", "--json", "--interval", "0.2",
-                env=env)
+                env=pin_env)
     try:
         live.until(lambda s: len(s["interfaces"]) == 3)
         for cycle in range(20):  # container churn: each start/stop must not leave a pinned entry
@@ -402,26 +403,26 @@ def test_pinned_follow_releases_gone_interfaces_and_detach_stale_clears_old_ones
             live.until(lambda s, c=cycle: f"{ns}/f9{c}" in s["interfaces"])
             sh(f"ip -n {ns} link del f9{cycle}")
             live.until(lambda s, c=cycle: f"{ns}/f9{c}" not in s["interfaces"])
-        st = json.loads(run("status", "--json", env=env).stdout)
+        st = json.loads(run("status", "--json", env=pin_env).stdout)
         assert st["pinned"] == 3 and st["stale_pins"] == []
         live.p.send_signal(signal.SIGKILL)  # an older run, gone; then its interface goes too
         live.p.wait()
     finally:
         live.kill()
     sh(f"ip -n {ns} link del f2")
-    st = json.loads(run("status", "--json", env=env).stdout)
+    st = json.loads(run("status", "--json", env=pin_env).stdout)
     assert [s["interface"] for s in st["stale_pins"]] == ["f2"]
-    r = run("detach", "--stale", env=env)
+    r = run("detach", "--stale", env=pin_env)
     assert r.returncode == 0 and "forgot" in r.stdout and "f2" in r.stdout, r.stdout + r.stderr
-    st = json.loads(run("status", "--json", env=env).stdout)
+    st = json.loads(run("status", "--json", env=pin_env).stdout)
     assert st["pinned"] == 2 and st["stale_pins"] == []
-    assert run("detach", "--all", env=env).returncode == 0
+    assert run("detach", "--all", env=pin_env).returncode == 0
     for dev in ("f0", "f1"):
         assert leftovers(ns, dev, pin_dir) == []
 
 
 def test_kill_9_at_random_moments_of_start_up_then_detach_leaves_nothing(silent_pair: VethPair,
-                                                                         env: dict[str, str]) -> None:
+                                                                         pin_env: dict[str, str]) -> None:
     """Killed anywhere in start-up (compile, load, clsact, filters), then
     `tcflow detach`: no filter, no XDP program and no empty clsact qdisc stays.
     Seeded; the moments cluster around the attach step, after the compile."""
@@ -429,18 +430,18 @@ def test_kill_9_at_random_moments_of_start_up_then_detach_leaves_nothing(silent_
 
     p = silent_pair
     t0 = time.monotonic()
-    first = Live("attach", key(p), "--json", env=env)
+    first = Live("attach", key(p), "--json", env=pin_env)
     first.next()
     startup = time.monotonic() - t0
     first.signal(signal.SIGTERM)
     first.rest()
     rng = random.Random(2026)
     for i in range(12):
-        live = Live("attach", key(p), "--json", "--ingress", "xdp" if i % 3 == 2 else "tc", env=env)
+        live = Live("attach", key(p), "--json", "--ingress", "xdp" if i % 3 == 2 else "tc", env=pin_env)
         time.sleep(rng.uniform(0.6, 1.1) * startup)
         live.p.send_signal(signal.SIGKILL)
         live.p.wait()
-        r = run("detach", key(p), env=env)
+        r = run("detach", key(p), env=pin_env)
         assert r.returncode in (0, 1), r.stderr  # 1: killed before it attached anything
         assert r.returncode == 0 or "tcflow is not attached here" in r.stderr, r.stderr
         assert leftovers(p.ns_a, p.dev_a) == [], (i, r.stdout, r.stderr)

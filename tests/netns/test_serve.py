@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,13 +16,12 @@ import urllib.parse
 from collections import Counter
 from typing import Any
 
-import pytest
-
-from tcflow.sandbox import VethPair
+from tcflow.host.sandbox import VethPair
 from tests.support.cli import REPO, leftovers, nonzero
 from tests.support.counting import FRAMES, RECV_B, RECV_P, SEND_B, SEND_P, both_ways, key
 from tests.support.inject import send_frames
 from tests.support.serve import Serve, parse_metrics
+from tests.support.tools import require
 
 # Screenshots and other things a person may want to look at after a run;
 # ignored by git, so `make test` leaves the tree as it was.
@@ -37,7 +35,7 @@ def class_from_metrics(m: dict[tuple[str, frozenset], float], device: str, what:
     """Back from Prometheus families and labels to tcflow class names, to
     compare with SPEC. Packets exist per IP packet (the L3 classes) and for
     what is kept apart; the L4 classes count the same packets again."""
-    from tcflow.classes import CLASSES
+    from tcflow.model.classes import CLASSES
 
     out: Counter = Counter()
     for c in CLASSES:
@@ -58,7 +56,7 @@ def class_from_metrics(m: dict[tuple[str, frozenset], float], device: str, what:
 
 
 def packets_without_l4(p: Counter) -> Counter:
-    from tcflow.classes import BY_NAME
+    from tcflow.model.classes import BY_NAME
 
     return +Counter({n: v for n, v in p.items() if BY_NAME[n].layer != "L4"})
 
@@ -74,10 +72,10 @@ def wait_for(pred: Any, timeout: float = 20) -> Any:
     raise AssertionError(f"not reached in {timeout} s: {last!r}")
 
 
-def test_serve_traffic_and_metrics_equal_spec_counts(silent_pair: VethPair, env: dict[str, str]) -> None:
+def test_serve_traffic_and_metrics_equal_spec_counts(silent_pair: VethPair, pin_env: dict[str, str]) -> None:
     p = silent_pair
     before = open("/proc/sys/kernel/bpf_stats_enabled").read().strip()
-    srv = Serve("--netns", p.ns_a, p.dev_a, env=env)
+    srv = Serve("--netns", p.ns_a, p.dev_a, env=pin_env)
     try:
         doc = srv.traffic()
         assert not any(doc["interfaces"][key(p)]["classes"].values())
@@ -88,7 +86,7 @@ def test_serve_traffic_and_metrics_equal_spec_counts(silent_pair: VethPair, env:
         ic = srv.traffic()["interfaces"][key(p)]
         assert nonzero({**ic["classes"], **ic["extended"]}) == want
         assert nonzero(ic["packets"]) == RECV_P + SEND_P
-        from tcflow.classes import SEED_NAMES
+        from tcflow.model.classes import SEED_NAMES
 
         assert list(ic["classes"]) == list(SEED_NAMES)  # the 14 by name...
         assert [ic["by_index"][str(i)] for i in range(14)] == [ic["classes"][n] for n in SEED_NAMES]  # ...and index
@@ -112,15 +110,13 @@ def test_serve_traffic_and_metrics_equal_spec_counts(silent_pair: VethPair, env:
         err = srv.stop()
     assert srv.p.returncode == 0, err
     assert open("/proc/sys/kernel/bpf_stats_enabled").read().strip() == before  # restored
-    assert leftovers(p.ns_a, p.dev_a, env["TCFLOW_PIN_DIR"]) == []
+    assert leftovers(p.ns_a, p.dev_a, pin_env["TCFLOW_PIN_DIR"]) == []
 
 
-def test_promtool_finds_nothing(silent_pair: VethPair, env: dict[str, str], tmp_path: Any) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.fail("promtool is missing: `make setup` installs Debian's prometheus package")
+def test_promtool_finds_nothing(silent_pair: VethPair, pin_env: dict[str, str], tmp_path: Any) -> None:
+    promtool = require("promtool")
     p = silent_pair
-    srv = Serve("--netns", p.ns_a, p.dev_a, env=env)
+    srv = Serve("--netns", p.ns_a, p.dev_a, env=pin_env)
     try:
         both_ways(p)
         text = srv.metrics()
@@ -130,9 +126,9 @@ def test_promtool_finds_nothing(silent_pair: VethPair, env: dict[str, str], tmp_
     assert r.returncode == 0 and r.stdout.strip() == "" and r.stderr.strip() == "", r.stdout + r.stderr
 
 
-def test_read_only_and_safe_defaults(silent_pair: VethPair, env: dict[str, str]) -> None:
+def test_read_only_and_safe_defaults(silent_pair: VethPair, pin_env: dict[str, str]) -> None:
     p = silent_pair
-    srv = Serve("--netns", p.ns_a, p.dev_a, env=env)
+    srv = Serve("--netns", p.ns_a, p.dev_a, env=pin_env)
     try:
         assert srv.get("/nope")[0] == 404
         for method in ("POST", "PUT", "DELETE", "PATCH"):
@@ -150,7 +146,7 @@ def test_read_only_and_safe_defaults(silent_pair: VethPair, env: dict[str, str])
         hist = json.loads(srv.get("/history?key=%s" % urllib.parse.quote(key(p)))[2])
         assert hist["known"] and hist["kept"] and [e["key"] for e in hist["interfaces"]] == [key(p)]
         assert json.loads(srv.get("/history?key=nothing-here")[2])["known"] is False
-        from tcflow.classes import catalogue
+        from tcflow.model.classes import catalogue
 
         assert json.loads(srv.get("/classes")[2]) == catalogue()  # the dashboard's class list comes from here
         health = json.loads(srv.get("/healthz")[2])
@@ -163,16 +159,16 @@ def test_read_only_and_safe_defaults(silent_pair: VethPair, env: dict[str, str])
     finally:
         srv.stop()
     # the default is loopback only
-    from tcflow.cli import parser
+    from tcflow.cli.parser import parser
 
     args = parser().parse_args(["serve", "eth0"])
     assert args.listen == "127.0.0.1:8080"
 
 
-def test_counters_never_decrease_across_a_pin_restart(silent_pair: VethPair, env: dict[str, str],
+def test_counters_never_decrease_across_a_pin_restart(silent_pair: VethPair, pin_env: dict[str, str],
                                                       pin_dir: str) -> None:
     p = silent_pair
-    srv = Serve("--pin", "--netns", p.ns_a, p.dev_a, env=env)
+    srv = Serve("--pin", "--netns", p.ns_a, p.dev_a, env=pin_env)
     try:
         both_ways(p)
         first = wait_for(lambda: (lambda m: m if class_from_metrics(m, p.dev_a) == RECV_B + SEND_B else None)(
@@ -180,7 +176,7 @@ def test_counters_never_decrease_across_a_pin_restart(silent_pair: VethPair, env
     finally:
         srv.stop()
     send_frames(p.ns_a, p.dev_a, FRAMES)  # while no tcflow runs: still counted (pinned)
-    srv = Serve("--pin", "--netns", p.ns_a, p.dev_a, env=env)
+    srv = Serve("--pin", "--netns", p.ns_a, p.dev_a, env=pin_env)
     try:
         want = RECV_B + SEND_B + SEND_B
         second = wait_for(lambda: (lambda m: m if class_from_metrics(m, p.dev_a) == want else None)(
@@ -190,17 +186,14 @@ def test_counters_never_decrease_across_a_pin_restart(silent_pair: VethPair, env
     for k, v in first.items():
         if k[0].startswith(("tcflow_ip_bytes", "tcflow_payload_bytes", "tcflow_packets", "tcflow_excluded")):
             assert second[k] >= v, k
-    assert subprocess.run([sys.executable, "-m", "tcflow", "detach", "--all"], env=env, cwd=REPO,
+    assert subprocess.run([sys.executable, "-m", "tcflow", "detach", "--all"], env=pin_env, cwd=REPO,
                           capture_output=True).returncode == 0
     assert leftovers(p.ns_a, p.dev_a, pin_dir) == []
 
 
 def chrome() -> Any:
     """Headless Chromium through Debian's chromedriver (nothing downloaded), logging the console."""
-    chromium = shutil.which("chromium")
-    driver_path = shutil.which("chromedriver")
-    if not chromium or not driver_path:
-        pytest.fail("chromium or chromedriver missing: `make setup` installs Debian's chromium and chromium-driver")
+    chromium, driver_path = require("chromium"), require("chromedriver")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -213,7 +206,7 @@ def chrome() -> Any:
     return webdriver.Chrome(service=Service(driver_path), options=opts)
 
 
-def test_dashboard_in_headless_chromium(veth_pair: VethPair, env: dict[str, str]) -> None:
+def test_dashboard_in_headless_chromium(veth_pair: VethPair, pin_env: dict[str, str]) -> None:
     """The dashboard at 1280 px and at phone width (390 px): history from the
     server (a reload starts full), stacked protocols in the plot, nice axis
     labels, a legend with current values, a tooltip, the units toggle, the
@@ -224,7 +217,7 @@ def test_dashboard_in_headless_chromium(veth_pair: VethPair, env: dict[str, str]
     from tests.support.sockets import bulk_send, udp_exchange
 
     p = veth_pair
-    srv = Serve("--netns", p.ns_a, p.dev_a, env=env)
+    srv = Serve("--netns", p.ns_a, p.dev_a, env=pin_env)
     stop = threading.Event()
 
     def traffic() -> None:  # TCP sent and UDP both ways over the veth while the page watches
@@ -319,11 +312,11 @@ def test_dashboard_in_headless_chromium(veth_pair: VethPair, env: dict[str, str]
         srv.stop()
 
 
-def test_dashboard_lists_the_busiest_flows_with_serve_flows(veth_pair: VethPair, env: dict[str, str]) -> None:
+def test_dashboard_lists_the_busiest_flows_with_serve_flows(veth_pair: VethPair, pin_env: dict[str, str]) -> None:
     from tests.support.sockets import udp_exchange
 
     p = veth_pair
-    srv = Serve("--flows", "--netns", p.ns_a, p.dev_a, env=env)
+    srv = Serve("--flows", "--netns", p.ns_a, p.dev_a, env=pin_env)
     drv = chrome()
     try:
         drv.get(srv.base + "/")
@@ -351,14 +344,14 @@ def test_dashboard_lists_the_busiest_flows_with_serve_flows(veth_pair: VethPair,
         srv.stop()
 
 
-def test_load_50_clients_200_scrapes_100_interfaces(netns: Any, env: dict[str, str]) -> None:
+def test_load_50_clients_200_scrapes_100_interfaces(make_netns: Any, pin_env: dict[str, str]) -> None:
     """Bounded load: no errors. The bench reports the p99 latency; this test asserts none.
     The clients ask for gzip, as Prometheus does."""
-    ns = netns()
+    ns = make_netns()
     names = [f"l{i}a" for i in range(100)]
     batch = "\n".join(f"link add {n} type veth peer name {n}p" for n in names) + "\n"
     subprocess.run(["ip", "-n", ns, "-batch", "-"], input=batch, text=True, check=True)
-    srv = Serve("--netns", ns, *names, env=env)
+    srv = Serve("--netns", ns, *names, env=pin_env)
     errors: list[str] = []
     lat: list[float] = []
 
@@ -395,12 +388,13 @@ def _threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
-def test_idle_slow_and_oversized_connections_do_not_starve_scrapes(silent_pair: VethPair, env: dict[str, str]) -> None:
+def test_idle_slow_and_oversized_connections_do_not_starve_scrapes(silent_pair: VethPair,
+                                                                   pin_env: dict[str, str]) -> None:
     """500 idle connections and 100 that send their headers a byte at a time,
     plus oversized heads and client resets: scrapes keep being answered, the
     thread count stays fixed, slow heads are cut off, nothing is logged."""
     p = silent_pair
-    srv = Serve("--netns", p.ns_a, p.dev_a, env=env)
+    srv = Serve("--netns", p.ns_a, p.dev_a, env=pin_env)
     socks: list[socket.socket] = []
     try:
         threads_before = _threads(srv.p.pid)

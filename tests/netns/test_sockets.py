@@ -7,7 +7,7 @@ import socket
 import pytest
 
 import tcflow
-from tcflow.sandbox import VethPair, run
+from tcflow.host.sandbox import VethPair, run
 from tests.support.counting import settle
 from tests.support.sockets import tcp_exchange, udp_exchange
 

@@ -6,7 +6,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from tcflow.sandbox import VethPair
+from tcflow.host.sandbox import VethPair
 from tests.support.frames import cases, fragmented_udp
 from tests.support.inject import send_frames
 from tests.support.reference import classify

@@ -5,11 +5,13 @@ from __future__ import annotations
 import errno
 from collections import Counter
 
-from tcflow import _libbpf, loader, netns
-from tcflow.classes import NAMES
-from tcflow.errors import TcflowError
-from tcflow.reader import read_slots
-from tcflow.slots import IFACE_F_INCLUDE_LOCAL, SlotTable
+from tcflow.bpf import libbpf, loader
+from tcflow.bpf.abi import IFACE_F_INCLUDE_LOCAL
+from tcflow.bpf.reader import read_slots
+from tcflow.engine.slots import SlotTable
+from tcflow.model.classes import NAMES
+from tcflow.model.errors import TcflowError
+from tcflow.system import netns
 from tests.support.reference import classify
 
 LOOPBACK_IFINDEX = 1  # test runs without a ctx ifindex run "on" lo
@@ -47,9 +49,9 @@ class Harness:
         self.set_flags(IFACE_F_INCLUDE_LOCAL if include_local else 0)  # and zeroes the slot
         ctx = None
         if program != "xdp" and segs > 1:
-            ctx = _libbpf.SkBuff(gso_segs=segs, gso_size=1448)
+            ctx = libbpf.SkBuff(gso_segs=segs, gso_size=1448)
         try:
-            retval, _ = _libbpf.test_run(self.dp.prog(name, self.cookie), frame, ctx=ctx)
+            retval, _ = libbpf.test_run(self.dp.prog(name, self.cookie), frame, ctx=ctx)
         except TcflowError as e:
             # For skb programs the kernel refuses a frame whose IPv4/IPv6
             # header is cut short (EINVAL) before our program runs.

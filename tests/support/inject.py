@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import socket
 
-from tcflow.netns import resolve, run_in
+from tcflow.system.netns import resolve, run_in
 
 
 def send_frames(netns_name: str, ifname: str, frames: list[bytes], expect_drops: bool = False) -> None:

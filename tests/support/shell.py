@@ -6,7 +6,7 @@ import os
 import subprocess
 from typing import Any
 
-from tcflow import kheaders
+from tcflow.bpf import kheaders
 
 # A foreign clsact program that passes everything: "someone else's filter".
 FOREIGN = r"""

@@ -6,7 +6,7 @@ import socket
 import threading
 from typing import Any, Callable
 
-from tcflow.netns import resolve, run_in
+from tcflow.system.netns import resolve, run_in
 
 
 def _sock(ns: str, family: int, kind: int) -> socket.socket:

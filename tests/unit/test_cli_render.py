@@ -6,14 +6,17 @@ import argparse
 import json
 import os
 import pathlib
+from typing import Any
 
 import pytest
 
-from tcflow.classes import CLASSES, NAMES, SEED_NAMES
-from tcflow.cli import fix_command, main, parser
-from tcflow.errors import AttachError
-from tcflow.exporters.table import header, human, render, render_all, screen
-from tcflow.snapshot import Hooks, document, make_snapshot
+from tcflow.cli.main import main
+from tcflow.cli.parser import fix_command, parser
+from tcflow.model.classes import CLASSES, NAMES, SEED_NAMES
+from tcflow.model.errors import AttachError
+from tcflow.model.snapshot import Hooks, document, make_snapshot
+from tcflow.output.table import header, human, render, render_all, screen
+from tests.support.tools import require
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
 
@@ -141,7 +144,7 @@ def test_hints_repeat_the_options_the_user_gave() -> None:
 
 
 def test_targets_group_by_namespace() -> None:
-    from tcflow.targets import Where, group
+    from tcflow.model.targets import Where, group
 
     ts = group(["veth0", "ns1/veth0", "ns2/veth0", "ns1/veth1", "pid:42/eth0"], ["ns1/tap*"], True, Where("ns9"))
     assert [(t.where, t.names, t.globs, t.follow) for t in ts] == [
@@ -155,7 +158,7 @@ def test_coalesced_calls_are_fresh_and_shared() -> None:
     import threading
     import time
 
-    from tcflow.exporters.http import Coalesced
+    from tcflow.output.http import Coalesced
 
     calls: list[float] = []
     gate = threading.Event()
@@ -189,16 +192,16 @@ def test_coalesced_calls_are_fresh_and_shared() -> None:
 def test_max_interfaces_is_bounded_by_memory_on_many_cpus(monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture) -> None:
     """The counters map is per CPU: what 2 CPUs hold easily, 256 would not."""
-    import tcflow.cli as cli
+    from tcflow.bpf import libbpf
 
-    monkeypatch.setattr(cli._libbpf, "num_possible_cpus", lambda: 256)
+    monkeypatch.setattr(libbpf, "num_possible_cpus", lambda: 256)
     assert main(["attach", "--max-interfaces", "65536", "eth9"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "MiB of counters" in err[0] and "256 CPUs" in err[0]
 
 
 def _all_parsers() -> dict[str, argparse.ArgumentParser]:
-    from tcflow.completion import subcommands
+    from tcflow.cli.completion import subcommands
 
     p = parser()
     return {"tcflow": p, **{f"tcflow {n}": sp for n, sp in subcommands(p).items()}}
@@ -211,16 +214,13 @@ def test_every_option_has_help_text() -> None:
 
 
 def test_bash_completion_knows_every_command_and_option(tmp_path: pathlib.Path) -> None:
-    import shutil
     import subprocess
 
-    from tcflow.completion import bash
+    from tcflow.cli.completion import bash
 
     script = tmp_path / "tcflow.bash"
     script.write_text(bash(parser()))
-    if shutil.which("bash") is None:
-        pytest.skip("no bash here")
-    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    assert subprocess.run([require("bash"), "-n", str(script)]).returncode == 0
 
     def complete(*words: str) -> list[str]:
         line = " ".join(f'"{w}"' for w in words)
@@ -259,3 +259,21 @@ def test_the_live_screen_fits_80x24_with_50_interfaces_busiest_first() -> None:
     assert lines[3].startswith("ns1/veth49") and lines[4].startswith("ns1/veth48")  # busiest first
     assert "bit/s" in lines[3] and any("more, quieter" in ln for ln in lines)
     assert lines[-1] == notices[0]  # notices stay visible at the bottom
+
+
+@pytest.mark.parametrize("cli, library", [
+    (["attach", "--flows", "--pin", "eth9"], {"flows": True, "pin": True}),
+    (["attach", "--max-interfaces", "65536", "eth9"], {"max_interfaces": 65536}),
+])
+def test_monitor_users_get_the_cli_s_errors(cli: list[str], library: dict[str, Any], capsys: pytest.CaptureFixture,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """One Settings, checked where it is built: the library refuses what the CLI refuses, in the same words."""
+    import tcflow
+    from tcflow.bpf import libbpf
+
+    monkeypatch.setattr(libbpf, "num_possible_cpus", lambda: 256)
+    assert main(cli) == 2
+    err = capsys.readouterr().err.strip()
+    with pytest.raises(tcflow.TcflowError) as e:
+        tcflow.Monitor(["eth9"], **library)
+    assert err == f"tcflow: error: {e.value.render(lambda words: 'tcflow ' + ' '.join(words))}"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tcflow import containers
+from tcflow.containers import oci
 
 A, B, C, D = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
 
@@ -94,7 +95,7 @@ def test_a_pod_is_one_entry_that_names_every_container(host: Path, monkeypatch: 
         _proc(host, pid, f"0::/kubepods.slice/kubepods-burstable.slice/kubepods-pod1.slice/"
               f"cri-containerd-{cid}.scope\n", "ns-pod")
     os.chmod(state, 0o700)
-    monkeypatch.setattr(containers, "CONTAINERD_STATE", str(state))
+    monkeypatch.setattr(oci, "CONTAINERD_STATE", str(state))
     groups = containers.scan(str(host / "proc"))
     assert len(groups) == 1
     g = groups[0]
@@ -168,10 +169,10 @@ def test_a_host_network_container_is_known_by_tcflows_own_namespace_when_inits_i
 def test_a_rename_says_whether_the_link_is_up() -> None:
     """The agent takes a container interface's new name only when it is up (the
     runtime naming it eth0), never when it is down (the runtime taking it away)."""
-    from tcflow.links import Link, diff
-    from tcflow.netns import Netns
+    from tcflow.host.interfaces import Interface, diff
+    from tcflow.system.netns import Netns
 
     ns = Netns("c", "/proc/1/ns/net", 1, 1)
-    held = [Link("veth72e9668", 5, ns, "veth")]
+    held = [Interface("veth72e9668", 5, ns, "veth")]
     assert diff(held, [(5, "eth0", "veth", True, 4)], ns, ["*"], True).renamed == [(held[0], "eth0", True)]
     assert diff(held, [(5, "eth0", "veth", False, 4)], ns, ["*"], True).renamed == [(held[0], "eth0", False)]

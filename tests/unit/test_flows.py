@@ -7,10 +7,11 @@ import ipaddress
 import struct
 from typing import Any
 
-from tcflow.classes import NAMES
-from tcflow.exporters import flowtable
-from tcflow.flows import Counts, SlotFlows, decode, unattributed
-from tcflow.snapshot import Hooks, make_snapshot
+from tcflow.engine.flows import decode
+from tcflow.model.classes import NAMES
+from tcflow.model.flows import Counts, SlotFlows, unattributed
+from tcflow.model.snapshot import Hooks, make_snapshot
+from tcflow.output import top as flowtable
 
 
 def key(slot: int, proto: int, a: str, b: str, pa: bytes = b"\0\0", pb: bytes = b"\0\0") -> bytes:

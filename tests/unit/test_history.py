@@ -1,4 +1,4 @@
-"""The dashboard's history (tcflow/exporters/history.py): exact rates from
+"""The dashboard's history (tcflow/output/history.py): exact rates from
 cumulative counters, a ring that wraps, a bound on interfaces that leaves the
 sum over all of them whole, and nothing negative after a re-attach."""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from typing import Optional
 
-from tcflow.classes import NAMES
-from tcflow.exporters import history as h
-from tcflow.snapshot import Hooks, Snapshot, make_snapshot
+from tcflow.model.classes import NAMES
+from tcflow.model.snapshot import Hooks, Snapshot, make_snapshot
+from tcflow.output import history as h
 
 
 def snap(t: float, counts: dict[str, dict[str, int]], container: Optional[dict[str, str]] = None) -> Snapshot:

@@ -11,12 +11,13 @@ from collections import Counter
 
 import pytest
 
-from tcflow import build, classes
-from tcflow.build import SOURCE
-from tcflow.errors import DependencyError
-from tcflow.kheaders import locate
-from tcflow.reader import VALUE_SIZE, WORDS_PER_SLOT, sum_percpu
-from tcflow.snapshot import Hooks, make_snapshot
+from tcflow.bpf import build
+from tcflow.bpf.build import SOURCE
+from tcflow.bpf.kheaders import locate
+from tcflow.bpf.reader import VALUE_SIZE, WORDS_PER_SLOT, sum_percpu
+from tcflow.model import classes
+from tcflow.model.errors import DependencyError
+from tcflow.model.snapshot import Hooks, make_snapshot
 from tests.support.frames import cases
 from tests.support.reference import classify
 
@@ -54,14 +55,14 @@ def test_c_takes_every_index_from_the_class_table() -> None:
 
 
 def test_no_second_list_of_the_classes() -> None:
-    """classes.py is the only list: no other source file names six or more
+    """model/classes.py is the only list: no other source file names six or more
     classes within five lines (test expectations name a few at a time)."""
     pat = re.compile(r"\b(" + "|".join(classes.NAMES) + r")\b")
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
                            text=True, check=True).stdout.split()
     offenders = []
     for f in files:
-        if f == "tcflow/classes.py" or f.startswith("docs/") or not f.endswith(SOURCE_ENDINGS) \
+        if f == "tcflow/model/classes.py" or f.startswith("docs/") or not f.endswith(SOURCE_ENDINGS) \
                 or not os.path.isfile(os.path.join(REPO, f)):
             continue
         lines = open(os.path.join(REPO, f), errors="replace").read().splitlines()
@@ -219,7 +220,7 @@ def test_hostile_generator_reaches_every_outcome() -> None:
 
 @pytest.mark.parametrize("raw", [b"veth0", b"\xff\xfe", b"e\x1b[31mx", "café".encode(), b"a\\b", b"tab\tx", b"\\xff"])
 def test_names_are_shown_printable_and_read_back_exactly(raw: bytes) -> None:
-    from tcflow.names import from_kernel, parse, printable, shown
+    from tcflow.model.names import from_kernel, parse, printable, shown
 
     name = from_kernel(raw)
     text = shown(name)

@@ -1,0 +1,2 @@
+"""The command line: parse (parser.py), call one module per command, render.
+The entry point is tcflow.cli.main:main."""

@@ -1,0 +1,75 @@
+"""`tcflow serve`: attach, then serve /traffic, /metrics, /history and the
+dashboard until stopped (tcflow/output/http/)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from tcflow.bpf import libbpf
+from tcflow.cli.parser import settings_of
+from tcflow.cli.screen import Exit, attached_line, left_pinned, note
+from tcflow.engine import loop
+from tcflow.engine.agent import Agent
+from tcflow.engine.doctor import require_root
+from tcflow.model.errors import InterfaceError, TcflowError, UsageError
+from tcflow.output.history import STEP_S, History
+from tcflow.output.http import Source, is_loopback, make_server
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """HOST:PORT, [IPV6]:PORT -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--listen {text} is not HOST:PORT", hint="e.g. --listen 127.0.0.1:8080")
+    return host, int(port)
+
+
+def run(args: argparse.Namespace) -> int:
+    host, port = parse_listen(args.listen)
+    settings, targets = settings_of(args)
+    agent = Agent(settings)
+    require_root()
+    history = History()
+    if args.metrics_top_flows and not args.flows:
+        raise UsageError("--metrics-top-flows needs --flows", hint="add --flows")
+    agent.flows_top = max(agent.flows_top, args.metrics_top_flows)
+    source = Source(agent.snapshot, agent.program_stats, agent.health, history, args.metrics_top_flows)
+
+    def record() -> bool:  # the dashboard's history: one point a step
+        history.record(source.snapshot())
+        return True
+
+    try:
+        server = make_server(host, port, source)
+    except OSError as e:
+        raise InterfaceError(f"cannot listen on {host}:{port}: {e.strerror}",
+                             hint="choose another port with --listen HOST:PORT") from None
+    stats_fd = -1
+    serving = False
+    try:
+        with loop.started(agent, targets, note) as sig:
+            try:
+                try:
+                    stats_fd = libbpf.enable_stats()
+                except TcflowError as e:
+                    note(f"BPF run-time statistics unavailable ({e}); /metrics leaves out tcflow's own cost")
+                server.start()
+                serving = True
+                shown = f"[{host}]" if ":" in host else host
+                if not is_loopback(host):
+                    note(f"listening on {shown}:{port}, reachable from other hosts (read-only endpoints)")
+                note(f"attached to {attached_line(agent)}; serving http://{shown}:{port}/ "
+                     "(/traffic, /metrics, /healthz); Ctrl-C stops")
+                record()
+                loop.run(agent, sig, STEP_S, record, lambda: source.lock, note)
+                return Exit.OK
+            finally:  # before the agent closes: no request reads a closed agent
+                server.close()
+                if stats_fd >= 0:
+                    os.close(stats_fd)  # the kernel goes back to its previous setting
+    finally:
+        server.close()  # also when the start failed (closing twice is harmless)
+        if args.pin and serving:
+            left_pinned(args, agent)

@@ -1,0 +1,138 @@
+"""`tcflow status --containers`: every container, its interfaces, the host-side
+veth of each (found by the peer ifindex netlink reports), and whether tcflow
+counts it. Plain netlink reads; the containers come from tcflow.containers.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+from tcflow import containers
+from tcflow.host import hooks as _hooks
+from tcflow.model.names import from_kernel, shown
+from tcflow.system.netns import Netns, all_namespaces, cookie_of, cookie_of_current
+
+
+def _links(ipr: Any) -> list[dict[str, Any]]:
+    """Every link: ifindex, name, kind, and for a veth the peer's ifindex (IFLA_LINK)."""
+    out = []
+    for msg in ipr.get_links():
+        info = msg.get_attr("IFLA_LINKINFO")
+        kind = (info.get_attr("IFLA_INFO_KIND") or "") if info is not None else ""
+        out.append({"ifindex": msg["index"], "name": from_kernel(msg.get_attr("IFLA_IFNAME")), "kind": kind,
+                    "peer": msg.get_attr("IFLA_LINK"), "peer_netnsid": msg.get_attr("IFLA_LINK_NETNSID")})
+    return out
+
+
+def host_peers(skip: set[int]) -> dict[int, list[dict[str, Any]]]:
+    """Veths outside the containers, by ifindex: the host's own first, then
+    those of other namespaces (a runtime may keep its bridge in one). An
+    ifindex repeats across namespaces, so each entry is a list; a match is
+    confirmed by the peer pointing back."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    for label, path, inode in all_namespaces():
+        if inode in skip:
+            continue
+        cookie = cookie_of_current() if not label else cookie_of(path)
+        if cookie is None:
+            continue
+        try:
+            ipr = _hooks.ipr_for(Netns(label, path, inode, cookie))
+        except Exception:
+            continue
+        try:
+            for iface in _links(ipr):
+                if iface["kind"] == "veth":
+                    out.setdefault(iface["ifindex"], []).append({**iface, "netns": label})
+        finally:
+            ipr.close()
+    return out
+
+
+def collect(proc: str = "/proc") -> dict[str, Any]:
+    found = containers.scan(proc)
+    host = host_peers({g.inode for g in found if not g.host_network})
+    rows = []
+    for g in found:
+        row: dict[str, Any] = {"name": g.label, "host_network": g.host_network, "pid": g.pid,
+                               "netns_inode": g.inode, **g.labels(), "interfaces": []}
+        if not g.host_network:
+            row["interfaces"] = _interfaces(g, host, proc)
+        rows.append(row)
+    return {"containers": rows}
+
+
+def _interfaces(g: containers.Group, host: dict[int, list[dict[str, Any]]], proc: str) -> list[dict[str, Any]]:
+    path = f"{proc}/{g.pid}/ns/net"
+    cookie = cookie_of(path)
+    if cookie is None:
+        return []  # gone since the scan
+    ipr = _hooks.ipr_for(Netns(g.label, path, g.inode, cookie))
+    try:
+        out = []
+        for iface in _links(ipr):
+            if iface["name"] == "lo":
+                continue
+            found = _hooks.tcflow_hooks(ipr, iface["ifindex"])
+            host_side: Optional[str] = None
+            if iface["kind"] == "veth":
+                for peer in host.get(iface["peer"], []):
+                    if peer["peer"] == iface["ifindex"]:
+                        host_side = f"{peer['netns']}/{peer['name']}" if peer["netns"] else peer["name"]
+                        break
+            out.append({"interface": shown(iface["name"]), "ifindex": iface["ifindex"],
+                        "kind": iface["kind"] or "device",
+                        "peer_ifindex": iface["peer"] if iface["kind"] == "veth" else None,
+                        "host_side": shown(host_side) if host_side else None,
+                        "counted": bool(found["tc_egress"] and (found["xdp"] or found["tc_ingress"]))})
+        return out
+    finally:
+        ipr.close()
+
+
+class PeerMap:
+    """Host-side veths -> the container at their other end, for users who
+    count the host side (`--match 'veth*'`): their JSON entries and metric
+    labels then name the container too. Built from a container scan and one
+    link dump per container namespace; rebuilt at most every ``ttl`` seconds,
+    and only when a veth not yet known is asked about."""
+
+    def __init__(self, ttl: float = 5.0, proc: str = "/proc"):
+        self.ttl, self.proc = ttl, proc
+        self._by_pair: dict[tuple[int, int], containers.Group] = {}  # (host ifindex, container ifindex)
+        self._at = -1e9
+
+    def _refresh(self) -> None:
+        out: dict[tuple[int, int], containers.Group] = {}
+        for g in containers.scan(self.proc):
+            if g.host_network:
+                continue
+            path = f"{self.proc}/{g.pid}/ns/net"
+            cookie = cookie_of(path)
+            if cookie is None:
+                continue
+            try:
+                ipr = _hooks.ipr_for(Netns(g.label, path, g.inode, cookie))
+            except Exception:
+                continue
+            try:
+                for iface in _links(ipr):
+                    if iface["kind"] == "veth" and iface["peer"]:
+                        out[(iface["peer"], iface["ifindex"])] = g
+            except Exception:
+                continue
+            finally:
+                ipr.close()
+        self._by_pair = out
+        self._at = time.monotonic()
+
+    def container_of(self, ifindex: int, peer: Optional[int]) -> Optional[containers.Group]:
+        """The container whose veth is the other end of (``ifindex``, ``peer``)."""
+        if not peer:
+            return None
+        g = self._by_pair.get((ifindex, peer))
+        if g is None and time.monotonic() - self._at >= self.ttl:
+            self._refresh()
+            g = self._by_pair.get((ifindex, peer))
+        return g

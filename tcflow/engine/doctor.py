@@ -1,0 +1,244 @@
+"""`tcflow doctor`: check what tcflow needs, and say how to fix what fails.
+
+Each check is a function returning a Check. Nothing here touches a real
+interface: clsact and XDP are tried on the loopback of a throwaway network
+namespace that exists only for the thread that made it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from tcflow.bpf import build, kheaders, libbpf
+from tcflow.bpf.abi import BPF_MAP_TYPE_ARRAY
+from tcflow.bpf.loader import PROG_XDP, PROGRAMS, Datapath
+from tcflow.host.pins import BPFFS, is_bpffs
+from tcflow.model.errors import PermissionError_, TcflowError
+from tcflow.system.netns import cookie_of_current, run_in_scratch
+from tcflow.system.safepath import trusted_dir
+
+CAP_NET_ADMIN = 12
+CAP_SYS_ADMIN = 21
+CAP_BPF = 39
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True
+
+
+def effective_caps() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def missing_caps() -> list[str]:
+    """The capabilities tcflow needs and this process lacks (empty for root)."""
+    caps = effective_caps()
+    missing = []
+    if not caps & (1 << CAP_NET_ADMIN):
+        missing.append("CAP_NET_ADMIN")
+    if not caps & ((1 << CAP_BPF) | (1 << CAP_SYS_ADMIN)):
+        missing.append("CAP_BPF")
+    if not caps & (1 << CAP_SYS_ADMIN):
+        missing.append("CAP_SYS_ADMIN")  # setns() into other namespaces, mounting bpffs
+    return missing
+
+
+def require_root() -> None:
+    missing = missing_caps()
+    if missing:
+        raise PermissionError_(f"tcflow needs root (missing {', '.join(missing)})",
+                               hint="run it with sudo")
+
+
+def check_root() -> Check:
+    missing = missing_caps()
+    if not missing:
+        return Check("root and capabilities", True, f"uid {os.geteuid()}, CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN")
+    return Check("root and capabilities", False, "missing " + ", ".join(missing), "run tcflow with sudo")
+
+
+def check_bpf_syscall() -> Check:
+    try:
+        lb = libbpf.lib()
+    except Exception as e:
+        return Check("bpf() system call", False, str(e), "apt-get install libbpf1")
+    lb.bpf_map_create.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32,
+                                  ctypes.c_uint32, ctypes.c_void_p]
+    fd = lb.bpf_map_create(BPF_MAP_TYPE_ARRAY, b"tcflow_doctor", 4, 8, 1, None)
+    if fd < 0:
+        err = ctypes.get_errno()
+        fix = ("run tcflow with sudo" if err == 1 else
+               "the kernel needs CONFIG_BPF_SYSCALL; check kernel.unprivileged_bpf_disabled only if not root")
+        return Check("bpf() system call", False, f"creating a map failed: {os.strerror(err)}", fix)
+    os.close(fd)
+    jit = _read("/proc/sys/net/core/bpf_jit_enable")
+    return Check("bpf() system call", True, f"maps can be created; JIT {'on' if jit == '1' else 'off (' + jit + ')'}")
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def check_bcc() -> Check:
+    try:
+        import bcc  # noqa: F401
+    except ImportError as e:
+        return Check("bcc Python bindings", False, f"import bcc failed: {e}",
+                     "apt-get install python3-bpfcc, and run tcflow from a Python that sees Debian's "
+                     "dist-packages (`make setup` builds .venv that way)")
+    version = getattr(bcc, "__version__", "?")
+    return Check("bcc Python bindings", True, f"bcc {version} from {os.path.dirname(bcc.__file__)}")
+
+
+def check_headers() -> Check:
+    try:
+        h = kheaders.locate()
+    except TcflowError as e:
+        return Check("kernel headers", False, e.message, e.hint or "")
+    text = {"env": "BCC_KERNEL_SOURCE", "modules": "headers of the running kernel",
+            "kheaders": "the kernel's own /sys/kernel/kheaders.tar.xz",
+            "fallback": "fallback"}[h.source]
+    detail = f"{text}: {h.path}" + (f" ({h.note})" if h.note else "")
+    return Check("kernel headers", True, detail)
+
+
+def check_cache() -> Check:
+    """What the next start will find: a cached image for this kernel, bcc and source, or none."""
+    name = "compiled-program cache"
+    try:
+        key = build.cache_key(kheaders.locate())
+        if not trusted_dir(build.cache_dir(), TcflowError):
+            return Check(name, True, f"empty ({build.cache_dir()}): the first start compiles", required=False)
+    except TcflowError as e:
+        return Check(name, False, e.message, e.hint or "", required=False)
+    path = os.path.join(build.cache_dir(), key + ".json")
+    others = [n for n in os.listdir(build.cache_dir()) if n.endswith(".json") and n != key + ".json"]
+    stale = f"; {len(others)} entr{'y' if len(others) == 1 else 'ies'} of other kernels or versions" if others else ""
+    if not os.path.exists(path):
+        return Check(name, True, f"no entry for this kernel, bcc and source in {build.cache_dir()}: the next "
+                     f"start compiles{stale}", required=False)
+    st = os.stat(path)
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(st.st_mtime))
+    return Check(name, True, f"{path} ({st.st_size // 1024} KiB, written {when}): starts load it without "
+                 f"bcc{stale}", required=False)
+
+
+def check_compile() -> tuple[Check, Optional[Datapath]]:
+    """Compile afresh, and load all three programs (the verifier runs): the Datapath for check_xdp."""
+    name = "compile and verify tcflow's programs"
+    try:
+        dp = Datapath(use_cache=False)
+        cookie = cookie_of_current()
+        for prog in PROGRAMS:
+            dp.prog(prog, cookie)
+    except TcflowError as e:
+        return Check(name, False, e.message, e.hint or "run with --debug"), None
+    return Check(name, True, "bcc compiled xdp_tc.c (in a child process); the verifier took all three; "
+                 "cached for later starts"), dp
+
+
+def _in_scratch_netns(fn: Callable[[], Optional[str]]) -> Optional[str]:
+    """fn's answer, run inside a throwaway network namespace; errors become text."""
+    try:
+        return run_in_scratch(fn)
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+
+
+def check_clsact() -> Check:
+    def probe() -> Optional[str]:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            lo = ipr.link_lookup(ifname="lo")[0]
+            ipr.tc("add", "clsact", lo)
+            ipr.tc("del", "clsact", lo)
+        return None
+
+    err = _in_scratch_netns(probe)
+    if err:
+        return Check("clsact qdisc", False, err, "the kernel needs CONFIG_NET_SCH_INGRESS and CONFIG_NET_CLS_BPF")
+    return Check("clsact qdisc", True, "added and removed on the loopback of a scratch namespace")
+
+
+def check_xdp(dp: Datapath) -> Check:
+    def probe() -> Optional[str]:
+        from pyroute2 import IPRoute
+
+        fd = dp.prog(PROG_XDP, cookie_of_current())
+        with IPRoute() as ipr:
+            lo = ipr.link_lookup(ifname="lo")[0]
+            ipr.link("set", index=lo, xdp={"attrs": [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", 1 << 1)]})
+            ipr.link("set", index=lo, xdp={"attrs": [("IFLA_XDP_FD", -1), ("IFLA_XDP_FLAGS", 1 << 1)]})
+        return None
+
+    err = _in_scratch_netns(probe)
+    if err:
+        return Check("XDP", False, err, "count recv with --ingress tc; XDP needs Linux 4.8 or newer")
+    return Check("XDP", True, "generic XDP attached and removed on a scratch loopback; native depends on the driver")
+
+
+def check_bpffs() -> Check:
+    if is_bpffs(BPFFS):
+        return Check("bpffs (for --pin)", True, f"mounted at {BPFFS}", required=False)
+    return Check("bpffs (for --pin)", False, f"not mounted at {BPFFS}; --pin would mount it",
+                 f"mount -t bpf bpf {BPFFS}", required=False)
+
+
+def check_btf() -> Check:
+    ok = os.path.exists("/sys/kernel/btf/vmlinux")
+    state = "present" if ok else "absent; tcflow does not need it"
+    return Check("kernel BTF", ok, f"/sys/kernel/btf/vmlinux {state}",
+                 required=False)
+
+
+def run_checks() -> list[Check]:
+    checks = [check_root(), check_bpf_syscall(), check_bcc(), check_headers(), check_btf(), check_bpffs(),
+              check_cache()]
+    have_basics = checks[0].ok and checks[2].ok and checks[3].ok
+    dp = None
+    if have_basics:
+        compiled, dp = check_compile()
+        checks.append(compiled)
+    try:
+        if checks[0].ok:
+            checks.append(check_clsact())
+            if dp is not None:
+                checks.append(check_xdp(dp))
+    finally:
+        if dp is not None:
+            dp.close()
+    return checks
+
+
+def report(checks: list[Check]) -> tuple[str, bool]:
+    lines = [f"tcflow doctor: kernel {platform.release()}, {os.cpu_count()} CPUs"]
+    for c in checks:
+        mark = "ok  " if c.ok else ("FAIL" if c.required else "warn")
+        lines.append(f"  [{mark}] {c.name}: {c.detail}")
+        if not c.ok and c.fix:
+            lines.append(f"         fix: {c.fix}")
+    ok = all(c.ok for c in checks if c.required)
+    skipped = not (checks[0].ok and any(c.name.startswith("compile") for c in checks))
+    if skipped and ok:
+        ok = False
+    lines.append("all required checks passed" if ok else "some checks failed or could not run: see the fixes above")
+    return "\n".join(lines), ok

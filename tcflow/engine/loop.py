@@ -1,0 +1,150 @@
+"""The scheduler: when an agent looks at what changed, and when its owner's
+``tick`` runs. attach, serve, top and Monitor users share it; the CLI only
+says what a tick does (print a table, record a point).
+
+One select() waits on: the signal pipe, every watched namespace's link
+events, and (--containers) the inotify fd that turns readable when a
+runtime makes a namespace file. Timers: the container scan (every quarter
+second, every 10 ms for 2 s after a namespace file appeared), the flow tick
+(rates and eviction, once a second) and the caller's tick.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import select
+import signal
+import time
+from typing import Any, Callable, ContextManager, Iterable, Iterator
+
+from tcflow.engine.agent import Agent
+from tcflow.model.errors import InterfaceError
+from tcflow.model.targets import Target
+
+CONTAINER_SCAN_S = 0.25  # --containers: how often /proc is scanned for new containers
+BURST_S, BURST_EVERY_S = 2.0, 0.01  # after a namespace file appeared: scan every 10 ms for 2 s
+FLOW_TICK_S = 1.0  # --flows: rates and eviction, once a second
+
+
+class Signals:
+    """SIGINT/SIGTERM/SIGHUP: raise KeyboardInterrupt while attaching (before
+    ``looping``), then only stop the loop, which wakes at once."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.looping = False
+        self.rfd, self.wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.saved: dict[int, Any] = {}
+
+    def __enter__(self) -> "Signals":
+        self.pid = os.getpid()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            self.saved[sig] = signal.signal(sig, self._on)
+        self.saved_wakeup = signal.set_wakeup_fd(self.wfd)
+        return self
+
+    def _on(self, signum: int, frame: object) -> None:
+        if os.getpid() != self.pid:
+            # a forked child (a library's helper process) inherited this
+            # handler: it must die as by default, never unwind into tcflow
+            os._exit(128 + signum)
+        self.stop = True
+        if not self.looping:
+            raise KeyboardInterrupt
+
+    def drain(self) -> None:
+        try:
+            os.read(self.rfd, 512)
+        except BlockingIOError:
+            pass
+
+    def __exit__(self, *exc: Any) -> None:
+        signal.set_wakeup_fd(self.saved_wakeup)
+        for sig, h in self.saved.items():
+            signal.signal(sig, h)
+        os.close(self.rfd)
+        os.close(self.wfd)
+
+
+@contextlib.contextmanager
+def started(agent: Agent, targets: Iterable[Target], sink: Callable[[str], None]) -> Iterator[Signals]:
+    """Signals handled (one during the start interrupts it), the agent started
+    and its first notices out; from then on a signal only stops the loop.
+    The agent is closed at the end, whatever happens."""
+    with Signals() as sig:
+        agent.start(targets)
+        try:
+            flush_notices(agent, sink)
+            sig.looping = True
+            yield sig
+        finally:
+            agent.close()
+
+
+def flush_notices(agent: Agent, sink: Callable[[str], None]) -> None:
+    for text in agent.notices:
+        sink(text)
+    agent.notices.clear()
+
+
+def run(agent: Agent, sig: Signals, interval: float, tick: Callable[[], bool],
+        guard: Callable[[], ContextManager[Any]], sink: Callable[[str], None]) -> None:
+    """Until a signal (or ``tick`` returns False): follow interface changes in
+    every namespace, let go of deleted namespaces, apply container discovery,
+    call ``tick`` every ``interval``. ``guard`` is held while the agent
+    changes (readers take it too); notices go to ``sink``."""
+    following = agent.following()
+    containers = agent.discovery
+    now = time.monotonic()
+    due = now + interval
+    scan_due = now + CONTAINER_SCAN_S if containers is not None else math.inf
+    flows_due = now + FLOW_TICK_S if agent.flows is not None else math.inf
+    burst_until = 0.0
+    files = containers.namespace_files.fd if containers is not None and containers.namespace_files.fd >= 0 else None
+    while not sig.stop:
+        fds = agent.event_fds()
+        wake = min(due, scan_due, flows_due)
+        ready, _, _ = select.select([sig.rfd, *fds, *([files] if files is not None else [])], [], [],
+                                    max(0.0, wake - time.monotonic()))
+        if sig.rfd in ready:
+            sig.drain()
+        if sig.stop:
+            break
+        if files is not None and files in ready:
+            assert containers is not None
+            containers.namespace_files.drain()
+            burst_until = time.monotonic() + BURST_S
+            scan_due = time.monotonic()
+        with guard():
+            for fd in ready:
+                if fd in fds:
+                    agent.sync(fds[fd])
+            lost = agent.unwatch_deleted()
+            if time.monotonic() >= scan_due:
+                agent.discover()
+                now = time.monotonic()
+                scan_due = now + (BURST_EVERY_S if now < burst_until else CONTAINER_SCAN_S)
+        if containers is not None:
+            agent.load_spare_set()
+            lost = []  # containers come and go: that is no news
+        if time.monotonic() >= flows_due:
+            with guard():
+                agent.tick_flows()
+            flows_due = max(flows_due + FLOW_TICK_S, time.monotonic())
+        for label in lost:
+            agent.notices.append(f"network namespace {label} was deleted; tcflow let it go")
+        flush_notices(agent, sink)
+        if lost and not agent.watches and containers is None:
+            raise InterfaceError("the network namespace was deleted", netns=", ".join(lost),
+                                 hint="tcflow detached and let it go; attach again in a new namespace")
+        if not agent.interfaces() and not following:
+            raise InterfaceError("every attached interface is gone", hint="attach again, or use --match "
+                                 "with --follow to wait for interfaces to appear")
+        if time.monotonic() >= due:
+            if not tick():
+                break
+            due += interval
+            if due < time.monotonic():  # fell behind (suspended?): do not burst
+                due = time.monotonic() + interval

@@ -1,0 +1,172 @@
+"""Namespaces and interfaces that come and go while an agent runs: link
+events in every watched namespace, namespaces that were deleted, container
+namespaces that discovery planned, and programs verified ahead for the next
+one. The Agent (agent.py) is built on this; the loop (loop.py) calls it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, ContextManager, Optional
+
+from tcflow.bpf.loader import Datapath
+from tcflow.containers.discovery import Discovery
+from tcflow.engine.binding import Binder
+from tcflow.engine.slots import SlotTable
+from tcflow.engine.watch import Watch
+from tcflow.host import journal
+from tcflow.host.interfaces import Interface, diff
+
+
+class NamespaceEvents:
+    """The Agent's half that follows changes. What it needs of the Agent is
+    declared here; the Agent provides it."""
+
+    watches: dict[int, Watch]
+    dp: Optional[Datapath]
+    slots: Optional[SlotTable]
+    binder: Optional[Binder]
+    discovery: Optional[Discovery]
+    notices: list[str]
+    attach_errors: int
+    _spare_loader: Optional[threading.Thread]
+
+    def _lock(self) -> ContextManager[Any]:
+        raise NotImplementedError
+
+    def _release(self, watch: Watch, iface: Interface, detach: bool) -> list[Exception]:
+        raise NotImplementedError
+
+    def _carry(self, iface: Interface) -> None:
+        raise NotImplementedError
+
+    def event_fds(self) -> dict[int, Watch]:
+        """Netlink sockets readable on link changes, one per namespace. A
+        namespace that went before its socket was made has none: unwatch_deleted()
+        lets it go."""
+        out = {}
+        for w in self.watches.values():
+            try:
+                out[w.events_fd()] = w
+            except OSError:
+                continue
+        return out
+
+    def following(self) -> bool:
+        """True if interfaces may come later: --containers, or --follow somewhere."""
+        return self.discovery is not None or any(w.follow for w in self.watches.values())
+
+    def sync(self, watch: Watch) -> None:
+        """Forget interfaces that are gone (their counters go with them);
+        with follow, attach new matches. Errors attaching a new interface
+        become notices: the others keep being counted."""
+        watch.drain()
+        d = diff(watch.interfaces.values(), watch.present(), watch.ns, watch.globs, watch.follow)
+        binder = self.binder
+        assert binder is not None and self.slots is not None
+        container = self.discovery is not None and self.discovery.identity(watch.ns.cookie) is not None
+        with self._lock(), self.slots.batch():
+            for iface in d.gone:
+                watch.interfaces.pop(iface.ifindex, None)
+                self._carry(iface)
+                binder.release(None, iface, detach=False, forget=True)
+                journal.forget(iface.netns.cookie, iface.ifindex)  # its qdisc went with it
+                if not container:  # containers come and go: no news
+                    self.notices.append(f"{iface.key} disappeared; its counters are no longer reported")
+            for iface, name, up in d.renamed:
+                if not container:
+                    iface.ifname = name  # same device, same counters
+                elif up:
+                    # A container's interface, renamed and up: the runtime named it
+                    # (vethXXX -> eth0, seen up under the first name when the scan
+                    # found the container early). A rename of one that is down is
+                    # the runtime taking it away as the container stops (eth0 ->
+                    # vethXXX): it keeps the name it was counted as.
+                    iface.ifname = iface.attachment.bound_as = name
+            for iface in d.new:
+                self._bind_new(watch, iface)
+
+    def _bind_new(self, watch: Watch, iface: Interface) -> None:
+        assert self.binder is not None
+        watch.interfaces[iface.ifindex] = iface
+        try:
+            self.binder.bind(watch.ipr, iface, self.notices)
+        except Exception as e:
+            self._release(watch, iface, detach=True)
+            self.attach_errors += 1
+            self.notices.append(f"could not attach {iface.key}: {e}")
+
+    def unwatch_deleted(self) -> list[str]:
+        """Let go of namespaces that were deleted; their labels."""
+        gone = [w for w in self.watches.values() if not w.alive()]
+        for watch in gone:
+            self.unwatch(watch)
+        return [w.ns.label for w in gone]
+
+    def unwatch(self, watch: Watch) -> None:
+        """Stop watching one namespace: its interfaces released (a container's
+        final counts carried), its sockets and programs closed."""
+        with self._lock():
+            for iface in list(watch.interfaces.values()):
+                self._release(watch, iface, detach=True)
+        watch.close()
+        self.watches.pop(watch.ns.cookie, None)
+        if self.discovery is not None:
+            self.discovery.forget(watch.ns.cookie)
+        if self.dp is not None:
+            self.dp.release(watch.ns.cookie)
+
+    def discover(self) -> int:
+        """--containers: apply discovery's plan; how many namespaces it added."""
+        if self.discovery is None or self.binder is None:
+            return 0
+        with self._lock():
+            return self._discover()
+
+    def _discover(self) -> int:
+        assert self.discovery is not None and self.slots is not None
+        plan = self.discovery.plan({cookie: w.ns for cookie, w in self.watches.items()})
+        for cookie in plan.ended:  # first: their final counts are carried before the new lives count
+            if cookie in self.watches:
+                self.unwatch(self.watches[cookie])
+        for ns, _group in plan.new:
+            try:
+                watch = Watch(ns)
+            except Exception:
+                self.discovery.forget(ns.cookie)  # the container went while we looked
+                continue
+            watch.globs, watch.follow = ["*"], True
+            self.watches[ns.cookie] = watch
+            try:
+                # Listen first, then list: an interface that comes up in between is
+                # an event, not missed. Interfaces still down wait for that
+                # event: the runtime has not named (eth0) and raised them yet.
+                watch.events_fd()
+                found = watch.plan((), tuple(watch.globs), True, up_only=True)
+            except Exception as e:  # the container went while we looked: the next unwatch_deleted() lets it go
+                self.notices.append(f"could not watch container {watch.ns.label}: {e}")
+                continue
+            with self.slots.batch():
+                for iface in found:
+                    self._bind_new(watch, iface)
+        return len(plan.new)
+
+    def load_spare_set(self) -> None:
+        """--containers: keep a set of programs verified ahead for the next
+        container's namespace, so that it is counted from its first packet.
+        The verifier runs in a thread of its own (about 60 ms): the loop goes
+        on attaching and serving meanwhile. Programs only, no pins: no pin lock."""
+        dp = self.dp
+        if self.discovery is None or dp is None or (self._spare_loader is not None and self._spare_loader.is_alive()):
+            return
+        if dp.spare_sets():
+            return
+
+        def run() -> None:
+            try:
+                dp.load_spare_sets()
+            except Exception as e:  # the next container then loads its own, a little later
+                self.notices.append(f"could not load programs ahead for new containers: {e}")
+
+        self._spare_loader = threading.Thread(target=run, name="tcflow-spare-loader", daemon=True)
+        self._spare_loader.start()

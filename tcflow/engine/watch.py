@@ -1,0 +1,106 @@
+"""One watched network namespace: its netlink handles, its links, its targets."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from typing import Any, Optional
+
+from tcflow.host import hooks
+from tcflow.host.interfaces import Interface, Present, list_interfaces, lookup, matching
+from tcflow.model.errors import InterfaceError
+from tcflow.system.netns import Netns, run_in
+
+RTMGRP_LINK = 1
+EVENT_RCVBUF = 1 << 20  # fewer overruns under churn; an overrun is harmless (see drain)
+MAX_DRAIN = 4096
+
+
+class Watch:
+    """Interfaces tcflow counts in one namespace, and how it learns of changes.
+
+    tcflow's own netlink sockets would keep a deleted namespace alive, so
+    ``alive()`` checks the name (or process) the user gave, and the owner
+    closes the Watch once it is gone, which lets the namespace go.
+    """
+
+    def __init__(self, ns: Netns):
+        self.ns = ns
+        self.names: list[str] = []
+        self.globs: list[str] = []
+        self.follow = False
+        self.interfaces: dict[int, Interface] = {}  # ifindex -> Interface
+        self.ipr: Any = hooks.ipr_for(ns)
+        self._events: Optional[socket.socket] = None
+
+    def plan(self, names: tuple[str, ...], globs: tuple[str, ...], follow: bool,
+             up_only: bool = False) -> list[Interface]:
+        """Take these names and globs on; the interfaces they add to what is held.
+        An unknown name, or globs that match nothing without follow, is an error.
+        ``up_only``: glob matches that are down are left for the link event
+        that brings them up (a container's veth, still under the runtime's
+        temporary name)."""
+        self.names += [n for n in names if n not in self.names]
+        self.globs += [g for g in globs if g not in self.globs]
+        self.follow = self.follow or follow
+        present = self.present()  # one dump, not two requests per name
+        named = [lookup(present, self.ns, n) for n in names]
+        known = {iface.ifindex for iface in named} | set(self.interfaces)
+        interfaces = [iface for iface in named if iface.ifindex not in self.interfaces]
+        up = {ifindex for ifindex, _, _, is_up, _ in present if is_up} if up_only else None
+        interfaces += [iface for iface in matching(present, self.ns, globs)
+                       if iface.ifindex not in known and (up is None or iface.ifindex in up)]
+        if not interfaces and not self.interfaces and not follow:
+            raise InterfaceError("no interface matches " + " ".join(repr(g) for g in globs),
+                                 hint="list interfaces with `ip link`, or add --follow to wait for them")
+        return interfaces
+
+    def present(self) -> Present:
+        return list_interfaces(self.ipr)
+
+    def events_fd(self) -> int:
+        """A netlink socket (in this namespace) readable on link changes."""
+        if self._events is None:
+            def make() -> socket.socket:
+                s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, 0)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, EVENT_RCVBUF)
+                s.bind((0, RTMGRP_LINK))
+                return s
+
+            self._events = run_in(self.ns.path, make) if self.ns.name else make()
+        return self._events.fileno()
+
+    def drain(self) -> None:
+        """Empty the event socket. What the events said does not matter: the
+        caller diffs a full dump of the interfaces. So an overrun (ENOBUFS: the
+        kernel dropped events while the buffer was full) needs nothing more
+        than that same full resync. Bounded, so a flood cannot hold it here."""
+        if self._events is None:
+            return
+        for _ in range(MAX_DRAIN):
+            try:
+                if not self._events.recv(65536):
+                    return
+            except BlockingIOError:
+                return
+            except OSError as e:
+                if e.errno != errno.ENOBUFS:
+                    raise
+
+    def alive(self) -> bool:
+        """False once the namespace's name (or process) is gone."""
+        if not self.ns.name:
+            return True
+        try:
+            return os.stat(self.ns.path).st_ino == self.ns.inode
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        if self._events is not None:
+            self._events.close()
+            self._events = None
+        if self.ipr is not None:
+            self.ipr.close()
+            self.ipr = None

@@ -1,0 +1,128 @@
+"""Render snapshots for a terminal: the detailed class table of one
+interface, or one line per interface, busiest first, when there are several.
+Plain data in, text out; 80 columns."""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from tcflow.model.classes import CLASSES
+from tcflow.model.snapshot import Hooks, InterfaceCounters, Snapshot
+
+UNITS = ("bytes", "bits")
+
+
+def human(n: float, unit: str = "B") -> str:
+    for prefix in ("", "K", "M", "G", "T"):
+        if abs(n) < 1000 or prefix == "T":
+            return f"{n:.0f} {prefix}{unit}" if prefix == "" else f"{n:.1f} {prefix}{unit}"
+        n /= 1000
+    return f"{n} {unit}"  # pragma: no cover
+
+
+# One row per seed class stem, IPv4 and IPv6 side by side; titles from classes.py.
+ROWS = [(c.title, c.stem) for c in CLASSES if c.seed and c.family == "ipv4"]
+APART = [c for c in CLASSES if c.layer is None]
+
+
+def hooks_text(hooks: Hooks) -> str:
+    recv = f"recv: {hooks.ingress}"
+    if hooks.xdp_mode:
+        recv += f" ({hooks.xdp_mode})"
+    return f"{recv}, send: {hooks.egress}" + (", pinned" if hooks.pinned else "")
+
+
+def rate_text(bytes_per_s: float, units: str = "bytes") -> str:
+    return human(bytes_per_s * 8, "bit/s") if units == "bits" else human(bytes_per_s, "B/s")
+
+
+def render_interface(ic: InterfaceCounters, rates: Optional[dict[str, float]] = None, units: str = "bytes") -> str:
+    hooks = hooks_text(ic.hooks)
+    title = f"{ic.key} (ifindex {ic.ifindex}; {hooks})"
+    if len(title) <= 80:
+        lines = [title]
+    else:  # a long namespace name: the hooks get a line of their own
+        name = f"{ic.key} (ifindex {ic.ifindex})"
+        lines = [name if len(name) <= 80 else name[:79] + "~", f"  {hooks}"]
+    lines.append(f"  {'class':<22}{'IPv4':>13}{'IPv6':>13}{'IPv4/s':>14}{'IPv6/s':>14}")
+    for label, stem in ROWS:
+        v4, v6 = ic.bytes[f"{stem}_V4"], ic.bytes[f"{stem}_V6"]
+        r4 = rate_text(rates[f"{stem}_V4"], units) if rates else "-"
+        r6 = rate_text(rates[f"{stem}_V6"], units) if rates else "-"
+        lines.append(f"  {label:<22}{human(v4):>13}{human(v6):>13}{r4:>14}{r6:>14}")
+    totals: dict[str, int] = {}
+    for c in APART:
+        totals[str(c.reason)] = totals.get(str(c.reason), 0) + ic.bytes[c.name]
+    apart = ", ".join(f"{reason.replace('_', '-')} {human(n)}" for reason, n in totals.items())
+    lines.append(f"  not counted above: {apart}")
+    return "\n".join(lines)
+
+
+IP_RECV = [c.name for c in CLASSES if c.layer == "L3" and c.direction == "recv"]
+IP_SEND = [c.name for c in CLASSES if c.layer == "L3" and c.direction == "send"]
+SUMMARY_HEAD = f"{'INTERFACE':<26} {'IP RECV/s':>12} {'IP SEND/s':>12} {'RECEIVED':>9} {'SENT':>9} {'HOOK':>6}"
+
+
+def summary(snap: Snapshot, previous: Optional[Snapshot] = None, units: str = "bytes",
+            rows: Optional[int] = None) -> list[str]:
+    """A line per interface, busiest first (IP bytes a second, both ways), at
+    most ``rows`` of them plus a line that says how many more there are."""
+    rates = snap.rates(previous) if previous else {}
+
+    def load(key: str) -> float:
+        r = rates.get(key)
+        return sum(r[n] for n in IP_RECV + IP_SEND) if r else 0.0
+
+    keys = sorted(snap.interfaces, key=lambda k: (-load(k), k))
+    shown_keys = keys if rows is None or len(keys) <= rows else keys[:max(0, rows - 1)]
+    lines = [SUMMARY_HEAD]
+    for key in shown_keys:
+        ic, r = snap.interfaces[key], rates.get(key)
+        name = key if len(key) <= 26 else key[:25] + "~"
+        rr = rate_text(sum(r[n] for n in IP_RECV), units) if r else "-"
+        rs = rate_text(sum(r[n] for n in IP_SEND), units) if r else "-"
+        total_r, total_s = sum(ic.bytes[n] for n in IP_RECV), sum(ic.bytes[n] for n in IP_SEND)
+        hook = ic.hooks.ingress + ("*" if ic.hooks.pinned else "")
+        lines.append(f"{name:<26} {rr:>12} {rs:>12} {human(total_r):>9} {human(total_s):>9} {hook:>6}")
+    if len(shown_keys) < len(keys):
+        lines.append(f"... and {len(keys) - len(shown_keys)} more, quieter (--json lists all)")
+    return lines
+
+
+def render(snap: Snapshot, previous: Optional[Snapshot] = None, units: str = "bytes",
+           rows: Optional[int] = None) -> str:
+    """One interface: its class table. Several: a line each (summary). Rates
+    since ``previous`` when given; at most ``rows`` lines with several."""
+    if len(snap.interfaces) <= 1:
+        return render_all(snap, previous, units)
+    return "\n".join(summary(snap, previous, units, rows))
+
+
+def render_all(snap: Snapshot, previous: Optional[Snapshot] = None, units: str = "bytes") -> str:
+    """Every interface's class table (``tcflow show``: everything, once)."""
+    if not snap.interfaces:
+        return "(no interface attached)"
+    rates = snap.rates(previous) if previous else {}
+    return "\n\n".join(render_interface(ic, rates.get(key), units) for key, ic in snap.interfaces.items())
+
+
+def screen(snap: Snapshot, previous: Optional[Snapshot], interval: float, units: str, width: int, height: int,
+           notices: list[str]) -> str:
+    """A whole terminal screen: the header, the view cut to fit, and the last
+    notices at the bottom (they stay until newer ones push them out)."""
+    notes = [n if len(n) <= width else n[:width - 1] + "~" for n in notices[-3:]]
+    room = max(3, height - 2 - (len(notes) + 1 if notes else 0) - 1)
+    body = render(snap, previous, units, rows=room - 1).splitlines()[:room]
+    lines = [header(snap, interval), "", *body]
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(line[:width] for line in lines[:height])
+
+
+def header(snap: Snapshot, interval: float, footer: str = "Ctrl-C stops") -> str:
+    """The line above the live table: when, how often, how to stop."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snap.time))
+    n = len(snap.interfaces)
+    text = f"tcflow  {when}  {n} interface{'s' if n != 1 else ''}  every {interval:g} s  {footer}"
+    return text[:80]
