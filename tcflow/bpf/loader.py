@@ -63,7 +63,7 @@ class Options:
     instructions. ``flows`` (`--flows`) takes the image that also counts
     per five-tuple, with a flow table of ``flow_entries``."""
 
-    max_ifaces: int = DEFAULT_MAX_IFACES
+    max_interfaces: int = DEFAULT_MAX_IFACES
     pin_dir: Optional[str] = None
     flows: bool = False
     flow_entries: int = DEFAULT_FLOW_ENTRIES
@@ -109,7 +109,7 @@ class Datapath:
                 self._fds["flow_frags"] = _create(BPF_MAP_TYPE_LRU_HASH, "flow_frags", FRAG_KEY_SIZE,
                                                   FRAG_VAL_SIZE, FRAG_ENTRIES)
                 self._fds["flow_overflow"] = _create(BPF_MAP_TYPE_PERCPU_ARRAY, "flow_overflow", 4, FLOW_VAL_SIZE,
-                                                     options.max_ifaces)
+                                                     options.max_interfaces)
                 self._fds["flow_cache"] = _create(BPF_MAP_TYPE_PERCPU_ARRAY, "flow_cache", 4, FLOW_LINE_SIZE,
                                                   FLOW_CACHE_LINES)
         except BaseException:
@@ -119,7 +119,7 @@ class Datapath:
     # -- maps ------------------------------------------------------------
     def _open_map(self, name: str) -> int:
         kname, mtype, ksize, vsize = MAP_LAYOUT[name]
-        size = self.options.max_ifaces
+        size = self.options.max_interfaces
         pin_dir = self.options.pin_dir
         if not pin_dir:
             return _create(mtype, kname, ksize, vsize, size)
@@ -172,7 +172,7 @@ class Datapath:
         if s is not None and 0 < ifindex < IFINDEX_SLOTS:
             libbpf.map_update(s.array, ctypes.c_uint32(ifindex), IfaceVal(0, 0))
 
-    def iface_entries(self) -> dict[tuple[int, int], tuple[int, int]]:
+    def interface_entries(self) -> dict[tuple[int, int], tuple[int, int]]:
         """Every entry of ``ifaces``: {(cookie, ifindex): (slot, flags)}."""
         fd = self._fds["ifaces"]
         out = {}

@@ -87,7 +87,7 @@ class Exit(enum.IntEnum):
 
 
 def attached_line(agent: Any) -> str:
-    return ", ".join(iface.key for iface in agent.interfaces()) or "nothing yet"
+    return ", ".join(interface.key for interface in agent.interfaces()) or "nothing yet"
 
 
 def left_pinned(args: argparse.Namespace, agent: Any) -> None:

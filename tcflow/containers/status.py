@@ -42,9 +42,9 @@ def host_peers(skip: set[int]) -> dict[int, list[dict[str, Any]]]:
         except Exception:
             continue
         try:
-            for iface in _links(ipr):
-                if iface["kind"] == "veth":
-                    out.setdefault(iface["ifindex"], []).append({**iface, "netns": label})
+            for interface in _links(ipr):
+                if interface["kind"] == "veth":
+                    out.setdefault(interface["ifindex"], []).append({**interface, "netns": label})
         finally:
             ipr.close()
     return out
@@ -71,19 +71,19 @@ def _interfaces(g: containers.Group, host: dict[int, list[dict[str, Any]]], proc
     ipr = _hooks.ipr_for(Netns(g.label, path, g.inode, cookie))
     try:
         out = []
-        for iface in _links(ipr):
-            if iface["name"] == "lo":
+        for interface in _links(ipr):
+            if interface["name"] == "lo":
                 continue
-            found = _hooks.tcflow_hooks(ipr, iface["ifindex"])
+            found = _hooks.tcflow_hooks(ipr, interface["ifindex"])
             host_side: Optional[str] = None
-            if iface["kind"] == "veth":
-                for peer in host.get(iface["peer"], []):
-                    if peer["peer"] == iface["ifindex"]:
+            if interface["kind"] == "veth":
+                for peer in host.get(interface["peer"], []):
+                    if peer["peer"] == interface["ifindex"]:
                         host_side = f"{peer['netns']}/{peer['name']}" if peer["netns"] else peer["name"]
                         break
-            out.append({"interface": shown(iface["name"]), "ifindex": iface["ifindex"],
-                        "kind": iface["kind"] or "device",
-                        "peer_ifindex": iface["peer"] if iface["kind"] == "veth" else None,
+            out.append({"interface": shown(interface["name"]), "ifindex": interface["ifindex"],
+                        "kind": interface["kind"] or "device",
+                        "peer_ifindex": interface["peer"] if interface["kind"] == "veth" else None,
                         "host_side": shown(host_side) if host_side else None,
                         "counted": bool(found["tc_egress"] and (found["xdp"] or found["tc_ingress"]))})
         return out
@@ -117,9 +117,9 @@ class PeerMap:
             except Exception:
                 continue
             try:
-                for iface in _links(ipr):
-                    if iface["kind"] == "veth" and iface["peer"]:
-                        out[(iface["peer"], iface["ifindex"])] = g
+                for interface in _links(ipr):
+                    if interface["kind"] == "veth" and interface["peer"]:
+                        out[(interface["peer"], interface["ifindex"])] = g
             except Exception:
                 continue
             finally:

@@ -103,9 +103,9 @@ class Agent(NamespaceEvents):
                     assert self.slots is not None
                     with self.slots.batch():
                         for watch, found in plan:
-                            for iface in found:
-                                watch.interfaces[iface.ifindex] = iface
-                                binder.bind(watch.ipr, iface, self.notices)
+                            for interface in found:
+                                watch.interfaces[interface.ifindex] = interface
+                                binder.bind(watch.ipr, interface, self.notices)
                     if self.discovery is not None:
                         self._discover()
                     self.tick_flows()  # the flows' first read: rates from here on
@@ -129,32 +129,32 @@ class Agent(NamespaceEvents):
         try:
             with self._lock():
                 for watch in self.watches.values():
-                    for iface in reversed(list(watch.interfaces.values())):
-                        self._release(watch, iface, detach=True)
-                if self.pin_dir and self._made_pins and self.dp is not None and not self.dp.iface_entries():
+                    for interface in reversed(list(watch.interfaces.values())):
+                        self._release(watch, interface, detach=True)
+                if self.pin_dir and self._made_pins and self.dp is not None and not self.dp.interface_entries():
                     pins.unpin(self.pin_dir, only_ids=self.dp.map_ids())  # ours, and nothing uses them
         finally:
             self._close_handles()
 
-    def _carry(self, iface: Interface) -> None:
+    def _carry(self, interface: Interface) -> None:
         """Keep the final counts of a container's interface before its slot goes."""
         binder, dp = self.binder, self.dp
         if self.discovery is None or self.carried is None or binder is None or dp is None \
-                or (iface.netns.cookie, iface.ifindex) not in binder.slot_of:
+                or (interface.netns.cookie, interface.ifindex) not in binder.slot_of:
             return
-        key = carried_key(self.discovery, iface)
+        key = carried_key(self.discovery, interface)
         if key is None:
             return
-        slot = binder.slot(iface)
+        slot = binder.slot(interface)
         self.carried.add(key, read_slots(dp.map_fd("counters"), slot + 1, dp.ncpus)[slot])
 
-    def _release(self, watch: Watch, iface: Interface, detach: bool) -> list[Exception]:
-        watch.interfaces.pop(iface.ifindex, None)
+    def _release(self, watch: Watch, interface: Interface, detach: bool) -> list[Exception]:
+        watch.interfaces.pop(interface.ifindex, None)
         if self.binder is None:
             return []
-        self._carry(iface)
-        adopted = self.binder.is_adopted(iface)
-        return self.binder.release(watch.ipr, iface, detach=detach and not adopted, forget=detach and not adopted)
+        self._carry(interface)
+        adopted = self.binder.is_adopted(interface)
+        return self.binder.release(watch.ipr, interface, detach=detach and not adopted, forget=detach and not adopted)
 
     def close(self) -> None:
         """Detach everything; with --pin, leave it attached and counting into
@@ -162,8 +162,8 @@ class Agent(NamespaceEvents):
         errors: list[Exception] = []
         if not self.settings.pin:
             for watch in self.watches.values():
-                for iface in reversed(list(watch.interfaces.values())):
-                    errors += self._release(watch, iface, detach=True)
+                for interface in reversed(list(watch.interfaces.values())):
+                    errors += self._release(watch, interface, detach=True)
         self._close_handles()
         if errors:
             raise errors[0]
@@ -197,7 +197,7 @@ class Agent(NamespaceEvents):
         """What an operator checks: interfaces counted, slots used of the map's
         size, programs loaded, namespaces watched, and whether it follows."""
         return {"interfaces": len(self.interfaces()), "slots_used": self.slots.in_use() if self.slots else 0,
-                "slots": self.options.max_ifaces, "programs": self.dp.programs_loaded if self.dp else 0,
+                "slots": self.options.max_interfaces, "programs": self.dp.programs_loaded if self.dp else 0,
                 "namespaces": len(self.watches), "following": self.following(),
                 "attach_errors": self.attach_errors,
                 "containers": sum(len(g.containers) for g in self.discovery.groups.values())
@@ -207,7 +207,7 @@ class Agent(NamespaceEvents):
         return self.dp.program_stats() if self.dp is not None else {}
 
     def interfaces(self) -> list[Interface]:
-        return [iface for w in self.watches.values() for iface in w.interfaces.values()]
+        return [interface for w in self.watches.values() for interface in w.interfaces.values()]
 
     def snapshot(self) -> Snapshot:
         """Cumulative counters of every attached interface, one batch read."""

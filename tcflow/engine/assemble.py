@@ -35,12 +35,12 @@ class Sources:
     peers: Optional[PeerMap] = None
 
 
-def carried_key(discovery: Discovery, iface: Interface) -> Optional[tuple[str, str]]:
+def carried_key(discovery: Discovery, interface: Interface) -> Optional[tuple[str, str]]:
     """(container identity, interface name) of a container's interface: under
     the name it was counted as, since a runtime renames a stopping
     container's eth0 back to vethXXX before it takes it away."""
-    g = discovery.identity(iface.netns.cookie)
-    return (g.key, iface.attachment.bound_as or iface.ifname) if g is not None else None
+    g = discovery.identity(interface.netns.cookie)
+    return (g.key, interface.attachment.bound_as or interface.ifname) if g is not None else None
 
 
 def assemble(interfaces: list[Interface], src: Sources) -> Snapshot:
@@ -51,18 +51,18 @@ def assemble(interfaces: list[Interface], src: Sources) -> Snapshot:
     reports = src.flows.report(slots, src.flows_top) if src.flows is not None else None
     sums = read_slots(src.dp.map_fd("counters"), max(slots, default=-1) + 1, src.dp.ncpus)
     entries = []
-    for iface, s in zip(held, slots, strict=True):
-        g = src.discovery.identity(iface.netns.cookie) if src.discovery is not None else None
+    for interface, s in zip(held, slots, strict=True):
+        g = src.discovery.identity(interface.netns.cookie) if src.discovery is not None else None
         b, p = sums[s]
         if g is not None and src.carried is not None and src.discovery is not None:
-            key = carried_key(src.discovery, iface)
+            key = carried_key(src.discovery, interface)
             assert key is not None
             b, p = src.carried.plus(key, (b, p))
-        if g is None and iface.kind == "veth" and iface.peer and src.peers is not None:
-            g = src.peers.container_of(iface.ifindex, iface.peer)  # the host side of a container's veth?
-        a = iface.attachment
+        if g is None and interface.kind == "veth" and interface.peer and src.peers is not None:
+            g = src.peers.container_of(interface.ifindex, interface.peer)  # the host side of a container's veth?
+        a = interface.attachment
         hooks = Hooks(a.ingress, a.xdp_mode if a.ingress == "xdp" else None, pinned=src.pinned)
-        entries.append((shown(iface.ifname), shown(iface.netns.name), iface.ifindex, hooks, b, p,
+        entries.append((shown(interface.ifname), shown(interface.netns.name), interface.ifindex, hooks, b, p,
                         g.labels() if g is not None else None))
     snap = make_snapshot(entries)
     if reports is not None:

@@ -34,10 +34,10 @@ class NamespaceEvents:
     def _lock(self) -> ContextManager[Any]:
         raise NotImplementedError
 
-    def _release(self, watch: Watch, iface: Interface, detach: bool) -> list[Exception]:
+    def _release(self, watch: Watch, interface: Interface, detach: bool) -> list[Exception]:
         raise NotImplementedError
 
-    def _carry(self, iface: Interface) -> None:
+    def _carry(self, interface: Interface) -> None:
         raise NotImplementedError
 
     def event_fds(self) -> dict[int, Watch]:
@@ -66,35 +66,35 @@ class NamespaceEvents:
         assert binder is not None and self.slots is not None
         container = self.discovery is not None and self.discovery.identity(watch.ns.cookie) is not None
         with self._lock(), self.slots.batch():
-            for iface in d.gone:
-                watch.interfaces.pop(iface.ifindex, None)
-                self._carry(iface)
-                binder.release(None, iface, detach=False, forget=True)
-                journal.forget(iface.netns.cookie, iface.ifindex)  # its qdisc went with it
+            for interface in d.gone:
+                watch.interfaces.pop(interface.ifindex, None)
+                self._carry(interface)
+                binder.release(None, interface, detach=False, forget=True)
+                journal.forget(interface.netns.cookie, interface.ifindex)  # its qdisc went with it
                 if not container:  # containers come and go: no news
-                    self.notices.append(f"{iface.key} disappeared; its counters are no longer reported")
-            for iface, name, up in d.renamed:
+                    self.notices.append(f"{interface.key} disappeared; its counters are no longer reported")
+            for interface, name, up in d.renamed:
                 if not container:
-                    iface.ifname = name  # same device, same counters
+                    interface.ifname = name  # same device, same counters
                 elif up:
                     # A container's interface, renamed and up: the runtime named it
                     # (vethXXX -> eth0, seen up under the first name when the scan
                     # found the container early). A rename of one that is down is
                     # the runtime taking it away as the container stops (eth0 ->
                     # vethXXX): it keeps the name it was counted as.
-                    iface.ifname = iface.attachment.bound_as = name
-            for iface in d.new:
-                self._bind_new(watch, iface)
+                    interface.ifname = interface.attachment.bound_as = name
+            for interface in d.new:
+                self._bind_new(watch, interface)
 
-    def _bind_new(self, watch: Watch, iface: Interface) -> None:
+    def _bind_new(self, watch: Watch, interface: Interface) -> None:
         assert self.binder is not None
-        watch.interfaces[iface.ifindex] = iface
+        watch.interfaces[interface.ifindex] = interface
         try:
-            self.binder.bind(watch.ipr, iface, self.notices)
+            self.binder.bind(watch.ipr, interface, self.notices)
         except Exception as e:
-            self._release(watch, iface, detach=True)
+            self._release(watch, interface, detach=True)
             self.attach_errors += 1
-            self.notices.append(f"could not attach {iface.key}: {e}")
+            self.notices.append(f"could not attach {interface.key}: {e}")
 
     def unwatch_deleted(self) -> list[str]:
         """Let go of namespaces that were deleted; their labels."""
@@ -107,8 +107,8 @@ class NamespaceEvents:
         """Stop watching one namespace: its interfaces released (a container's
         final counts carried), its sockets and programs closed."""
         with self._lock():
-            for iface in list(watch.interfaces.values()):
-                self._release(watch, iface, detach=True)
+            for interface in list(watch.interfaces.values()):
+                self._release(watch, interface, detach=True)
         watch.close()
         self.watches.pop(watch.ns.cookie, None)
         if self.discovery is not None:
@@ -147,8 +147,8 @@ class NamespaceEvents:
                 self.notices.append(f"could not watch container {watch.ns.label}: {e}")
                 continue
             with self.slots.batch():
-                for iface in found:
-                    self._bind_new(watch, iface)
+                for interface in found:
+                    self._bind_new(watch, interface)
         return len(plan.new)
 
     def load_spare_set(self) -> None:

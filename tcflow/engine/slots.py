@@ -26,7 +26,7 @@ from tcflow.model.errors import LimitError
 class SlotTable:
     def __init__(self, dp: Datapath):
         self.dp = dp
-        self.size = dp.options.max_ifaces
+        self.size = dp.options.max_interfaces
         self._lock = threading.Lock()
         self._held: set[int] = set()             # slots this process handed out
         self._taken: Optional[set[int]] = None   # slots in the map, read once per batch
@@ -49,7 +49,7 @@ class SlotTable:
         with self._lock:
             taken = self._taken
             if taken is None:
-                taken = self._taken = {slot for slot, _ in self.dp.iface_entries().values()}
+                taken = self._taken = {slot for slot, _ in self.dp.interface_entries().values()}
             for s in range(self.size):
                 if s not in self._held and s not in taken:
                     self._held.add(s)

@@ -102,11 +102,11 @@ def _remove(entry_ns_path: Optional[str], label: str, cookie: int, ifindex: int,
         if not any(i == ifindex for i, *_ in list_interfaces(ipr)):
             journal.forget(cookie, ifindex)
             return None
-        iface = Interface(ifname, ifindex, ns)
+        interface = Interface(ifname, ifindex, ns)
         had_qdisc = _hooks.has_clsact(ipr, ifindex)
         if not had_qdisc:
             journal.forget(cookie, ifindex)  # a note from a run killed before it added the qdisc
-        found = _hooks.remove_found(ipr, iface, created_clsact)
+        found = _hooks.remove_found(ipr, interface, created_clsact)
         found["clsact"] = had_qdisc and not _hooks.has_clsact(ipr, ifindex)
         return found
     finally:
@@ -158,18 +158,19 @@ def detach_named(words: list[str], default: Where, pin_dir: str) -> list[str]:
             stack.enter_context(_pins.Lock(pin_dir))
             store = stack.enter_context(_pins.Store(pin_dir))
         entries = {(e.netns_cookie, e.ifindex): e for e in store.entries()} if store else {}
-        for iface in interfaces:
-            ns = iface.netns
-            e = entries.get((ns.cookie, iface.ifindex))
+        for interface in interfaces:
+            ns = interface.netns
+            e = entries.get((ns.cookie, interface.ifindex))
             path = ns.path if ns.name else "/proc/self/ns/net"
-            found = _remove(path, ns.name, ns.cookie, iface.ifindex, iface.ifname, e.created_clsact if e else False)
+            found = _remove(path, ns.name, ns.cookie, interface.ifindex, interface.ifname,
+                            e.created_clsact if e else False)
             had = bool(found and (found["xdp"] or found["tc_ingress"] or found["tc_egress"] or found["clsact"]))
             if e is not None and store is not None:
                 store.remove(e)
             if not had and e is None:
-                raise InterfaceError("tcflow is not attached here", ifname=iface.key,
+                raise InterfaceError("tcflow is not attached here", ifname=interface.key,
                                      hint="`{fix}` lists where it is", fix=("status",))
-            lines.append(f"detached {iface.key}" + (" (and its pin)" if e else ""))
+            lines.append(f"detached {interface.key}" + (" (and its pin)" if e else ""))
         if store is not None and not store.entries():
             store.close()  # the maps are unpinned under the lock, then the lock goes
             _pins.unpin(pin_dir)

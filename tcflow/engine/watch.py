@@ -46,11 +46,11 @@ class Watch:
         self.follow = self.follow or follow
         present = self.present()  # one dump, not two requests per name
         named = [lookup(present, self.ns, n) for n in names]
-        known = {iface.ifindex for iface in named} | set(self.interfaces)
-        interfaces = [iface for iface in named if iface.ifindex not in self.interfaces]
+        known = {interface.ifindex for interface in named} | set(self.interfaces)
+        interfaces = [interface for interface in named if interface.ifindex not in self.interfaces]
         up = {ifindex for ifindex, _, _, is_up, _ in present if is_up} if up_only else None
-        interfaces += [iface for iface in matching(present, self.ns, globs)
-                       if iface.ifindex not in known and (up is None or iface.ifindex in up)]
+        interfaces += [interface for interface in matching(present, self.ns, globs)
+                       if interface.ifindex not in known and (up is None or interface.ifindex in up)]
         if not interfaces and not self.interfaces and not follow:
             raise InterfaceError("no interface matches " + " ".join(repr(g) for g in globs),
                                  hint="list interfaces with `ip link`, or add --follow to wait for them")

@@ -68,8 +68,8 @@ def _words(e: Exception) -> str:
     return os.strerror(code) if code else str(e)
 
 
-def _gone(iface: Interface) -> InterfaceError:
-    return InterfaceError(f"{iface.key} disappeared while tcflow was attaching to it",
+def _gone(interface: Interface) -> InterfaceError:
+    return InterfaceError(f"{interface.key} disappeared while tcflow was attaching to it",
                           hint="nothing to do; with --follow it is attached again if it comes back")
 
 
@@ -110,25 +110,25 @@ class NativeRefused(AttachError):
     """The driver (or the device) would not take native XDP."""
 
 
-def _already_tcflow(iface: Interface) -> AttachError:
-    return AttachError(f"{iface.key} already has tcflow attached (a running or pinned tcflow, or one that was "
-                       "killed)", hint="see `tcflow status`; `{fix}` removes it", fix=("detach", iface.key))
+def _already_tcflow(interface: Interface) -> AttachError:
+    return AttachError(f"{interface.key} already has tcflow attached (a running or pinned tcflow, or one that was "
+                       "killed)", hint="see `tcflow status`; `{fix}` removes it", fix=("detach", interface.key))
 
 
-def attach_xdp(ipr: Any, iface: Interface, prog_fd: int, mode: str = "auto") -> str:
+def attach_xdp(ipr: Any, interface: Interface, prog_fd: int, mode: str = "auto") -> str:
     """Attach XDP, never over another program. Returns the mode used.
 
     With mode "native", a driver that refuses raises NativeRefused, so that
     the caller can fall back to clsact ingress.
     """
-    prog_id, _ = xdp_state(ipr, iface.ifindex)
+    prog_id, _ = xdp_state(ipr, interface.ifindex)
     if prog_id:
         name = prog_name(prog_id)
         if name in TCFLOW_PROG_NAMES:
-            raise _already_tcflow(iface)
+            raise _already_tcflow(interface)
         raise AttachError(
-            f"{iface.key} already has an XDP program ({name}, id {prog_id})",
-            ifname=iface.key,
+            f"{interface.key} already has an XDP program ({name}, id {prog_id})",
+            ifname=interface.key,
             hint="tcflow does not replace it; use --ingress tc to count on clsact ingress instead",
         )
     tries = ["native", "generic"] if mode == "auto" else [mode]
@@ -136,26 +136,26 @@ def attach_xdp(ipr: Any, iface: Interface, prog_fd: int, mode: str = "auto") -> 
     for m in tries:
         flags = XDP_MODE_FLAGS[m] | XDP_FLAGS_UPDATE_IF_NOEXIST
         try:
-            ipr.link("set", index=iface.ifindex,
+            ipr.link("set", index=interface.ifindex,
                      xdp={"attrs": [("IFLA_XDP_FD", prog_fd), ("IFLA_XDP_FLAGS", flags)]})
         except Exception as e:  # NetlinkError
             last = e
             if _code(e) == errno.EPERM:
                 raise PermissionError_("attaching XDP needs root", hint="run tcflow with sudo") from None
             if _code(e) == errno.ENODEV:
-                raise _gone(iface) from None
+                raise _gone(interface) from None
             if _code(e) == errno.EBUSY:
-                prog_id, _ = xdp_state(ipr, iface.ifindex)
-                raise AttachError(f"{iface.key} already has an XDP program ({prog_name(prog_id)})",
-                                  ifname=iface.key, hint="use --ingress tc") from None
+                prog_id, _ = xdp_state(ipr, interface.ifindex)
+                raise AttachError(f"{interface.key} already has an XDP program ({prog_name(prog_id)})",
+                                  ifname=interface.key, hint="use --ingress tc") from None
             continue
-        iface.attachment.xdp_mode = m
-        iface.attachment.attached["xdp"] = True
+        interface.attachment.xdp_mode = m
+        interface.attachment.attached["xdp"] = True
         return m
     if mode == "native":
-        raise NativeRefused(f"the driver refused native XDP: {_words(last) if last else '?'}", ifname=iface.key,
+        raise NativeRefused(f"the driver refused native XDP: {_words(last) if last else '?'}", ifname=interface.key,
                             hint="use --xdp-mode generic, or --ingress tc")
-    raise AttachError(f"could not attach XDP ({mode}): {_words(last) if last else '?'}", ifname=iface.key,
+    raise AttachError(f"could not attach XDP ({mode}): {_words(last) if last else '?'}", ifname=interface.key,
                       hint="try --xdp-mode generic or --ingress tc")
 
 
@@ -185,29 +185,29 @@ def tcflow_hooks(ipr: Any, ifindex: int) -> dict[str, Any]:
     return out
 
 
-def remove_found(ipr: Any, iface: Interface, created_clsact: bool) -> dict[str, Any]:
-    """Remove whatever tcflow hooks are on ``iface``, whoever attached them.
+def remove_found(ipr: Any, interface: Interface, created_clsact: bool) -> dict[str, Any]:
+    """Remove whatever tcflow hooks are on ``interface``, whoever attached them.
 
     For `tcflow detach`, which holds no program fds. Returns what was found.
     """
-    found = tcflow_hooks(ipr, iface.ifindex)
-    iface.attachment.attached = {k: found[k] for k in ("tc_ingress", "tc_egress", "xdp")}
-    iface.attachment.xdp_mode = found["xdp_mode"]
-    iface.attachment.created_clsact = created_clsact
-    errors = detach(ipr, iface)
+    found = tcflow_hooks(ipr, interface.ifindex)
+    interface.attachment.attached = {k: found[k] for k in ("tc_ingress", "tc_egress", "xdp")}
+    interface.attachment.xdp_mode = found["xdp_mode"]
+    interface.attachment.created_clsact = created_clsact
+    errors = detach(ipr, interface)
     if errors:
         raise errors[0]
     return found
 
 
-def detach(ipr: Any, iface: Interface, xdp_fd: Optional[int] = None) -> list[Exception]:
+def detach(ipr: Any, interface: Interface, xdp_fd: Optional[int] = None) -> list[Exception]:
     """The one detach sequence: tc egress, tc ingress, XDP, then the clsact
     qdisc if tcflow made it and nothing else uses it. Every step is tried;
     the errors are returned. The XDP program is removed only if it is still
     tcflow's: ``xdp_fd``, or the program found on the link by id."""
     errors: list[Exception] = []
-    for step in (lambda: detach_tc(ipr, iface, "egress"), lambda: detach_tc(ipr, iface, "ingress"),
-                 lambda: _detach_xdp_found(ipr, iface, xdp_fd), lambda: drop_clsact_if_ours(ipr, iface)):
+    for step in (lambda: detach_tc(ipr, interface, "egress"), lambda: detach_tc(ipr, interface, "ingress"),
+                 lambda: _detach_xdp_found(ipr, interface, xdp_fd), lambda: drop_clsact_if_ours(ipr, interface)):
         try:
             step()
         except Exception as e:  # keep detaching the rest
@@ -215,62 +215,62 @@ def detach(ipr: Any, iface: Interface, xdp_fd: Optional[int] = None) -> list[Exc
     return errors
 
 
-def _detach_xdp_found(ipr: Any, iface: Interface, xdp_fd: Optional[int]) -> None:
-    if not iface.attachment.attached.get("xdp"):
+def _detach_xdp_found(ipr: Any, interface: Interface, xdp_fd: Optional[int]) -> None:
+    if not interface.attachment.attached.get("xdp"):
         return
     if xdp_fd is not None:
-        detach_xdp(ipr, iface, xdp_fd)
+        detach_xdp(ipr, interface, xdp_fd)
         return
-    prog_id, _ = xdp_state(ipr, iface.ifindex)
+    prog_id, _ = xdp_state(ipr, interface.ifindex)
     if not prog_id or prog_name(prog_id) != "tcflow_xdp":
-        iface.attachment.attached["xdp"] = False  # gone, or someone else's now: leave it
+        interface.attachment.attached["xdp"] = False  # gone, or someone else's now: leave it
         return
     fd = libbpf.prog_fd_by_id(prog_id)
     try:
-        detach_xdp(ipr, iface, fd)
+        detach_xdp(ipr, interface, fd)
     finally:
         os.close(fd)
 
 
-def detach_xdp(ipr: Any, iface: Interface, prog_fd: int) -> None:
+def detach_xdp(ipr: Any, interface: Interface, prog_fd: int) -> None:
     """Remove our XDP program; if someone replaced it meanwhile, leave theirs."""
-    if not iface.attachment.attached.get("xdp"):
+    if not interface.attachment.attached.get("xdp"):
         return
-    flags = XDP_MODE_FLAGS.get(iface.attachment.xdp_mode or "", 0) | XDP_FLAGS_REPLACE
+    flags = XDP_MODE_FLAGS.get(interface.attachment.xdp_mode or "", 0) | XDP_FLAGS_REPLACE
     try:
-        ipr.link("set", index=iface.ifindex,
+        ipr.link("set", index=interface.ifindex,
                  xdp={"attrs": [("IFLA_XDP_FD", -1), ("IFLA_XDP_FLAGS", flags),
                                 ("IFLA_XDP_EXPECTED_FD", prog_fd)]})
     except Exception as e:
         if _code(e) not in (errno.ENODEV, errno.EEXIST, errno.ENOENT):
             raise
-    iface.attachment.attached["xdp"] = False
+    interface.attachment.attached["xdp"] = False
 
 
-def _ensure_clsact(ipr: Any, iface: Interface) -> None:
+def _ensure_clsact(ipr: Any, interface: Interface) -> None:
     """A clsact qdisc on the link: tcflow's if it had to add it (noted in the
     journal first, so that even a kill -9 right after cannot lose that)."""
-    cookie = iface.netns.cookie
+    cookie = interface.netns.cookie
     # Noted first, and the note taken back if the qdisc was there already
     # (EEXIST) - unless the note was there before this call: then a killed
     # tcflow made that qdisc, and it stays tcflow's. (Asking the kernel first
     # would cost a dump of every qdisc per interface: quadratic.)
-    noted_before = journal.made(cookie, iface.ifindex)
+    noted_before = journal.made(cookie, interface.ifindex)
     if not noted_before:
-        journal.note(cookie, iface.ifindex)
+        journal.note(cookie, interface.ifindex)
     try:
-        ipr.tc("add", "clsact", iface.ifindex)
-        iface.attachment.created_clsact = True
+        ipr.tc("add", "clsact", interface.ifindex)
+        interface.attachment.created_clsact = True
     except Exception as e:
         if not noted_before:
-            journal.forget(cookie, iface.ifindex)  # not made by tcflow after all
+            journal.forget(cookie, interface.ifindex)  # not made by tcflow after all
         if _code(e) == errno.EEXIST:
             return
         if _code(e) == errno.EPERM:
             raise PermissionError_("adding a clsact qdisc needs root", hint="run tcflow with sudo") from None
         if _code(e) == errno.ENODEV:
-            raise _gone(iface) from None
-        raise AttachError(f"could not add a clsact qdisc: {_words(e)}", ifname=iface.key,
+            raise _gone(interface) from None
+        raise AttachError(f"could not add a clsact qdisc: {_words(e)}", ifname=interface.key,
                           hint="check that the kernel has CONFIG_NET_SCH_INGRESS") from None
 
 
@@ -291,48 +291,48 @@ def filters(ipr: Any, ifindex: int, parent: int) -> list[dict[str, Any]]:
     return out
 
 
-def attach_tc(ipr: Any, iface: Interface, prog_fd: int, hook: str) -> None:
+def attach_tc(ipr: Any, interface: Interface, prog_fd: int, hook: str) -> None:
     parent, name = (TC_EGRESS, TC_NAME_EGRESS) if hook == "egress" else (TC_INGRESS, TC_NAME_INGRESS)
-    _ensure_clsact(ipr, iface)
+    _ensure_clsact(ipr, interface)
     try:
-        ipr.tc("add-filter", "bpf", iface.ifindex, TC_HANDLE, fd=prog_fd, name=name,
+        ipr.tc("add-filter", "bpf", interface.ifindex, TC_HANDLE, fd=prog_fd, name=name,
                parent=parent, prio=TC_PRIO, direct_action=True)
     except Exception as e:
         if _code(e) == errno.EEXIST:
-            raise _already_tcflow(iface) from None
+            raise _already_tcflow(interface) from None
         if _code(e) == errno.EPERM:
             raise PermissionError_("adding a tc filter needs root", hint="run tcflow with sudo") from None
         if _code(e) == errno.ENODEV:
-            raise _gone(iface) from None
-        raise AttachError(f"could not add the {hook} filter: {_words(e)}", ifname=iface.key) from None
-    iface.attachment.attached[f"tc_{hook}"] = True
+            raise _gone(interface) from None
+        raise AttachError(f"could not add the {hook} filter: {_words(e)}", ifname=interface.key) from None
+    interface.attachment.attached[f"tc_{hook}"] = True
 
 
-def detach_tc(ipr: Any, iface: Interface, hook: str) -> None:
-    if not iface.attachment.attached.get(f"tc_{hook}"):
+def detach_tc(ipr: Any, interface: Interface, hook: str) -> None:
+    if not interface.attachment.attached.get(f"tc_{hook}"):
         return
     parent = TC_EGRESS if hook == "egress" else TC_INGRESS
     try:
-        ipr.tc("del-filter", "bpf", iface.ifindex, TC_HANDLE, parent=parent, prio=TC_PRIO)
+        ipr.tc("del-filter", "bpf", interface.ifindex, TC_HANDLE, parent=parent, prio=TC_PRIO)
     except Exception as e:
         if _code(e) not in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
             raise
-    iface.attachment.attached[f"tc_{hook}"] = False
+    interface.attachment.attached[f"tc_{hook}"] = False
 
 
-def drop_clsact_if_ours(ipr: Any, iface: Interface) -> None:
+def drop_clsact_if_ours(ipr: Any, interface: Interface) -> None:
     """Remove the clsact qdisc only if tcflow made it and nobody else uses it."""
-    if not (iface.attachment.created_clsact or journal.made(iface.netns.cookie, iface.ifindex)):
+    if not (interface.attachment.created_clsact or journal.made(interface.netns.cookie, interface.ifindex)):
         return
-    if filters(ipr, iface.ifindex, TC_INGRESS) or filters(ipr, iface.ifindex, TC_EGRESS):
+    if filters(ipr, interface.ifindex, TC_INGRESS) or filters(ipr, interface.ifindex, TC_EGRESS):
         return
     try:
-        ipr.tc("del", "clsact", iface.ifindex)
+        ipr.tc("del", "clsact", interface.ifindex)
     except Exception as e:
         if _code(e) not in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
             raise
-    journal.forget(iface.netns.cookie, iface.ifindex)
-    iface.attachment.created_clsact = False
+    journal.forget(interface.netns.cookie, interface.ifindex)
+    interface.attachment.created_clsact = False
 
 
 def has_clsact(ipr: Any, ifindex: int) -> bool:

@@ -97,12 +97,12 @@ def diff(held: Iterable[Interface], present: Present, ns: Netns, globs: Iterable
     names = {ifindex: name for ifindex, name, *_ in present}
     up = {ifindex for ifindex, _, _, is_up, _ in present if is_up}
     held_idx = set()
-    for iface in held:
-        held_idx.add(iface.ifindex)
-        if iface.ifindex not in names:
-            out.gone.append(iface)
-        elif names[iface.ifindex] != iface.ifname:
-            out.renamed.append((iface, names[iface.ifindex], iface.ifindex in up))
+    for interface in held:
+        held_idx.add(interface.ifindex)
+        if interface.ifindex not in names:
+            out.gone.append(interface)
+        elif names[interface.ifindex] != interface.ifname:
+            out.renamed.append((interface, names[interface.ifindex], interface.ifindex in up))
     if follow:
         out.new = [i for i in matching(present, ns, globs) if i.ifindex not in held_idx and i.ifindex in up]
     return out

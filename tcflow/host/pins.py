@@ -248,7 +248,7 @@ class Store:
                 raise PermissionError_(f"cannot open the pins under {pin_dir}", hint="run tcflow with sudo") from None
             raise
         info = libbpf.map_info(self.fds["counters"])
-        self.max_ifaces = info.max_entries
+        self.max_interfaces = info.max_entries
         self.ncpus = libbpf.num_possible_cpus()
         if (info.name.decode(errors="replace"), info.value_size) != MAP_LAYOUT["counters"][::3] \
                 or libbpf.map_info(self.fds["meta"]).value_size != ctypes.sizeof(Meta):

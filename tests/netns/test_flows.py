@@ -98,13 +98,13 @@ def flows_of(doc: dict[str, Any]) -> dict[Tuple, Counter]:
     return out
 
 
-def class_totals(iface: dict[str, Any]) -> Counter:
+def class_totals(interface: dict[str, Any]) -> Counter:
     c: Counter = Counter()
-    for name, v in iface["bytes"].items():
+    for name, v in interface["bytes"].items():
         d = "recv" if "_RECV" in name else "send"
         if name.startswith("L3_"):
             c[f"ip_bytes_{d}"] += v
-            c[f"packets_{d}"] += iface["packets"][name]
+            c[f"packets_{d}"] += interface["packets"][name]
         elif name.startswith("L4_"):
             c[f"payload_bytes_{d}"] += v
     return +c
