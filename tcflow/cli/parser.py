@@ -93,7 +93,7 @@ def positive_seconds(text: str) -> float:
     except ValueError:
         v = math.nan
     if not math.isfinite(v) or v <= 0 or v > 86400:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds between 0 and 86400 (e.g. 0.5)")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0 and at most 86400 (e.g. 0.5)")
     return v
 
 
@@ -148,7 +148,7 @@ def settings_of(args: argparse.Namespace) -> tuple[Settings, list[Target]]:
     """The Settings and targets a command line asks for (a UsageError if they clash)."""
     targets = []
     if args.interfaces or args.match or args.follow or not args.containers:
-        targets = group(args.interfaces, args.match or (), args.follow, Where(args.netns, args.pid))
+        targets = group(args.interfaces, args.match or (), args.follow, Where(args.netns, args.pid), args.command)
     flows = bool(getattr(args, "flows", False)) or args.command == "top"
     return Settings(args.ingress, args.xdp_mode, args.include_local, args.pin, args.pin_dir if args.pin else None,
                     args.containers, args.max_interfaces, flows, args.flow_entries, args.flow_idle,

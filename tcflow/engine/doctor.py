@@ -130,7 +130,11 @@ def check_cache() -> Check:
     except TcflowError as e:
         return Check(name, False, e.message, e.hint or "", required=False)
     path = os.path.join(build.cache_dir(), key + ".json")
-    others = [n for n in os.listdir(build.cache_dir()) if n.endswith(".json") and n != key + ".json"]
+    try:
+        others = [n for n in os.listdir(build.cache_dir()) if n.endswith(".json") and n != key + ".json"]
+    except OSError as e:  # root-only, as it should be: not readable by another user
+        return Check(name, False, f"cannot read {build.cache_dir()}: {e.strerror}", "run tcflow doctor with sudo",
+                     required=False)
     stale = f"; {len(others)} entr{'y' if len(others) == 1 else 'ies'} of other kernels or versions" if others else ""
     if not os.path.exists(path):
         return Check(name, True, f"no entry for this kernel, bcc and source in {build.cache_dir()}: the next "

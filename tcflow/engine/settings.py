@@ -77,7 +77,7 @@ class Settings:
             raise UsageError(f"--flow-entries {self.flow_entries} is not between {MIN_FLOW_ENTRIES} and "
                              f"{MAX_FLOW_ENTRIES}", hint=f"e.g. --flow-entries {DEFAULT_FLOW_ENTRIES}")
         if not (math.isfinite(self.flow_idle) and 0 < self.flow_idle <= 86400):
-            raise UsageError(f"--flow-idle {self.flow_idle} is not a number of seconds between 0 and 86400",
+            raise UsageError(f"--flow-idle {self.flow_idle} is not a number of seconds above 0 and at most 86400",
                              hint=f"e.g. --flow-idle {IDLE_S:g}")
         if not 0 <= self.flows_top <= MAX_TOP:
             raise UsageError(f"--flows-top {self.flows_top} is more than {MAX_TOP}", hint="ask for fewer")

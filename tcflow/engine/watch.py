@@ -8,7 +8,7 @@ import socket
 from typing import Any, Optional
 
 from tcflow.host import hooks
-from tcflow.host.interfaces import Interface, Present, list_interfaces, lookup, matching
+from tcflow.host.interfaces import Interface, Present, list_command, list_interfaces, lookup, matching
 from tcflow.model.errors import InterfaceError
 from tcflow.system.netns import Netns, run_in
 
@@ -53,7 +53,8 @@ class Watch:
                        if interface.ifindex not in known and (up is None or interface.ifindex in up)]
         if not interfaces and not self.interfaces and not follow:
             raise InterfaceError("no interface matches " + " ".join(repr(g) for g in globs),
-                                 hint="list interfaces with `ip link`, or add --follow to wait for them")
+                                 hint=f"list interfaces with `{list_command(self.ns)}`, or add --follow to wait for "
+                                      "them")
         return interfaces
 
     def present(self) -> Present:

@@ -6,11 +6,12 @@ veth peer); its Attachment is what tcflow did to it (hooks.py writes it)."""
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
-from tcflow.model.errors import InterfaceError
+from tcflow.model.errors import InterfaceError, shell_words
 from tcflow.model.names import from_kernel, shown
 from tcflow.system.netns import Netns
 
@@ -66,8 +67,19 @@ def lookup(present: Present, ns: Netns, ifname: str) -> Interface:
         if name == ifname:
             return Interface(name, ifindex, ns, kind, peer=peer)
     where = f" in namespace {shown(ns.name)}" if ns.name else ""
+    near = difflib.get_close_matches(ifname, [name for _, name, *_ in present], n=1, cutoff=0.6)
+    hint = f"did you mean {shown(near[0])}? " if near else ""
     raise InterfaceError(f"no such interface{where}", ifname=shown(ifname),
-                         hint="list interfaces with `ip link`" + (f" -n {shown(ns.name)}" if ns.name else ""))
+                         hint=f"{hint}list them with `{list_command(ns)}`")
+
+
+def list_command(ns: Netns) -> str:
+    """The command that lists the interfaces of ``ns``, ready to paste."""
+    if not ns.name:
+        return "ip link"
+    if ns.name.startswith("pid:") and ns.name[4:].isdigit():
+        return f"nsenter -t {ns.name[4:]} -n ip link"
+    return f"ip -n {shell_words([shown(ns.name)])} link"
 
 
 def matching(present: Present, ns: Netns, globs: Iterable[str]) -> list[Interface]:

@@ -51,8 +51,10 @@ def split(word: str, default: Where) -> tuple[Where, str]:
     return Where(netns=parse(ns)), parse(name)
 
 
-def group(names: Iterable[str], globs: Iterable[str], follow: bool, default: Where) -> list[Target]:
-    """One Target per namespace, in the order they were first named."""
+def group(names: Iterable[str], globs: Iterable[str], follow: bool, default: Where,
+          command: str = "attach") -> list[Target]:
+    """One Target per namespace, in the order they were first named; ``command``
+    is the one the user ran, for the hint when nothing is named."""
     by_where: dict[Where, tuple[list[str], list[str]]] = {}
     for word in names:
         where, name = split(word, default)
@@ -61,8 +63,8 @@ def group(names: Iterable[str], globs: Iterable[str], follow: bool, default: Whe
         where, glob = split(word, default)
         by_where.setdefault(where, ([], []))[1].append(glob)
     if not by_where:
-        raise UsageError("no interface given", hint="name at least one, e.g. `tcflow attach eth0` or "
-                         "`tcflow attach ns1/veth0`, or give --match GLOB")
+        raise UsageError("no interface given", hint=f"name at least one, e.g. `tcflow {command} eth0` or "
+                         f"`tcflow {command} ns1/veth0`, or give --match GLOB")
     if follow and not any(g for _, g in by_where.values()):
         raise UsageError("--follow needs --match", hint="e.g. --match 'veth*' --follow")
     return [Target(w, tuple(dict.fromkeys(n)), tuple(dict.fromkeys(g)), follow and bool(g))

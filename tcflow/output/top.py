@@ -7,7 +7,7 @@ import time
 from typing import Any, Optional
 
 from tcflow.model.names import printable
-from tcflow.model.snapshot import Snapshot, container_name
+from tcflow.model.snapshot import Snapshot
 
 
 def endpoint(e: dict[str, Any]) -> str:
@@ -19,16 +19,13 @@ def endpoint(e: dict[str, Any]) -> str:
 
 def rows(snap: Snapshot) -> list[tuple[str, dict[str, Any]]]:
     """(who, flow) for every listed flow of every interface, busiest first.
-    ``who`` is CONTAINER/IFACE for a container's interface, else IFACE."""
+    ``who`` is the interface's key in /traffic: NETNS/IFACE (a container's
+    namespace is named for the container), or IFACE in tcflow's own."""
     out = []
-    for key, ic in snap.interfaces.items():
+    for key in snap.interfaces:
         doc = (snap.flows or {}).get(key)
-        if not doc:
-            continue
-        who = ic.ifname
-        if ic.container:
-            who = f"{container_name(ic.container)}/{ic.ifname}"
-        out += [(who, f) for f in doc["top"]]
+        if doc:
+            out += [(key, f) for f in doc["top"]]
     out.sort(key=lambda r: (r[1]["rate"]["recv"] + r[1]["rate"]["send"],
                             r[1]["ip_bytes"]["recv"] + r[1]["ip_bytes"]["send"]), reverse=True)
     return out

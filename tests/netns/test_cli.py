@@ -512,3 +512,16 @@ def test_live_view_in_tmux_fits_80x24_with_50_interfaces_and_keeps_notices(sandb
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
     assert leftovers(ns, "s0a") == []
+
+
+
+def test_doctor_as_a_user_says_what_is_missing_and_exits_1() -> None:
+    """Not root: every check still reports, the ones that need root say so
+    with the fix; no crash, no "please report it"."""
+    r = run("doctor", prefix=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"))
+    assert r.returncode == 1 and r.stderr == "", r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("tcflow doctor: kernel ")
+    assert "  [FAIL] root and capabilities: missing " in r.stdout and "fix: run tcflow with sudo" in r.stdout
+    assert any(ln.startswith("  [warn] compiled-program cache: cannot read ") for ln in lines), r.stdout
+    assert lines[-1] == "some checks failed or could not run: see the fixes above"

@@ -277,3 +277,20 @@ def test_monitor_users_get_the_cli_s_errors(cli: list[str], library: dict[str, A
     with pytest.raises(tcflow.TcflowError) as e:
         tcflow.Monitor(["eth9"], **library)
     assert err == f"tcflow: error: {e.value.render(lambda words: 'tcflow ' + ' '.join(words))}"
+
+
+@pytest.mark.parametrize("argv, want", [
+    (["top"], "no interface given: name at least one, e.g. `tcflow top eth0` or `tcflow top ns1/veth0`, "
+              "or give --match GLOB"),
+    (["serve"], "e.g. `tcflow serve eth0` or `tcflow serve ns1/veth0`"),
+    (["attach", "--interval", "0", "eth0"], "'0' is not a number of seconds above 0 and at most 86400 (e.g. 0.5)"),
+])
+def test_usage_errors_name_the_command_run_and_say_what_is_wanted(argv: list[str], want: str,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own (a bad value): exit 2 as well
+        code = int(e.code or 0)
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tcflow: error: ") and want in err[0]

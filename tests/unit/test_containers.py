@@ -176,3 +176,22 @@ def test_a_rename_says_whether_the_link_is_up() -> None:
     held = [Interface("veth72e9668", 5, ns, "veth")]
     assert diff(held, [(5, "eth0", "veth", True, 4)], ns, ["*"], True).renamed == [(held[0], "eth0", True)]
     assert diff(held, [(5, "eth0", "veth", False, 4)], ns, ["*"], True).renamed == [(held[0], "eth0", False)]
+
+
+@pytest.mark.parametrize("name, want", [
+    ("", "did you mean veth0? list them with `ip link`"),
+    ("ns1", "did you mean veth0? list them with `ip -n ns1 link`"),
+    ("pid:4242", "did you mean veth0? list them with `nsenter -t 4242 -n ip link`"),
+])
+def test_an_unknown_interface_says_what_exists_and_how_to_list_them(name: str, want: str) -> None:
+    from tcflow.host.interfaces import lookup
+    from tcflow.model.errors import InterfaceError
+    from tcflow.system.netns import Netns
+
+    present = [(1, "lo", "", True, None), (2, "veth0", "veth", True, 3), (4, "eth1", "", True, None)]
+    with pytest.raises(InterfaceError) as e:
+        lookup(present, Netns(name, "/run/netns/x", 1, 2), "vteh0")
+    assert e.value.render().endswith(f": {want}")
+    with pytest.raises(InterfaceError) as e:
+        lookup(present, Netns(name, "/run/netns/x", 1, 2), "wlan7")  # nothing close: no guess
+    assert "did you mean" not in e.value.render()

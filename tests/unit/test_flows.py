@@ -83,3 +83,19 @@ def test_top_fits_80x24_with_50_interfaces_busiest_first() -> None:
 def test_compact_numbers() -> None:
     for n, want in ((0, "0"), (999, "999"), (999.96, "1.0K"), (164_600, "164.6K"), (12e6, "12.0M"), (3e15, "3000.0T")):
         assert flowtable.compact(n) == want
+
+
+def test_top_names_each_interface_as_traffic_does_namespace_included() -> None:
+    """ns1/dup0 and ns2/dup0 are two interfaces: top's WHERE and its JSON say
+    which, with the key /traffic uses (NETNS/IFACE, or the container's name)."""
+    zeros = [0] * len(NAMES)
+    web = {"container": "web", "container_id": "ab" * 32}
+    snap = make_snapshot([("dup0", "ns1", 2, Hooks("tc"), zeros, zeros), ("dup0", "ns2", 2, Hooks("tc"), zeros, zeros),
+                          ("eth0", "web", 3, Hooks("tc"), zeros, zeros, web)])
+    docs = {k: {"active": 1, "evictions": 0, "table": {"entries": 3, "capacity": 16384},
+                "overflow": {"packets": {"recv": 0, "send": 0}}, "top": [flow(i)]}
+            for i, k in enumerate(snap.interfaces)}
+    snap = snap.__class__(snap.time, snap.monotonic, snap.interfaces, docs)
+    assert sorted(who for who, _ in flowtable.rows(snap)) == ["ns1/dup0", "ns2/dup0", "web/eth0"]
+    lines = flowtable.screen(snap, "bits", 100, 24, []).split("\n")
+    assert {ln.split()[0] for ln in lines[3:6]} == {"ns1/dup0", "ns2/dup0", "web/eth0"}
