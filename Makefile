@@ -10,7 +10,7 @@ help: ## list the targets
 setup: ## install Debian packages, build .venv, install the tcflow command (idempotent, quick when done)
 	@bash scripts/setup.sh
 
-install: ## (re)install the command only: /opt/tcflow, /usr/local/sbin/tcflow, bash completion
+install: ## (re)install the command only: /opt/tcflow, /usr/local/sbin/tcflow, bash completion, man page
 	@bash scripts/install.sh
 
 uninstall: ## remove what `make install` put outside this clone (pins stay: `tcflow detach --all` first)

@@ -2,9 +2,10 @@
 # Install or remove the `tcflow` command for root, independent of this clone:
 # a venv of its own under $TCFLOW_PREFIX (default /opt/tcflow) with tcflow
 # copied in (not linked to the clone), the command linked into $TCFLOW_BINDIR
-# (default /usr/local/sbin, which sudo's secure_path keeps), and bash
-# completion. Re-run after changing the code; it reinstalls only when the
-# package's files changed.
+# (default /usr/local/sbin, which sudo's secure_path keeps), bash completion,
+# and the manual page tcflow(8) (`man tcflow`; section 8 comes before the
+# C library's tcflow(3)). Re-run after changing the code; it reinstalls only
+# when the package's files changed.
 #
 #   scripts/install.sh            install (make setup runs this)
 #   scripts/install.sh uninstall  remove all of it (pins and attachments are
@@ -14,11 +15,12 @@ cd "$(dirname "$0")/.."
 prefix=${TCFLOW_PREFIX:-/opt/tcflow}
 bindir=${TCFLOW_BINDIR:-/usr/local/sbin}
 compdir=${TCFLOW_COMPDIR:-/usr/share/bash-completion/completions}
+mandir=${TCFLOW_MANDIR:-/usr/local/share/man}
 
 if [ "${1:-install}" = uninstall ]; then
-  rm -f "$bindir/tcflow" "$compdir/tcflow"
+  rm -f "$bindir/tcflow" "$compdir/tcflow" "$mandir/man8/tcflow.8"
   rm -rf "$prefix"
-  echo "tcflow: removed $prefix, $bindir/tcflow and $compdir/tcflow"
+  echo "tcflow: removed $prefix, $bindir/tcflow, $compdir/tcflow and $mandir/man8/tcflow.8"
   exit 0
 fi
 
@@ -37,3 +39,5 @@ fi
 mkdir -p "$bindir" "$compdir"
 ln -sfn "$prefix/bin/tcflow" "$bindir/tcflow"
 "$prefix/bin/tcflow" completion bash > "$compdir/tcflow"
+mkdir -p "$mandir/man8"
+"$prefix/bin/python" -m tcflow.cli.manpage > "$mandir/man8/tcflow.8"

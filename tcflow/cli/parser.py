@@ -52,6 +52,13 @@ virtual devices (veth, bridge...), where native XDP costs throughput;
 --ingress xdp|tc overrides that. send is always clsact egress.
 """
 
+PACKETS_NOTE = """
+Packets and bytes are the wire's: a GSO/GRO aggregate counts as the segments
+it stands for, each with its headers. On interfaces with offloads (veths,
+most NICs) they are above `ip -s link` and node_exporter, which count each
+aggregate once.
+"""
+
 ATTACH_EPILOG = """examples:
   sudo tcflow attach eth1
   sudo tcflow attach ns1/veth0 ns2/veth0 --json --count 5 --interval 0.5
@@ -69,7 +76,7 @@ and exits 0. --json prints one object per line, the same document as
   {"time": ..., "interfaces": {"NETNS/IFACE": {"bytes": {CLASS: n, ...},
    "packets": {...}, "hook": {"ingress": ..., "xdp_mode": ..., "pinned": false}, ...}}}
 with every class name as a key, cumulative since attach.
-"""
+""" + PACKETS_NOTE
 
 SERVE_EPILOG = """examples:
   sudo tcflow serve eth1
@@ -255,7 +262,7 @@ def parser() -> argparse.ArgumentParser:
                          f"(default 0: only flow counts and evictions; at most {MAX_METRICS_TOP})")
 
     s = sub.add_parser("show", help="print the counters that --pin left running",
-                       epilog="examples:\n  sudo tcflow show\n  sudo tcflow show --json",
+                       epilog="examples:\n  sudo tcflow show\n  sudo tcflow show --json\n" + PACKETS_NOTE,
                        formatter_class=fmt, parents=[parents["pin_dir"]])
     s.add_argument("--json", action="store_true", help="one JSON object, as attach --json prints")
     s.add_argument("--containers", action="store_true",

@@ -1,6 +1,7 @@
 """The installed command (scripts/install.sh, run by `make setup`): on root's
 PATH from a login shell and under sudo's secure_path, a copy independent of
-this clone, with bash completion; and `uninstall` leaves nothing."""
+this clone, with bash completion and the manual page; and `uninstall` leaves
+nothing."""
 
 from __future__ import annotations
 
@@ -42,16 +43,32 @@ def test_the_install_is_a_copy_not_a_link_to_this_clone(installed: str) -> None:
     assert os.path.exists("/usr/share/bash-completion/completions/tcflow")
 
 
+def test_man_tcflow_opens_tcflow_8_not_termios_3(installed: str) -> None:
+    """The C library documents a tcflow(3) in termios(3); tcflow's own page is
+    in section 8, which man-db searches first."""
+    where = subprocess.run(["man", "-w", "tcflow"], capture_output=True, text=True, timeout=60)
+    assert where.returncode == 0 and where.stdout.strip() == "/usr/local/share/man/man8/tcflow.8", where.stdout
+    page = subprocess.run(["man", "-P", "cat", "tcflow"], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, MANWIDTH="80"))
+    assert page.returncode == 0 and page.stdout.startswith("TCFLOW(8)"), page.stderr
+    for command in ("tcflow attach", "tcflow top", "tcflow serve", "tcflow detach", "--flow-entries", "--containers"):
+        assert command in page.stdout, command
+
+
 def test_uninstall_leaves_nothing(installed: str, tmp_path) -> None:  # noqa: ANN001
     """On a copy of the real installation, so the machine keeps its command."""
-    prefix, bindir, compdir = tmp_path / "opt", tmp_path / "sbin", tmp_path / "completions"
+    prefix, bindir, compdir, mandir = tmp_path / "opt", tmp_path / "sbin", tmp_path / "completions", tmp_path / "man"
     shutil.copytree(os.path.dirname(os.path.dirname(installed)), prefix, symlinks=True)
     bindir.mkdir()
     compdir.mkdir()
     (bindir / "tcflow").symlink_to(prefix / "bin" / "tcflow")
     (compdir / "tcflow").write_text("# completion\n")
-    env = dict(os.environ, TCFLOW_PREFIX=str(prefix), TCFLOW_BINDIR=str(bindir), TCFLOW_COMPDIR=str(compdir))
+    (mandir / "man8").mkdir(parents=True)
+    (mandir / "man8" / "tcflow.8").write_text(".TH TCFLOW 8\n")
+    env = dict(os.environ, TCFLOW_PREFIX=str(prefix), TCFLOW_BINDIR=str(bindir), TCFLOW_COMPDIR=str(compdir),
+               TCFLOW_MANDIR=str(mandir))
     r = subprocess.run(["bash", "scripts/install.sh", "uninstall"], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert not prefix.exists() and list(bindir.iterdir()) == [] and list(compdir.iterdir()) == []
+    assert list((mandir / "man8").iterdir()) == []

@@ -294,3 +294,11 @@ def test_usage_errors_name_the_command_run_and_say_what_is_wanted(argv: list[str
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tcflow: error: ") and want in err[0]
+
+
+@pytest.mark.parametrize("command", ["attach", "show"])
+def test_help_says_why_packets_exceed_ip_s_link(command: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "a GSO/GRO aggregate counts as the segments it stands for" in text and "`ip -s link`" in text
