@@ -327,7 +327,7 @@ def _foreign_filter(p: VethPair, src: str, fn: bytes, parent: str, prio: int) ->
 def test_error_unknown_interface(silent_pair: VethPair, pin_env: dict[str, str]) -> None:
     p = silent_pair
     r = run("attach", "--netns", p.ns_a, p.dev_a, "tcf-nope", env=pin_env)
-    one_line_error(r, "no such interface", "tcf-nope", "ip link")
+    one_line_error(r, "no such interface", "tcf-nope", f"list them with `ip -n {p.ns_a} link`")
     assert leftovers(p.ns_a, p.dev_a, pin_env["TCFLOW_PIN_DIR"]) == []
     r = run("--debug", "attach", "--netns", p.ns_a, "tcf-nope", env=pin_env)
     assert r.returncode != 0 and "Traceback" in r.stderr
