@@ -11,8 +11,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 pkgs="python3-bpfcc python3-venv python3-pip libbpf1 iproute2 ethtool tcpdump iputils-ping"
-# for the tests and `make bench`: traffic, promtool (Debian's prometheus), a headless browser
-pkgs="$pkgs iperf3 prometheus chromium chromium-driver bpftool bash-completion tmux"
+# for the tests and `make bench`: traffic, promtool (Debian's prometheus), a headless browser, man
+pkgs="$pkgs iperf3 prometheus chromium chromium-driver bpftool bash-completion tmux man-db"
 # for the container tests: a real Docker (dockerd, containerd, runc), started by
 # the tests themselves, and a static busybox to build their image from
 pkgs="$pkgs docker.io busybox-static"
