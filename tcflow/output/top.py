@@ -101,7 +101,7 @@ def table(snap: Snapshot, units: str, width: int, limit: int) -> list[str]:
                 f" {compact(total):>{total_w}}")
         lines.append(line[:width])
     if not listed:
-        lines.append("(no flows yet)")
+        lines.append("(no active flows)")
     return lines
 
 

@@ -316,13 +316,14 @@ def test_dashboard_lists_the_busiest_flows_with_serve_flows(veth_pair: VethPair,
     from tests.support.sockets import udp_exchange
 
     p = veth_pair
-    srv = Serve("--flows", "--netns", p.ns_a, p.dev_a, env=pin_env)
+    srv = Serve("--flows", "--flow-idle", "4", "--netns", p.ns_a, p.dev_a, env=pin_env)
     drv = chrome()
     try:
         drv.get(srv.base + "/")
         wait_for(lambda: drv.execute_script("return window.tcflow && window.tcflow.updates()") >= 1)
         for _ in range(3):
             udp_exchange(p.ns_a, p.ns_b, socket.AF_INET, p.ip4_a, p.ip4_b, 50, 1000, 50, 1000)
+        udp_exchange(p.ns_a, p.ns_b, socket.AF_INET6, p.ip6_a, p.ip6_b, 5, 1000, 5, 1000)  # long addresses
 
         def rows() -> list[str]:  # read in one go: the page rebuilds the table every second
             return drv.execute_script(  # type: ignore[no-any-return]
@@ -332,12 +333,27 @@ def test_dashboard_lists_the_busiest_flows_with_serve_flows(veth_pair: VethPair,
         wait_for(lambda: any(r.startswith(key(p)) and " udp " in f" {r} " for r in rows()), timeout=20)
         head = rows()[0].split()
         assert head[:4] == ["Interface", "Protocol", "Local", "Remote"], head  # all interfaces: where each is
-        udp = [r for r in rows() if " udp " in f" {r} "]
-        assert len(udp) == 3 and all(f"{p.ip4_a}:" in r and f"{p.ip4_b}:" in r for r in udp), udp
+        udp = [r for r in rows() if " udp " in f" {r} " and f"{p.ip4_a}:" in r]
+        assert len(udp) == 3 and all(f"{p.ip4_b}:" in r for r in udp), udp
         assert drv.find_element("css selector", "#flows").is_displayed()
         os.makedirs(ARTIFACTS, exist_ok=True)
         drv.execute_script("document.getElementById('flows').scrollIntoView()")
         drv.save_screenshot(os.path.join(ARTIFACTS, "dashboard-flows.png"))
+        # at phone width every column is in view: nothing behind a sideways scroll
+        drv.set_window_size(390, 844)
+        wait_for(lambda: drv.execute_script("return window.innerWidth") <= 390)
+        wait_for(lambda: any(f"[{p.ip6_a}]:" in r for r in rows()), timeout=20)
+        fit = drv.execute_script("""const s = document.getElementById('flows');
+            const cells = Array.from(document.querySelectorAll('#flowtable th'));
+            return {scroll: s.scrollWidth - s.clientWidth, page: document.documentElement.scrollWidth - innerWidth,
+                    right: Math.max(...cells.map(c => c.getBoundingClientRect().right)), width: innerWidth,
+                    head: cells.map(c => c.textContent)};""")
+        drv.execute_script("document.getElementById('flows').scrollIntoView()")
+        drv.save_screenshot(os.path.join(ARTIFACTS, "dashboard-flows-390.png"))
+        assert fit["head"] == ["Flow", "Received", "Sent", "Total"], fit  # which flow: one cell, a line each part
+        assert fit["scroll"] <= 0 and fit["page"] <= 0 and fit["right"] <= fit["width"], fit
+        # once every flow has gone idle and left the table, the page says so
+        wait_for(lambda: rows()[1:] == ["no active flows"], timeout=30)
         assert [e for e in drv.get_log("browser") if e["level"] == "SEVERE"] == []
     finally:
         drv.quit()

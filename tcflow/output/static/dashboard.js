@@ -229,11 +229,15 @@ function flowTable() {
   sec.hidden = !Array.isArray(fl);
   if (sec.hidden) return;
   const all = state.key === "*";
-  const head = [...(all ? ["Interface"] : []), "Protocol", "Local", "Remote", "Received", "Sent", "Total"];
-  const rows = fl.map(f => [...(all ? [f.interface] : []),
-    f.icmp_type === null ? f.protocol : `${f.protocol} type ${f.icmp_type}`, endpoint(f.local), endpoint(f.remote),
+  // on a phone, one cell says which flow (interface, protocol, both ends, a line each): the numbers stay in view
+  const narrow = matchMedia("(max-width: 480px)").matches;
+  const which = f => [...(all ? [f.interface] : []),
+    f.icmp_type === null ? f.protocol : `${f.protocol} type ${f.icmp_type}`, endpoint(f.local), endpoint(f.remote)];
+  const head = [...(narrow ? ["Flow"] : [...(all ? ["Interface"] : []), "Protocol", "Local", "Remote"]),
+    "Received", "Sent", "Total"];
+  const rows = fl.map(f => [...(narrow ? [which(f).join("\n")] : which(f)),
     fmtRate(scaled(f.rate.recv)), fmtRate(scaled(f.rate.send)), fmtBytes(f.ip_bytes.recv + f.ip_bytes.send)]);
-  fill($("flowtable"), head, rows.length ? rows : [["no flows yet"]]);
+  fill($("flowtable"), head, rows.length ? rows : [["no active flows"]]);
 }
 
 function redraw() { draw("recv"); draw("send"); totals(); flowTable(); }
