@@ -2,7 +2,7 @@
 # Install or remove the `tcflow` command for root, independent of this clone:
 # a venv of its own under $TCFLOW_PREFIX (default /opt/tcflow) with tcflow
 # copied in (not linked to the clone), the command linked into $TCFLOW_BINDIR
-# (default /usr/local/sbin, which sudo's secure_path keeps), bash completion,
+# (default /usr/local/sbin, which sudo's secure_path keeps), bash, zsh and fish completion,
 # and the manual page tcflow(8) (`man tcflow`; section 8 comes before the
 # C library's tcflow(3)). Re-run after changing the code; it reinstalls only
 # when the package's files changed.
@@ -16,11 +16,13 @@ prefix=${TCFLOW_PREFIX:-/opt/tcflow}
 bindir=${TCFLOW_BINDIR:-/usr/local/sbin}
 compdir=${TCFLOW_COMPDIR:-/usr/share/bash-completion/completions}
 mandir=${TCFLOW_MANDIR:-/usr/local/share/man}
+zshdir=${TCFLOW_ZSHDIR:-/usr/local/share/zsh/site-functions}
+fishdir=${TCFLOW_FISHDIR:-/usr/local/share/fish/vendor_completions.d}
 
 if [ "${1:-install}" = uninstall ]; then
-  rm -f "$bindir/tcflow" "$compdir/tcflow" "$mandir/man8/tcflow.8"
+  rm -f "$bindir/tcflow" "$compdir/tcflow" "$mandir/man8/tcflow.8" "$zshdir/_tcflow" "$fishdir/tcflow.fish"
   rm -rf "$prefix"
-  echo "tcflow: removed $prefix, $bindir/tcflow, $compdir/tcflow and $mandir/man8/tcflow.8"
+  echo "tcflow: removed $prefix, $bindir/tcflow, the completions and the manual page"
   exit 0
 fi
 
@@ -39,5 +41,8 @@ fi
 mkdir -p "$bindir" "$compdir"
 ln -sfn "$prefix/bin/tcflow" "$bindir/tcflow"
 "$prefix/bin/tcflow" completion bash > "$compdir/tcflow"
+mkdir -p "$zshdir" "$fishdir"
+"$prefix/bin/tcflow" completion zsh > "$zshdir/_tcflow"
+"$prefix/bin/tcflow" completion fish > "$fishdir/tcflow.fish"
 mkdir -p "$mandir/man8"
 "$prefix/bin/python" -m tcflow.cli.manpage > "$mandir/man8/tcflow.8"

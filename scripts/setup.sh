@@ -11,8 +11,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 pkgs="python3-bpfcc python3-venv python3-pip libbpf1 iproute2 ethtool tcpdump iputils-ping"
-# for the tests and `make bench`: traffic, promtool (Debian's prometheus), a headless browser, man
-pkgs="$pkgs iperf3 prometheus chromium chromium-driver bpftool bash-completion tmux man-db"
+# for the tests and `make bench`: traffic, promtool (Debian's prometheus), a headless browser, man,
+# and the shells whose completion tcflow writes
+pkgs="$pkgs iperf3 prometheus chromium chromium-driver bpftool bash-completion tmux man-db zsh fish"
 # for the container tests: a real Docker (dockerd, containerd, runc), started by
 # the tests themselves, and a static busybox to build their image from
 pkgs="$pkgs docker.io busybox-static"

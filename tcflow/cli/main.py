@@ -19,7 +19,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from tcflow.cli.completion import bash
+from tcflow.cli.completion import SHELLS
 from tcflow.cli.parser import fix_command, parser
 from tcflow.cli.screen import Exit, OutputClosed, out
 from tcflow.model.errors import TcflowError
@@ -31,7 +31,7 @@ COMMANDS = {"attach": "attach", "top": "top", "serve": "serve", "show": "show", 
 
 
 def completion(args: argparse.Namespace) -> int:
-    out(bash(parser()), end="")
+    out(SHELLS[args.shell](parser()), end="")
     return Exit.OK
 
 

@@ -290,10 +290,13 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("doctor", help="check root, bpf(), bcc, kernel headers, clsact and XDP",
                         epilog="examples:\n  sudo tcflow doctor", formatter_class=fmt)
 
-    co = sub.add_parser("completion", help="print a bash completion script (make setup installs it)",
-                        epilog="examples:\n  tcflow completion bash > /usr/share/bash-completion/completions/tcflow\n"
-                               "  source <(tcflow completion bash)", formatter_class=fmt)
-    co.add_argument("shell", choices=["bash"], help="the shell (bash)")
+    co = sub.add_parser("completion", help="print a completion script for bash, zsh or fish (make setup installs "
+                        "bash's)", epilog="examples:\n"
+                        "  tcflow completion bash > /usr/share/bash-completion/completions/tcflow\n"
+                        "  source <(tcflow completion bash)\n"
+                        "  tcflow completion zsh > \"${fpath[1]}/_tcflow\"\n"
+                        "  tcflow completion fish > ~/.config/fish/completions/tcflow.fish", formatter_class=fmt)
+    co.add_argument("shell", choices=["bash", "zsh", "fish"], help="the shell")
 
     de = sub.add_parser("demo", help="self-contained demo in throwaway namespaces",
                         epilog="examples:\n  sudo tcflow demo\n  sudo tcflow demo --seconds 10 --ingress xdp",

@@ -62,6 +62,7 @@ def render_interface(ic: InterfaceCounters, rates: Optional[dict[str, float]] = 
 IP_RECV = [c.name for c in CLASSES if c.layer == "L3" and c.direction == "recv"]
 IP_SEND = [c.name for c in CLASSES if c.layer == "L3" and c.direction == "send"]
 SUMMARY_HEAD = f"{'INTERFACE':<26} {'IP RECV/s':>12} {'IP SEND/s':>12} {'RECEIVED':>9} {'SENT':>9} {'HOOK':>6}"
+PINNED_LEGEND = "HOOK: recv on xdp or tc (send: tc); * pinned: it counts on after tcflow exits"
 
 
 def summary(snap: Snapshot, previous: Optional[Snapshot] = None, units: str = "bytes",
@@ -75,6 +76,9 @@ def summary(snap: Snapshot, previous: Optional[Snapshot] = None, units: str = "b
         return sum(r[n] for n in IP_RECV + IP_SEND) if r else 0.0
 
     keys = sorted(snap.interfaces, key=lambda k: (-load(k), k))
+    pinned = any(ic.hooks.pinned for ic in snap.interfaces.values())
+    if rows is not None and pinned:
+        rows -= 1  # the legend's line
     shown_keys = keys if rows is None or len(keys) <= rows else keys[:max(0, rows - 1)]
     lines = [SUMMARY_HEAD]
     for key in shown_keys:
@@ -87,6 +91,8 @@ def summary(snap: Snapshot, previous: Optional[Snapshot] = None, units: str = "b
         lines.append(f"{name:<26} {rr:>12} {rs:>12} {human(total_r):>9} {human(total_s):>9} {hook:>6}")
     if len(shown_keys) < len(keys):
         lines.append(f"... and {len(keys) - len(shown_keys)} more, quieter (--json lists all)")
+    if pinned:
+        lines.append(PINNED_LEGEND)
     return lines
 
 

@@ -525,3 +525,24 @@ def test_doctor_as_a_user_says_what_is_missing_and_exits_1() -> None:
     assert "  [FAIL] root and capabilities: missing " in r.stdout and "fix: run tcflow with sudo" in r.stdout
     assert any(ln.startswith("  [warn] compiled-program cache: cannot read ") for ln in lines), r.stdout
     assert lines[-1] == "some checks failed or could not run: see the fixes above"
+
+
+def test_completion_lists_the_interfaces_inside_a_namespace(make_netns: Callable[[], str], tmp_path: Any) -> None:
+    """`ns1/<TAB>` completes to ns1's interfaces, in bash and in fish."""
+    from tcflow.cli.completion import bash, fish
+    from tcflow.cli.parser import parser
+
+    ns = make_netns()
+    sh(f"ip -n {ns} link add tcfcomp0 type veth peer name tcfcomp1")
+    (tmp_path / "tcflow.bash").write_text(bash(parser()))
+    (tmp_path / "tcflow.fish").write_text(fish(parser()))
+    r = subprocess.run(["bash", "-c", f"source {tmp_path}/tcflow.bash; COMP_WORDS=(tcflow attach {ns}/tcfc); "
+                        'COMP_CWORD=2; _tcflow; printf "%s\\n" "${COMPREPLY[@]}"'], capture_output=True, text=True)
+    assert sorted(r.stdout.split()) == [f"{ns}/tcfcomp0", f"{ns}/tcfcomp1"], r.stderr
+    r = subprocess.run([require("fish"), "--no-config", "-c",
+                        f"source {tmp_path}/tcflow.fish; complete -C 'tcflow top {ns}/tcfc'"],
+                       capture_output=True, text=True)
+    assert sorted(ln.split("\t")[0] for ln in r.stdout.splitlines()) == [f"{ns}/tcfcomp0", f"{ns}/tcfcomp1"]
+    r = subprocess.run(["bash", "-c", f"source {tmp_path}/tcflow.bash; COMP_WORDS=(tcflow attach {ns[:-1]}); "
+                        'COMP_CWORD=2; _tcflow; printf "%s\\n" "${COMPREPLY[@]}"'], capture_output=True, text=True)
+    assert f"{ns}/" in r.stdout.split()  # the namespace itself, then its interfaces

@@ -41,6 +41,8 @@ def test_the_install_is_a_copy_not_a_link_to_this_clone(installed: str) -> None:
                        capture_output=True, text=True, cwd="/", check=True)
     assert r.stdout.startswith(prefix + "/") and not r.stdout.startswith(REPO)
     assert os.path.exists("/usr/share/bash-completion/completions/tcflow")
+    assert os.path.exists("/usr/local/share/zsh/site-functions/_tcflow")
+    assert os.path.exists("/usr/local/share/fish/vendor_completions.d/tcflow.fish")
 
 
 def test_man_tcflow_opens_tcflow_8_not_termios_3(installed: str) -> None:
@@ -66,10 +68,14 @@ def test_uninstall_leaves_nothing(installed: str, tmp_path) -> None:  # noqa: AN
     (compdir / "tcflow").write_text("# completion\n")
     (mandir / "man8").mkdir(parents=True)
     (mandir / "man8" / "tcflow.8").write_text(".TH TCFLOW 8\n")
+    zshdir, fishdir = tmp_path / "zsh", tmp_path / "fish"
+    for d, f in ((zshdir, "_tcflow"), (fishdir, "tcflow.fish")):
+        d.mkdir()
+        (d / f).write_text("# completion\n")
     env = dict(os.environ, TCFLOW_PREFIX=str(prefix), TCFLOW_BINDIR=str(bindir), TCFLOW_COMPDIR=str(compdir),
-               TCFLOW_MANDIR=str(mandir))
+               TCFLOW_MANDIR=str(mandir), TCFLOW_ZSHDIR=str(zshdir), TCFLOW_FISHDIR=str(fishdir))
     r = subprocess.run(["bash", "scripts/install.sh", "uninstall"], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert not prefix.exists() and list(bindir.iterdir()) == [] and list(compdir.iterdir()) == []
-    assert list((mandir / "man8").iterdir()) == []
+    assert list((mandir / "man8").iterdir()) == [] and list(zshdir.iterdir()) == [] == list(fishdir.iterdir())

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 PACKAGES = {"promtool": "prometheus", "tmux": "tmux", "chromium": "chromium", "chromedriver": "chromium-driver",
-            "bash": "bash"}
+            "bash": "bash", "zsh": "zsh", "fish": "fish", "man": "man-db"}
 
 
 def require(tool: str) -> str:

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import pathlib
+import shlex
 from typing import Any
 
 import pytest
@@ -302,3 +303,41 @@ def test_help_says_why_packets_exceed_ip_s_link(command: str, capsys: pytest.Cap
         main([command, "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "a GSO/GRO aggregate counts as the segments it stands for" in text and "`ip -s link`" in text
+
+
+def test_the_pinned_mark_is_explained_where_it_shows() -> None:
+    """HOOK's `*` (pinned) gets a legend line, within the screen's height."""
+    zeros = [0] * len(NAMES)
+    pinned = make_snapshot([(f"veth{i}", "", i + 2, Hooks("tc", pinned=i == 0), zeros, zeros) for i in range(30)])
+    lines = screen(pinned, None, 1.0, "bytes", 80, 24, []).split("\n")
+    assert len(lines) <= 24 and lines[-1].startswith("HOOK: recv on xdp or tc") and "* pinned" in lines[-1]
+    assert any(ln.split()[-1] == "tc*" for ln in lines[3:-2]) and lines[-2].startswith("... and ")
+    plain = make_snapshot([(f"veth{i}", "", i + 2, Hooks("tc"), zeros, zeros) for i in range(3)])
+    assert "HOOK: recv on" not in render(plain)  # nothing to explain
+
+
+def test_zsh_and_fish_completion_know_every_command_and_option(tmp_path: pathlib.Path) -> None:
+    import subprocess
+
+    from tcflow.cli.completion import fish, zsh
+
+    (tmp_path / "_tcflow").write_text(zsh(parser()))
+    assert subprocess.run([require("zsh"), "-n", str(tmp_path / "_tcflow")]).returncode == 0
+    script = tmp_path / "tcflow.fish"
+    script.write_text(fish(parser()))
+    assert subprocess.run([require("fish"), "-n", str(script)]).returncode == 0
+
+    def complete(line: str) -> list[str]:
+        r = subprocess.run(["fish", "--no-config", "-c", f"source {script}; complete -C {shlex.quote(line)}"],
+                           capture_output=True, text=True, check=True)
+        return [ln.split("\t")[0] for ln in r.stdout.splitlines()]
+
+    for name, p in _all_parsers().items():
+        if name == "tcflow":
+            continue
+        cmd = name.split()[1]
+        assert cmd in complete(f"tcflow {cmd[:3]}")
+        longs = {o for a in p._actions for o in a.option_strings if o.startswith("--") and o != "--help"}
+        assert longs <= set(complete(f"tcflow {cmd} --")), (cmd, longs - set(complete(f"tcflow {cmd} --")))
+    assert sorted(complete("tcflow attach --ingress ")) == ["auto", "tc", "xdp"]
+    assert sorted(complete("tcflow completion ")) == ["bash", "fish", "zsh"]
