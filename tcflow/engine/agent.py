@@ -25,9 +25,9 @@ from tcflow.bpf.loader import Datapath, Options
 from tcflow.bpf.reader import read_slots
 from tcflow.containers.discovery import Discovery
 from tcflow.containers.status import PeerMap
-from tcflow.engine.assemble import Sources, assemble, carried_key
+from tcflow.engine.assemble import Sources, assemble
 from tcflow.engine.binding import Binder
-from tcflow.engine.carried import CarriedTotals
+from tcflow.engine.carried import CarriedTotals, carried_key
 from tcflow.engine.flows import FlowTable
 from tcflow.engine.namespaces import NamespaceEvents
 from tcflow.engine.settings import Settings
@@ -142,11 +142,11 @@ class Agent(NamespaceEvents):
         if self.discovery is None or self.carried is None or binder is None or dp is None \
                 or (interface.netns.cookie, interface.ifindex) not in binder.slot_of:
             return
-        key = carried_key(self.discovery, interface)
-        if key is None:
+        group = self.discovery.identity(interface.netns.cookie)
+        if group is None:
             return
         slot = binder.slot(interface)
-        self.carried.add(key, read_slots(dp.map_fd("counters"), slot + 1, dp.ncpus)[slot])
+        self.carried.add(carried_key(group, interface), read_slots(dp.map_fd("counters"), slot + 1, dp.ncpus)[slot])
 
     def _release(self, watch: Watch, interface: Interface, detach: bool) -> list[Exception]:
         watch.interfaces.pop(interface.ifindex, None)

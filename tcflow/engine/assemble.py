@@ -13,7 +13,7 @@ from tcflow.bpf.reader import read_slots
 from tcflow.containers.discovery import Discovery
 from tcflow.containers.status import PeerMap
 from tcflow.engine.binding import Binder
-from tcflow.engine.carried import CarriedTotals
+from tcflow.engine.carried import CarriedTotals, carried_key
 from tcflow.engine.flows import FlowTable
 from tcflow.host.interfaces import Interface
 from tcflow.model.flows import unattributed
@@ -35,14 +35,6 @@ class Sources:
     peers: Optional[PeerMap] = None
 
 
-def carried_key(discovery: Discovery, interface: Interface) -> Optional[tuple[str, str]]:
-    """(container identity, interface name) of a container's interface: under
-    the name it was counted as, since a runtime renames a stopping
-    container's eth0 back to vethXXX before it takes it away."""
-    g = discovery.identity(interface.netns.cookie)
-    return (g.key, interface.attachment.bound_as or interface.ifname) if g is not None else None
-
-
 def assemble(interfaces: list[Interface], src: Sources) -> Snapshot:
     """Cumulative counters of every bound interface in ``interfaces``."""
     held = [i for i in interfaces if (i.netns.cookie, i.ifindex) in src.binder.slot_of]
@@ -54,10 +46,8 @@ def assemble(interfaces: list[Interface], src: Sources) -> Snapshot:
     for interface, s in zip(held, slots, strict=True):
         g = src.discovery.identity(interface.netns.cookie) if src.discovery is not None else None
         b, p = sums[s]
-        if g is not None and src.carried is not None and src.discovery is not None:
-            key = carried_key(src.discovery, interface)
-            assert key is not None
-            b, p = src.carried.plus(key, (b, p))
+        if g is not None and src.carried is not None:
+            b, p = src.carried.plus(carried_key(g, interface), (b, p))
         if g is None and interface.kind == "veth" and interface.peer and src.peers is not None:
             g = src.peers.container_of(interface.ifindex, interface.peer)  # the host side of a container's veth?
         a = interface.attachment

@@ -23,8 +23,9 @@ from operator import add
 from typing import Optional
 
 from tcflow.bpf.reader import Sums
-from tcflow.containers import read_small
+from tcflow.containers import Group, read_small
 from tcflow.host import journal
+from tcflow.host.interfaces import Interface
 from tcflow.model.classes import NUM_CLASSES
 from tcflow.system.safepath import make_dirs, trusted_dir
 
@@ -57,6 +58,13 @@ class CarriedTotals:
         if cb is ZERO[0]:
             return sums
         return tuple(map(add, cb, sums[0])), tuple(map(add, cp, sums[1]))
+
+
+def carried_key(group: Group, interface: Interface) -> Key:
+    """(container identity, interface name) of a container's interface: under
+    the name it was counted as, since a runtime renames a stopping
+    container's eth0 back to vethXXX before it takes it away."""
+    return group.key, interface.attachment.bound_as or interface.ifname
 
 
 def carried_path(pin_dir: str) -> str:
