@@ -114,6 +114,7 @@ def _declare(lb: ctypes.CDLL) -> None:
     lb.bpf_obj_pin.argtypes = [ctypes.c_int, ctypes.c_char_p]
     lb.bpf_obj_get.argtypes = [ctypes.c_char_p]
     lb.bpf_prog_get_fd_by_id.argtypes = [ctypes.c_uint32]
+    lb.bpf_map_get_fd_by_id.argtypes = [ctypes.c_uint32]
     lb.bpf_enable_stats.argtypes = [ctypes.c_int]
     lb.libbpf_num_possible_cpus.argtypes = []
     for fn in ("bpf_map_lookup_elem", "bpf_map_get_next_key"):
@@ -283,6 +284,23 @@ def prog_info(fd: int) -> ProgInfo:
     ln = ctypes.c_uint32(ctypes.sizeof(info))
     _check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(ln)), "BPF_OBJ_GET_INFO_BY_FD")
     return info
+
+
+def prog_map_ids(fd: int) -> list[int]:
+    """The ids of the maps a loaded program uses."""
+    for _ in range(3):  # the count is read first; a second call fills them in
+        n = prog_info(fd).nr_map_ids
+        ids = (ctypes.c_uint32 * max(n, 1))()
+        info = ProgInfo(nr_map_ids=n, map_ids=ctypes.addressof(ids))
+        ln = ctypes.c_uint32(ctypes.sizeof(info))
+        _check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(ln)), "BPF_OBJ_GET_INFO_BY_FD")
+        if info.nr_map_ids <= n:
+            return list(ids[:info.nr_map_ids])
+    return []
+
+
+def map_fd_by_id(map_id: int) -> int:
+    return _check(lib().bpf_map_get_fd_by_id(map_id), f"opening BPF map id {map_id}")
 
 
 Key = ctypes.Structure | ctypes.c_uint32 | ctypes.Array

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import threading
 from typing import Optional
 
 from tcflow.cli.parser import settings_of
-from tcflow.cli.screen import Exit, Live, attached_line, left_pinned, note, out
+from tcflow.cli.screen import Exit, Live, attached_line, left_pinned, note, out, terminal_size
 from tcflow.engine import loop
 from tcflow.engine.agent import Agent
 from tcflow.engine.doctor import require_root
@@ -33,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             out(json.dumps(document(snap)))
         elif live.on:
-            size = shutil.get_terminal_size()
+            size = terminal_size()
             live.draw(screen(snap, prev[0], args.interval, args.units, size.columns, size.lines, live.kept))
         else:  # a pipe or a file: every snapshot says when it was taken
             out(header(snap, args.interval, footer="") + "\n" + render(snap, prev[0], args.units) + "\n")

@@ -18,11 +18,11 @@ def run(args: argparse.Namespace) -> int:
                          hint="e.g. `tcflow detach eth1`, `tcflow detach ns1/veth0` or `tcflow detach --all`")
     require_root()
     if args.all:
-        lines = detach_all(args.pin_dir)
+        lines = detach_all(args.pin_dir, force=args.force)
     elif args.stale:
         lines = detach_stale(args.pin_dir)
     else:
-        lines = detach_named(args.interfaces, Where(args.netns, args.pid), args.pin_dir)
+        lines = detach_named(args.interfaces, Where(args.netns, args.pid), args.pin_dir, force=args.force)
     for line in lines:
         out(line)
     return Exit.OK

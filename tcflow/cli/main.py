@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from typing import Optional, Sequence
 
@@ -52,6 +53,8 @@ def _quiet_stdout() -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if getattr(signal.getsignal(signal.SIGINT), "__module__", None) == "tcflow":  # tcflow/__init__.py's
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # from here, main() handles Ctrl-C
         return dispatch(args)
     except TcflowError as e:
         if args.debug:

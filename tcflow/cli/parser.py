@@ -6,6 +6,7 @@ by Settings (tcflow/engine/settings.py), for Monitor users too."""
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
 from typing import NoReturn, Sequence
 
@@ -25,6 +26,7 @@ from tcflow.host import pins
 from tcflow.model.errors import UsageError, shell_words
 from tcflow.model.targets import Target, Where, group
 from tcflow.model.version import __version__
+from tcflow.output.top import SORTS
 
 MAX_METRICS_TOP = 50
 EXIT_USAGE = 2
@@ -138,6 +140,20 @@ def top_count(text: str) -> int:
     return n
 
 
+def port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1 to 65535)")
+    return int(text)
+
+
+def cidr(text: str) -> "ipaddress.IPv4Network | ipaddress.IPv6Network":
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an address or CIDR (e.g. 198.18.0.0/15 or "
+                                         "2001:db8::1)") from None
+
+
 def metrics_top(text: str) -> int:
     n = count(text)
     if n > MAX_METRICS_TOP:
@@ -241,7 +257,14 @@ def parser() -> argparse.ArgumentParser:
                         description="Attach with flow counting and show the flows with the highest rates.",
                         epilog="examples:\n  sudo tcflow top eth1\n  sudo tcflow top --containers\n"
                                "  sudo tcflow top --match 'veth*' --follow --units bits\n"
-                               "  sudo tcflow top eth1 --json --count 5 --top 20",
+                               "  sudo tcflow top eth1 --json --count 5 --top 20\n"
+                               "  sudo tcflow top --containers --where web --proto tcp --port 443\n"
+                               "  sudo tcflow top eth1 --host 198.18.0.0/15 --sort 40s\n\n"
+                               "On a terminal: q quits, p pauses, s/r/t sort by sent/received/total, h helps.\n"
+                               "RECV and SENT are 2 s averages, 10s and 40s both ways, TOTAL bytes since start;\n"
+                               "the last lines are iftop's totals (cumulative, peak, 2/10/40 s averages).\n"
+                               "No names are resolved: tcflow makes no DNS queries. With --json, the first line\n"
+                               "comes after one interval, with averages already in it.",
                         formatter_class=fmt, parents=[parents["targets"]])
     tp.add_argument("--interval", type=positive_seconds, default=1.0, metavar="SECONDS",
                     help="between screens (default 1); rates are over the last second")
@@ -251,6 +274,16 @@ def parser() -> argparse.ArgumentParser:
                     help="flows shown (default: as many as fit the terminal; 24 when piped)")
     tp.add_argument("--units", choices=["bytes", "bits"], default="bytes",
                     help="rates in bytes or bits a second (default bytes)")
+    tp.add_argument("--port", type=port, metavar="PORT", help="only flows with this port on either end")
+    tp.add_argument("--host", type=cidr, metavar="CIDR",
+                    help="only flows with an end in this address or network (either side)")
+    tp.add_argument("--proto", choices=["tcp", "udp", "icmp"], help="only this protocol (icmp: v4 and v6)")
+    tp.add_argument("--where", metavar="NAME",
+                    help="only this interface (its /traffic key, e.g. ns1/veth0), or every interface of one "
+                         "namespace or container (ns1, web)")
+    tp.add_argument("--sort", choices=list(SORTS), default="total",
+                    help="busiest first by: total (2 s average both ways, the default), recv, sent, 10s, 40s, "
+                         "or bytes since start; keys s, r, t change it live")
 
     sv = sub.add_parser("serve", help="attach, and serve /traffic (JSON), /metrics (Prometheus) and a dashboard",
                         description="Attach like `attach`, then serve the counters over HTTP until stopped.",
@@ -286,6 +319,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--all", action="store_true", help="every pinned attachment, then the pins themselves")
     d.add_argument("--stale", action="store_true",
                    help="only pinned entries whose interface or namespace is gone (left by an earlier run)")
+    d.add_argument("--force", action="store_true",
+                   help="detach even what a running tcflow is counting (it notices within a second, says so "
+                        "and stops counting it); without it, that is refused with the process's pid")
 
     sub.add_parser("doctor", help="check root, bpf(), bcc, kernel headers, clsact and XDP",
                         epilog="examples:\n  sudo tcflow doctor", formatter_class=fmt)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import enum
+import os
+import shutil
 import sys
 import time
 from typing import Any
@@ -46,6 +48,15 @@ class Notices(list[str]):
 
 ALT_SCREEN_ON, ALT_SCREEN_OFF = "\x1b[?1049h", "\x1b[?1049l"
 HOME, CLEAR_LINE, CLEAR_BELOW = "\x1b[H", "\x1b[K", "\x1b[J"
+
+
+def terminal_size() -> os.terminal_size:
+    """The terminal's own size (a resize shows at the next draw); COLUMNS and
+    LINES only when standard output is not a terminal (they go stale)."""
+    try:
+        return os.get_terminal_size(sys.stdout.fileno())
+    except (OSError, ValueError):
+        return shutil.get_terminal_size()
 
 
 class Live:
@@ -91,5 +102,7 @@ def attached_line(agent: Any) -> str:
 
 
 def left_pinned(args: argparse.Namespace, agent: Any) -> None:
+    if not agent.left_attached:
+        return  # nothing was left attached (its hooks were removed, or it went)
     note(f"left attached; counters stay pinned under {agent.pin_dir}: "
          f"`{fix_command(args, ('show',))}` reads them, `{fix_command(args, ('detach', '--all'))}` removes them")

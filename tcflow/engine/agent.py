@@ -61,6 +61,7 @@ class Agent(NamespaceEvents):
         self.slots: Optional[SlotTable] = None
         self.binder: Optional[Binder] = None
         self.notices: list[str] = []  # for the user: the CLI prints and clears them
+        self.lost_hooks: list[str] = []  # interfaces dropped: their hooks were removed by another process
         self.attach_errors = 0        # interfaces that matched but could not be attached (follow)
         self.discovery: Optional[Discovery] = Discovery() if settings.containers else None
         self.carried: Optional[CarriedTotals] = CarriedTotals(self.pin_dir) if settings.containers else None
@@ -69,6 +70,7 @@ class Agent(NamespaceEvents):
         self.flows: Optional[FlowTable] = None  # --flows
         self.flows_top = settings.flows_top     # flows per interface in a snapshot (top may ask for more)
         self._full_said = 0.0
+        self.left_attached: list[str] = []  # --pin: what close() left attached and counting
 
     @property
     def pin_dir(self) -> Optional[str]:
@@ -160,6 +162,7 @@ class Agent(NamespaceEvents):
         """Detach everything; with --pin, leave it attached and counting into
         the pinned maps, for `tcflow show` or the next agent to adopt."""
         errors: list[Exception] = []
+        self.left_attached = [i.key for i in self.interfaces()] if self.settings.pin else []
         if not self.settings.pin:
             for watch in self.watches.values():
                 for interface in reversed(list(watch.interfaces.values())):
@@ -199,7 +202,7 @@ class Agent(NamespaceEvents):
         return {"interfaces": len(self.interfaces()), "slots_used": self.slots.in_use() if self.slots else 0,
                 "slots": self.options.max_interfaces, "programs": self.dp.programs_loaded if self.dp else 0,
                 "namespaces": len(self.watches), "following": self.following(),
-                "attach_errors": self.attach_errors,
+                "attach_errors": self.attach_errors, "hooks_removed": list(self.lost_hooks),
                 "containers": sum(len(g.containers) for g in self.discovery.groups.values())
                 if self.discovery else None}
 

@@ -4,6 +4,7 @@ Which hook counts recv is the Settings' ``ingress`` (settings.py says how
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional
 
 from tcflow.bpf.abi import IFACE_F_INCLUDE_LOCAL
@@ -79,7 +80,11 @@ class Binder:
             self.slots.unbind(*key)  # pinned, but its hooks were removed behind tcflow's back
             return False
         slot = found_slot[0]
-        interface.attachment.created_clsact = bool(self.slots.read_meta(slot).created_clsact)
+        meta = self.slots.read_meta(slot)
+        interface.attachment.created_clsact = bool(meta.created_clsact)
+        if meta.in_use:
+            meta.pid = os.getpid()  # `tcflow status` names the process counting it now
+            self.slots.write_meta(slot, meta)
         interface.attachment.ingress = "xdp" if found["xdp"] else "tc"
         interface.attachment.xdp_mode = found["xdp_mode"]
         self.slots.adopt(slot)

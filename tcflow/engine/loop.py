@@ -17,7 +17,7 @@ import os
 import select
 import signal
 import time
-from typing import Any, Callable, ContextManager, Iterable, Iterator
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Optional
 
 from tcflow.engine.agent import Agent
 from tcflow.model.errors import InterfaceError
@@ -90,11 +90,15 @@ def flush_notices(agent: Agent, sink: Callable[[str], None]) -> None:
 
 
 def run(agent: Agent, sig: Signals, interval: float, tick: Callable[[], bool],
-        guard: Callable[[], ContextManager[Any]], sink: Callable[[str], None]) -> None:
+        guard: Callable[[], ContextManager[Any]], sink: Callable[[str], None],
+        inputs: Optional[dict[int, Callable[[], bool]]] = None) -> None:
     """Until a signal (or ``tick`` returns False): follow interface changes in
     every namespace, let go of deleted namespaces, apply container discovery,
     call ``tick`` every ``interval``. ``guard`` is held while the agent
-    changes (readers take it too); notices go to ``sink``."""
+    changes (readers take it too); notices go to ``sink``. ``inputs``: more
+    fds to wait on (a terminal's keys), each with what to call when it is
+    readable; that returning False ends the run too."""
+    inputs = inputs or {}
     following = agent.following()
     containers = agent.discovery
     now = time.monotonic()
@@ -106,11 +110,11 @@ def run(agent: Agent, sig: Signals, interval: float, tick: Callable[[], bool],
     while not sig.stop:
         fds = agent.event_fds()
         wake = min(due, scan_due, flows_due)
-        ready, _, _ = select.select([sig.rfd, *fds, *([files] if files is not None else [])], [], [],
+        ready, _, _ = select.select([sig.rfd, *fds, *([files] if files is not None else []), *inputs], [], [],
                                     max(0.0, wake - time.monotonic()))
         if sig.rfd in ready:
             sig.drain()
-        if sig.stop:
+        if sig.stop or not all(inputs[fd]() for fd in ready if fd in inputs):
             break
         if files is not None and files in ready:
             assert containers is not None
@@ -140,6 +144,9 @@ def run(agent: Agent, sig: Signals, interval: float, tick: Callable[[], bool],
             raise InterfaceError("the network namespace was deleted", netns=", ".join(lost),
                                  hint="tcflow detached and let it go; attach again in a new namespace")
         if not agent.interfaces() and not following:
+            if agent.lost_hooks:
+                raise InterfaceError("nothing is counted any more: tcflow's hooks were removed by another process",
+                                     hint="see `tcflow status`; attach again to count again")
             raise InterfaceError("every attached interface is gone", hint="attach again, or use --match "
                                  "with --follow to wait for interfaces to appear")
         if time.monotonic() >= due:

@@ -14,8 +14,10 @@ from tcflow.containers.discovery import Discovery
 from tcflow.engine.binding import Binder
 from tcflow.engine.slots import SlotTable
 from tcflow.engine.watch import Watch
-from tcflow.host import journal
+from tcflow.host import hooks, journal, owners
 from tcflow.host.interfaces import Interface, diff
+
+HOOK_WORDS = {"xdp": "XDP", "tc_ingress": "clsact ingress", "tc_egress": "clsact egress"}
 
 
 class NamespaceEvents:
@@ -28,6 +30,7 @@ class NamespaceEvents:
     binder: Optional[Binder]
     discovery: Optional[Discovery]
     notices: list[str]
+    lost_hooks: list[str]
     attach_errors: int
     _spare_loader: Optional[threading.Thread]
 
@@ -60,7 +63,13 @@ class NamespaceEvents:
         """Forget interfaces that are gone (their counters go with them);
         with follow, attach new matches. Errors attaching a new interface
         become notices: the others keep being counted."""
-        watch.drain()
+        links, touched = watch.drain()
+        if not links:  # filters and qdiscs only
+            with self._lock():
+                for ifindex in sorted(touched):
+                    if ifindex in watch.interfaces:
+                        self._check_hooks(watch, watch.interfaces[ifindex])
+            return
         d = diff(watch.interfaces.values(), watch.present(), watch.ns, watch.globs, watch.follow)
         binder = self.binder
         assert binder is not None and self.slots is not None
@@ -85,6 +94,36 @@ class NamespaceEvents:
                     interface.ifname = interface.attachment.bound_as = name
             for interface in d.new:
                 self._bind_new(watch, interface)
+            for ifindex in sorted(touched):
+                held = watch.interfaces.get(ifindex)
+                if held is not None and held not in d.new:
+                    self._check_hooks(watch, held)
+
+    def _check_hooks(self, watch: Watch, interface: Interface) -> None:
+        """After an event on ``interface``: if its hooks are no longer this
+        agent's (`tc filter del`, `ip link set dev X xdp off`, `tcflow detach
+        --force`), say so and stop counting it; what is left of this agent's
+        hooks there is taken off too, and nothing of anyone else's."""
+        assert self.binder is not None and self.dp is not None
+        try:
+            found = hooks.tcflow_hooks(watch.ipr, interface.ifindex)
+        except Exception:
+            return  # the interface went meanwhile: its link event (a full resync) deals with it
+        ours = self.dp.map_ids()
+        mine = {hook for hook, prog in found["ids"].items() if owners.counters_of(prog) in ours}
+        recv = "xdp" if interface.attachment.ingress == "xdp" else "tc_ingress"
+        if {recv, "tc_egress"} <= mine:
+            return
+        gone = [h for h in (recv, "tc_egress") if h not in mine]
+        watch.interfaces.pop(interface.ifindex, None)
+        self._carry(interface)
+        interface.attachment.attached = {h: h in mine for h in ("xdp", "tc_ingress", "tc_egress")}
+        self.binder.release(watch.ipr, interface, detach=True, forget=True)
+        self.lost_hooks.append(interface.key)
+        many = len(gone) > 1
+        self.notices.append(f"tcflow's {' and '.join(HOOK_WORDS[h] for h in gone)} hook{'s' if many else ''} on "
+                            f"{interface.key} {'were' if many else 'was'} removed by another process (`tcflow "
+                            "detach --force`, `tc filter del`, `ip link set ... xdp off`?): it is no longer counted")
 
     def _bind_new(self, watch: Watch, interface: Interface) -> None:
         assert self.binder is not None

@@ -8,18 +8,20 @@ every network namespace tcflow can reach). Neither needs bcc.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from typing import Any, Optional
 
+from tcflow.bpf import libbpf
 from tcflow.containers import scan
 from tcflow.engine.carried import CarriedTotals, carried_path
 from tcflow.host import hooks as _hooks
-from tcflow.host import journal
+from tcflow.host import journal, owners
 from tcflow.host import pins as _pins
 from tcflow.host.interfaces import Interface, list_interfaces, lookup
-from tcflow.model.errors import InterfaceError, TcflowError
+from tcflow.model.errors import AttachError, InterfaceError, TcflowError
 from tcflow.model.names import shown
-from tcflow.model.snapshot import Snapshot, make_snapshot
+from tcflow.model.snapshot import Hooks, Snapshot, make_snapshot
 from tcflow.model.targets import Where, split
 from tcflow.system import netns as _netns
 
@@ -29,19 +31,20 @@ def _hooks_text(found: dict[str, Any]) -> tuple[str, str]:
     return recv, "tc" if found["tc_egress"] else "-"
 
 
-def collect(pin_dir: str) -> dict[str, Any]:
-    """Everything `tcflow status` reports, as plain data."""
-    pinned: list[_pins.Entry] = []
-    pin_error = None
-    if _pins.exists(pin_dir):
-        try:
-            with _pins.Store(pin_dir) as store:
-                pinned = store.entries()
-        except TcflowError as err:
-            pin_error = str(err)
-    by_key = {(e.netns_cookie, e.ifindex): e for e in pinned}
+def _entries(pin_dir: str) -> tuple[list[_pins.Entry], Optional[str]]:
+    if not _pins.exists(pin_dir):
+        return [], None
+    try:
+        with _pins.Store(pin_dir) as store:
+            return store.entries(), None
+    except TcflowError as err:
+        return [], str(err)
+
+
+def _walk_hooks() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every interface with one of tcflow's hooks, in every namespace tcflow
+    can reach, and every other program found on those hooks."""
     rows, others = [], []
-    seen = set()
     for label, path, inode in _netns.all_namespaces():
         cookie = _netns.cookie_of_current() if not label else _netns.cookie_of(path)
         if cookie is None:
@@ -55,17 +58,11 @@ def collect(pin_dir: str) -> dict[str, Any]:
                 found = _hooks.tcflow_hooks(ipr, ifindex)
                 if not (found["xdp"] or found["tc_ingress"] or found["tc_egress"]):
                     continue
-                e = by_key.get((cookie, ifindex))
-                seen.add((cookie, ifindex))
                 recv, send = _hooks_text(found)
                 rows.append({
                     "netns": shown(label) if label else "-", "interface": shown(ifname), "ifindex": ifindex,
-                    "cookie": cookie,
-                    "kind": kind or "device",
-                    "recv": recv, "send": send, "pinned": e is not None,
-                    "since": e.attached_at if e else None,
-                    "by_pid": e.pid if e else None,
-                    "by_pid_running": pid_alive(e.pid) if e and e.pid else None,
+                    "cookie": cookie, "kind": kind or "device", "recv": recv, "send": send,
+                    "programs": sorted(found["ids"].values()),
                     "complete": bool(found["tc_egress"] and (found["xdp"] or found["tc_ingress"])),
                 })
                 for hook, desc in found["others"]:
@@ -73,6 +70,37 @@ def collect(pin_dir: str) -> dict[str, Any]:
                                    "hook": hook, "program": shown(desc)})
         finally:
             ipr.close()
+    return rows, others
+
+
+def collect(pin_dir: str) -> dict[str, Any]:
+    """Everything `tcflow status` reports, as plain data.
+
+    Each attached interface says where its pins are (``pin_dir``: the
+    directory whose maps its programs count into, whichever --pin-dir made
+    it; None if not pinned) and who counts it now (``owners``: the running
+    tcflow processes holding its programs, or holding its pinned maps and
+    named in its pinned description)."""
+    rows, others = _walk_hooks()
+    counters = {p: owners.counters_of(p) for r in rows for p in r["programs"]}
+    dirs = owners.pin_dirs({c for c in counters.values() if c}, first=[pin_dir])
+    pinned, pin_error = _entries(pin_dir)
+    by_dir = {pin_dir: {(e.netns_cookie, e.ifindex): e for e in pinned}}
+    for d in set(dirs.values()) - {pin_dir}:
+        by_dir[d] = {(e.netns_cookie, e.ifindex): e for e in _entries(d)[0]}
+    live = owners.holders(counters, {c for c in counters.values() if c})
+    seen = set()
+    for r in rows:
+        key = (r["cookie"], r["ifindex"])
+        seen.add(key)
+        maps = {counters[p] for p in r["programs"] if counters.get(p)}
+        where = next((dirs[m] for m in maps if m in dirs), None)
+        e = by_dir.get(where, {}).get(key) if where else None
+        r.update(pinned=e is not None, pin_dir=where if e is not None else None,
+                 since=e.attached_at if e else None, by_pid=e.pid if e else None,
+                 by_pid_running=pid_alive(e.pid) if e and e.pid else None,
+                 owners=[{"pid": h.pid, "command": h.command} for h in live
+                         if h.progs & set(r["programs"]) or (e is not None and h.pid == e.pid and h.maps & maps)])
     stale = [{"netns": shown(e.netns) if e.netns else "-", "interface": shown(e.ifname), "ifindex": e.ifindex,
               "slot": e.slot}
              for e in pinned if (e.netns_cookie, e.ifindex) not in seen]
@@ -113,14 +141,27 @@ def _remove(entry_ns_path: Optional[str], label: str, cookie: int, ifindex: int,
         ipr.close()
 
 
-def detach_all(pin_dir: str) -> list[str]:
-    """Every pinned attachment: hooks off, entries gone, then the pins."""
+def _busy(what: str, holders: list[owners.Holder], fix: tuple[str, ...]) -> AttachError:
+    h = holders[0]
+    more = f" and {len(holders) - 1} other process{'es' if len(holders) > 2 else ''}" if len(holders) > 1 else ""
+    verb = "are" if what.startswith("the pins") else "is"
+    return AttachError(f"{what} {verb} being counted by a running tcflow (pid {h.pid}: {h.command}){more}",
+                       hint=f"stop it first (kill {h.pid}), or `{{fix}}` to detach anyway (it then stops "
+                            "counting and says so)", fix=fix)
+
+
+def detach_all(pin_dir: str, force: bool = False) -> list[str]:
+    """Every pinned attachment: hooks off, entries gone, then the pins.
+    Refused while a running tcflow counts into these pins, unless ``force``."""
     if not _pins.verify(pin_dir):
         return [f"nothing is pinned under {pin_dir}"]
     lines = []
     with _pins.Lock(pin_dir):
         if _pins.exists(pin_dir):
             with _pins.Store(pin_dir) as store:
+                live = owners.holders((), {libbpf.map_info(store.fds["counters"]).id})
+                if live and not force:
+                    raise _busy(f"the pins under {pin_dir}", live, ("detach", "--all", "--force"))
                 for e in store.entries():
                     own = _netns.cookie_of_current() == e.netns_cookie
                     path = "/proc/self/ns/net" if own else _netns.find(e.netns_inode, e.netns_cookie, e.netns_path)
@@ -139,28 +180,55 @@ def detach_all(pin_dir: str) -> list[str]:
     return lines
 
 
-def detach_named(words: list[str], default: Where, pin_dir: str) -> list[str]:
+def detach_named(words: list[str], default: Where, pin_dir: str, force: bool = False) -> list[str]:
     """Remove tcflow from these interfaces (IFACE or NETNS/IFACE), pinned or
-    not; error if one of them had none of it."""
+    not; error if one of them had none of it.
+
+    Its pinned entry goes with its hooks, under whichever pin directory its
+    programs count into (found through them, not only ``pin_dir``); if that
+    cannot be opened, nothing is removed. An interface a running tcflow
+    counts is refused, all before anything is removed, unless ``force``."""
     interfaces: list[Interface] = []
+    programs: dict[tuple[int, int], list[int]] = {}
     for word in words:
         where, name = split(word, default)
         ns = _netns.resolve(where.netns, where.pid)
         ipr = _hooks.ipr_for(ns)
         try:
-            interfaces.append(lookup(list_interfaces(ipr), ns, name))
+            interface = lookup(list_interfaces(ipr), ns, name)
+            programs[(ns.cookie, interface.ifindex)] = list(_hooks.tcflow_hooks(ipr, interface.ifindex)["ids"].values())
+            interfaces.append(interface)
         finally:
             ipr.close()
+    counters = {p: owners.counters_of(p) for ids in programs.values() for p in ids}
+    dirs = owners.pin_dirs({c for c in counters.values() if c}, first=[pin_dir])
+    live = owners.holders(counters, {c for c in counters.values() if c})
     lines = []
     with contextlib.ExitStack() as stack:
-        store = None
+        stores: dict[str, _pins.Store] = {}
+
+        def store_for(d: str) -> _pins.Store:
+            if d not in stores:
+                stack.enter_context(_pins.Lock(d))
+                stores[d] = stack.enter_context(_pins.Store(d))
+            return stores[d]
+
         if _pins.exists(pin_dir):
-            stack.enter_context(_pins.Lock(pin_dir))
-            store = stack.enter_context(_pins.Store(pin_dir))
-        entries = {(e.netns_cookie, e.ifindex): e for e in store.entries()} if store else {}
+            store_for(pin_dir)
+        plan = []
         for interface in interfaces:
+            key = (interface.netns.cookie, interface.ifindex)
+            maps = {counters[p] for p in programs[key] if counters.get(p)}
+            d = next((dirs[m] for m in maps if m in dirs), pin_dir if pin_dir in stores else None)
+            store = store_for(d) if d else None
+            e = next((x for x in store.entries() if (x.netns_cookie, x.ifindex) == key), None) if store else None
+            holding = [h for h in live if h.progs & set(programs[key])
+                       or (e is not None and h.pid == e.pid and h.maps & maps)]
+            if holding and not force:
+                raise _busy(interface.key, holding, ("detach", "--force", interface.key))
+            plan.append((interface, store, e))
+        for interface, store, e in plan:
             ns = interface.netns
-            e = entries.get((ns.cookie, interface.ifindex))
             path = ns.path if ns.name else "/proc/self/ns/net"
             found = _remove(path, ns.name, ns.cookie, interface.ifindex, interface.ifname,
                             e.created_clsact if e else False)
@@ -170,11 +238,14 @@ def detach_named(words: list[str], default: Where, pin_dir: str) -> list[str]:
             if not had and e is None:
                 raise InterfaceError("tcflow is not attached here", ifname=interface.key,
                                      hint="`{fix}` lists where it is", fix=("status",))
-            lines.append(f"detached {interface.key}" + (" (and its pin)" if e else ""))
-        if store is not None and not store.entries():
-            store.close()  # the maps are unpinned under the lock, then the lock goes
-            _pins.unpin(pin_dir)
-            lines.append(f"no pinned interface left: removed the pins under {pin_dir}")
+            lines.append(f"detached {interface.key}"
+                         + (f" (and its pin under {store.pin_dir})" if e and store and store.pin_dir != pin_dir
+                            else " (and its pin)" if e else ""))
+        for d, store in stores.items():
+            if not store.entries():
+                store.close()  # the maps are unpinned under the lock, then the lock goes
+                _pins.unpin(d)
+                lines.append(f"no pinned interface left: removed the pins under {d}")
     return lines
 
 
@@ -209,16 +280,60 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def _counting(pin_dir: str, entries: list[_pins.Entry], counters_id: int) -> set[tuple[int, int]]:
+    """The pinned entries whose interface still has tcflow's programs on
+    both hooks, counting into these pins: one netlink socket per namespace."""
+    out: set[tuple[int, int]] = set()
+    by_ns: dict[int, list[_pins.Entry]] = {}
+    for e in entries:
+        by_ns.setdefault(e.netns_cookie, []).append(e)
+    maps: dict[int, Optional[int]] = {}
+    own = _netns.cookie_of_current()
+    for cookie, group in by_ns.items():
+        first = group[0]
+        path = "/proc/self/ns/net" if cookie == own else _netns.find(first.netns_inode, cookie, first.netns_path)
+        if path is None:
+            continue
+        try:
+            ipr = _hooks.ipr_for(_netns.Netns("" if cookie == own else first.netns or "?", path, 0, cookie))
+        except Exception:
+            continue
+        try:
+            for e in group:
+                try:
+                    found = _hooks.tcflow_hooks(ipr, e.ifindex)
+                except Exception:
+                    continue  # the interface is gone
+                ours = set()
+                for hook, prog in found["ids"].items():
+                    if prog not in maps:
+                        maps[prog] = owners.counters_of(prog)
+                    if maps[prog] == counters_id:
+                        ours.add(hook)
+                if "tc_egress" in ours and ours & {"xdp", "tc_ingress"}:
+                    out.add((e.netns_cookie, e.ifindex))
+        finally:
+            ipr.close()
+    return out
+
+
 def read_pinned(pin_dir: str, containers: bool = False) -> Snapshot:
-    """What `tcflow show` prints: the pinned counters (host/pins.py), or with
+    """What `tcflow show` prints: the pinned counters, or with
     ``containers`` only those in a running container's namespace, with its
     identity and the totals its earlier lives carried (as `serve
-    --containers --pin` reports them)."""
-    if not containers:
-        return _pins.read_snapshot(pin_dir)
+    --containers --pin` reports them). An entry whose programs are gone from
+    its hooks is marked as no longer counting."""
     with _pins.Store(pin_dir) as store:
         entries = store.entries()
         sums = store.counters([e.slot for e in entries])
+        counters_id = int(libbpf.map_info(store.fds["counters"]).id)
+    live = _counting(pin_dir, entries, counters_id)
+
+    def hooks(e: _pins.Entry) -> Hooks:
+        return dataclasses.replace(e.hooks, counting=(e.netns_cookie, e.ifindex) in live)
+
+    if not containers:
+        return make_snapshot((shown(e.ifname), shown(e.netns), e.ifindex, hooks(e), *sums[e.slot]) for e in entries)
     groups = {g.inode: g for g in scan() if not g.host_network}
     carried = CarriedTotals(pin_dir)
     out = []
@@ -227,5 +342,5 @@ def read_pinned(pin_dir: str, containers: bool = False) -> Snapshot:
         if g is None:
             continue
         b, p = carried.plus((g.key, e.ifname), sums[e.slot])
-        out.append((shown(e.ifname), shown(e.netns), e.ifindex, e.hooks, b, p, g.labels()))
+        out.append((shown(e.ifname), shown(e.netns), e.ifindex, hooks(e), b, p, g.labels()))
     return make_snapshot(out)

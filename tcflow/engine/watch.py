@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import struct
 from typing import Any, Optional
 
 from tcflow.host import hooks
@@ -13,6 +14,9 @@ from tcflow.model.errors import InterfaceError
 from tcflow.system.netns import Netns, run_in
 
 RTMGRP_LINK = 1
+RTMGRP_TC = 8  # qdisc and filter changes: someone else removing tcflow's hooks
+RTM_NEWLINK, RTM_DELLINK, RTM_DELQDISC, RTM_DELTFILTER = 16, 17, 37, 45
+NLMSG = struct.Struct("=IHHII")  # nlmsghdr; ifinfomsg and tcmsg both hold the ifindex 4 bytes after it
 EVENT_RCVBUF = 1 << 20  # fewer overruns under churn; an overrun is harmless (see drain)
 MAX_DRAIN = 4096
 
@@ -66,29 +70,40 @@ class Watch:
             def make() -> socket.socket:
                 s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, 0)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, EVENT_RCVBUF)
-                s.bind((0, RTMGRP_LINK))
+                s.bind((0, RTMGRP_LINK | RTMGRP_TC))
                 return s
 
             self._events = run_in(self.ns.path, make) if self.ns.name else make()
         return self._events.fileno()
 
-    def drain(self) -> None:
-        """Empty the event socket. What the events said does not matter: the
-        caller diffs a full dump of the interfaces. So an overrun (ENOBUFS: the
-        kernel dropped events while the buffer was full) needs nothing more
-        than that same full resync. Bounded, so a flood cannot hold it here."""
+    def drain(self) -> tuple[bool, set[int]]:
+        """Empty the event socket: whether a link changed, and the interfaces
+        whose hooks may have changed (a filter or qdisc deleted, a link
+        changed: its XDP program). Links themselves are not read from the
+        events: the caller diffs a full dump of the interfaces. So an overrun
+        (ENOBUFS: the kernel dropped events while the buffer was full) needs
+        nothing more than that same full resync, and every held interface is
+        said to have changed. Bounded, so a flood cannot hold it here."""
+        touched: set[int] = set()
+        links = self._events is None  # no socket yet: resync
         if self._events is None:
-            return
+            return links, touched
         for _ in range(MAX_DRAIN):
             try:
-                if not self._events.recv(65536):
-                    return
+                data = self._events.recv(65536)
             except BlockingIOError:
-                return
+                break
             except OSError as e:
                 if e.errno != errno.ENOBUFS:
                     raise
-
+                touched |= set(self.interfaces)
+                links = True
+                continue
+            if not data:
+                break
+            link, hooks_touched = _hook_events(data)
+            links, touched = links or link, touched | hooks_touched
+        return links, touched
     def alive(self) -> bool:
         """False once the namespace's name (or process) is gone."""
         if not self.ns.name:
@@ -105,3 +120,19 @@ class Watch:
         if self.ipr is not None:
             self.ipr.close()
             self.ipr = None
+
+
+def _hook_events(data: bytes) -> tuple[bool, set[int]]:
+    """Whether one netlink datagram holds a link message, and the ifindexes
+    it names that could mean a hook went: RTM_DELTFILTER, RTM_DELQDISC,
+    RTM_NEWLINK."""
+    out, off, link = set(), 0, False
+    while off + NLMSG.size + 8 <= len(data):
+        length, mtype = NLMSG.unpack_from(data, off)[:2]
+        if length < NLMSG.size:
+            break
+        link = link or mtype in (RTM_NEWLINK, RTM_DELLINK)
+        if mtype in (RTM_NEWLINK, RTM_DELQDISC, RTM_DELTFILTER):
+            out.add(struct.unpack_from("=i", data, off + NLMSG.size + 4)[0])
+        off += (length + 3) & ~3
+    return link, out

@@ -11,12 +11,13 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import struct
 from typing import Any, Optional
 
 from pyroute2 import IPRoute
 
 from tcflow.bpf import libbpf
-from tcflow.host import journal
+from tcflow.host import journal, owners
 from tcflow.host.interfaces import Interface
 from tcflow.model.errors import AttachError, InterfaceError, PermissionError_
 from tcflow.system.netns import Netns, run_in
@@ -110,8 +111,19 @@ class NativeRefused(AttachError):
     """The driver (or the device) would not take native XDP."""
 
 
-def _already_tcflow(interface: Interface) -> AttachError:
-    return AttachError(f"{interface.key} already has tcflow attached (a running or pinned tcflow, or one that was "
+def _already_tcflow(ipr: Any, interface: Interface) -> AttachError:
+    """The error for an interface another tcflow holds: its pid if it runs
+    (then detaching it is not the fix), else how to remove what was left."""
+    try:
+        ids = list(tcflow_hooks(ipr, interface.ifindex)["ids"].values())
+        live = owners.holders(ids, {c for c in map(owners.counters_of, ids) if c})
+    except Exception:
+        live = []
+    if live:
+        return AttachError(f"{interface.key} is already counted by a running tcflow (pid {live[0].pid}: "
+                           f"{live[0].command})", hint="read its output, or stop it first; `{fix}` says who counts "
+                           "what", fix=("status",))
+    return AttachError(f"{interface.key} already has tcflow attached (a pinned tcflow, or one that was "
                        "killed)", hint="see `tcflow status`; `{fix}` removes it", fix=("detach", interface.key))
 
 
@@ -125,7 +137,7 @@ def attach_xdp(ipr: Any, interface: Interface, prog_fd: int, mode: str = "auto")
     if prog_id:
         name = prog_name(prog_id)
         if name in TCFLOW_PROG_NAMES:
-            raise _already_tcflow(interface)
+            raise _already_tcflow(ipr, interface)
         raise AttachError(
             f"{interface.key} already has an XDP program ({name}, id {prog_id})",
             ifname=interface.key,
@@ -163,22 +175,26 @@ def tcflow_hooks(ipr: Any, ifindex: int) -> dict[str, Any]:
     """Which of tcflow's hooks are on a link, and everything else found there.
 
     ``xdp``/``xdp_mode``/``xdp_id``: tcflow's XDP program; ``tc_ingress`` and
-    ``tc_egress``: tcflow's filters; ``others``: (hook, description) of any
+    ``tc_egress``: tcflow's filters; ``ids``: the kernel's id of each of
+    tcflow's programs found, by hook; ``others``: (hook, description) of any
     other program on the same hooks.
     """
     out: dict[str, Any] = {"xdp": False, "xdp_mode": None, "xdp_id": None,
-                           "tc_ingress": False, "tc_egress": False, "others": []}
+                           "tc_ingress": False, "tc_egress": False, "ids": {}, "others": []}
     prog_id, mode = xdp_state(ipr, ifindex)
     if prog_id:
         name = prog_name(prog_id)
         if name == "tcflow_xdp":
             out.update(xdp=True, xdp_mode=mode, xdp_id=prog_id)
+            out["ids"]["xdp"] = prog_id
         else:
             out["others"].append(("xdp", f"XDP {name} (id {prog_id}, {mode})"))
     for hook, parent, ours in (("ingress", TC_INGRESS, TC_NAME_INGRESS), ("egress", TC_EGRESS, TC_NAME_EGRESS)):
         for f in filters(ipr, ifindex, parent):
             if f["handle"] == TC_HANDLE and f["prio"] == TC_PRIO and f["name"] == ours:
                 out[f"tc_{hook}"] = True
+                if f["id"]:
+                    out["ids"][f"tc_{hook}"] = f["id"]
             else:
                 out["others"].append((hook, f"tc {hook} {f['kind']} {f['name'] or ''} "
                                             f"(prio {f['prio']}, handle {f['handle']:#x})".replace("  ", " ")))
@@ -287,8 +303,23 @@ def filters(ipr: Any, ifindex: int, parent: int) -> list[dict[str, Any]]:
         opts = m.get_attr("TCA_OPTIONS")
         name = opts.get_attr("TCA_BPF_NAME") if opts is not None else None
         out.append({"handle": m["handle"], "prio": m["info"] >> 16,
-                    "kind": m.get_attr("TCA_KIND"), "name": name})
+                    "kind": m.get_attr("TCA_KIND"), "name": name,
+                    "id": _bpf_id(opts) if opts is not None else None})
     return out
+
+
+TCA_BPF_ID = 11  # linux/pkt_cls.h; pyroute2 leaves it undecoded ("UNKNOWN")
+
+
+def _bpf_id(opts: Any) -> Optional[int]:
+    """The program id a bpf filter runs (the kernel reports it; pyroute2 does not decode it)."""
+    for name, nla in opts.get("attrs", []):
+        if name == "TCA_BPF_ID" and isinstance(nla, int):
+            return nla
+        if name == "UNKNOWN" and getattr(nla, "get", None) and nla.get("header", {}).get("type") == TCA_BPF_ID \
+                and nla["header"].get("length") == 8:
+            return int(struct.unpack_from("=I", nla.data, nla.offset + 4)[0])
+    return None
 
 
 def attach_tc(ipr: Any, interface: Interface, prog_fd: int, hook: str) -> None:
@@ -299,7 +330,7 @@ def attach_tc(ipr: Any, interface: Interface, prog_fd: int, hook: str) -> None:
                parent=parent, prio=TC_PRIO, direct_action=True)
     except Exception as e:
         if _code(e) == errno.EEXIST:
-            raise _already_tcflow(interface) from None
+            raise _already_tcflow(ipr, interface) from None
         if _code(e) == errno.EPERM:
             raise PermissionError_("adding a tc filter needs root", hint="run tcflow with sudo") from None
         if _code(e) == errno.ENODEV:

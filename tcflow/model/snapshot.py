@@ -18,15 +18,19 @@ from tcflow.model.classes import CLASSES, NAMES, SEED_COUNT
 class Hooks:
     """Where one interface is counted: ``ingress`` "xdp" or "tc" (recv),
     ``xdp_mode`` "native"/"generic" with XDP (else None), ``egress`` "tc"
-    (send), and ``pinned``: the counters outlive the process."""
+    (send), ``pinned``: the counters outlive the process, and ``counting``:
+    False for a pinned entry whose programs are gone from its hooks (its
+    counts are frozen)."""
 
     ingress: str
     xdp_mode: Optional[str] = None
     egress: str = "tc"
     pinned: bool = False
+    counting: bool = True
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ingress": self.ingress, "xdp_mode": self.xdp_mode, "egress": self.egress, "pinned": self.pinned}
+        return {"ingress": self.ingress, "xdp_mode": self.xdp_mode, "egress": self.egress, "pinned": self.pinned,
+                "counting": self.counting}
 
 
 _INDEX = {n: i for i, n in enumerate(NAMES)}

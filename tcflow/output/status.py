@@ -10,21 +10,34 @@ from typing import Any
 def render_status(r: dict[str, Any]) -> str:
     out = []
     if r["attached"]:
-        out.append(f"{'NETNS':<16} {'IFACE':<15} {'RECV':<14} {'SEND':<4} {'PINNED':<6} SINCE")
+        out.append(f"{'NETNS':<16} {'IFACE':<15} {'RECV':<14} {'SEND':<4} {'PINNED':<6} {'COUNTED BY':<12} SINCE")
         for a in r["attached"]:
             since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a["since"])) if a["since"] else "-"
-            pinned = "yes" if a["pinned"] else "no"
-            line = f"{a['netns'][:16]:<16} {a['interface']:<15} {a['recv']:<14} {a['send']:<4} {pinned:<6} {since}"
-            if a["by_pid"]:
-                line += f" (pid {a['by_pid']}{'' if a['by_pid_running'] else ', exited'})"
+            pinned = ("yes" if a["pin_dir"] == r["pin_dir"] else "yes*") if a["pinned"] else "no"
+            owner = ("pid " + ",".join(str(o["pid"]) for o in a["owners"])) if a["owners"] else \
+                ("the kernel" if a["pinned"] else "nobody")
+            line = (f"{a['netns'][:16]:<16} {a['interface']:<15} {a['recv']:<14} {a['send']:<4} {pinned:<6} "
+                    f"{owner:<12} {since}")
             if not a["complete"]:
                 line += "  INCOMPLETE: a hook was removed by hand; `tcflow detach` it"
             out.append(line)
-        unpinned = [a for a in r["attached"] if not a["pinned"]]
-        if unpinned:
+        legend = []
+        if any(a["owners"] for a in r["attached"]):
+            legend.append("pid N: a running tcflow counts it ("
+                          + "; ".join(sorted({f"{o['pid']}: {o['command']}" for a in r["attached"]
+                                              for o in a["owners"]})) + "); `tcflow detach` refuses it while it runs.")
+        if any(a["pinned"] and not a["owners"] for a in r["attached"]):
+            legend.append("the kernel: pinned, counting with no process; `tcflow show` reads it.")
+        elsewhere = sorted({a["pin_dir"] for a in r["attached"] if a["pinned"] and a["pin_dir"] != r["pin_dir"]})
+        if elsewhere:
+            legend.append("yes*: pinned under " + ", ".join(elsewhere) + " (give that --pin-dir to `tcflow show`).")
+        orphans = [a for a in r["attached"] if not a["pinned"] and not a["owners"]]
+        if orphans:
+            legend.append(f"nobody: {len(orphans)} left by a tcflow that was killed; `tcflow detach NETNS/IFACE` "
+                          "removes one.")
+        if legend:
             out.append("")
-            out.append(f"{len(unpinned)} not pinned: held by a running `tcflow attach`, or left by one that was "
-                       "killed; `tcflow detach NETNS/IFACE` removes one.")
+            out.extend(legend)
     else:
         out.append("tcflow is not attached to any interface.")
     if r["other_programs"]:

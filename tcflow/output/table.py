@@ -30,7 +30,9 @@ def hooks_text(hooks: Hooks) -> str:
     recv = f"recv: {hooks.ingress}"
     if hooks.xdp_mode:
         recv += f" ({hooks.xdp_mode})"
-    return f"{recv}, send: {hooks.egress}" + (", pinned" if hooks.pinned else "")
+    text = f"{recv}, send: {hooks.egress}" + (", pinned" if hooks.pinned else "")
+    return text if hooks.counting else text + "; NOT COUNTING: its programs were removed from its hooks, its counts " \
+        "are frozen"
 
 
 def rate_text(bytes_per_s: float, units: str = "bytes") -> str:
@@ -63,6 +65,7 @@ IP_RECV = [c.name for c in CLASSES if c.layer == "L3" and c.direction == "recv"]
 IP_SEND = [c.name for c in CLASSES if c.layer == "L3" and c.direction == "send"]
 SUMMARY_HEAD = f"{'INTERFACE':<26} {'IP RECV/s':>12} {'IP SEND/s':>12} {'RECEIVED':>9} {'SENT':>9} {'HOOK':>6}"
 PINNED_LEGEND = "HOOK: recv on xdp or tc (send: tc); * pinned: it counts on after tcflow exits"
+GONE_LEGEND = "gone: pinned, but its programs were removed: frozen counts (`tcflow detach --stale` forgets it)"
 
 
 def summary(snap: Snapshot, previous: Optional[Snapshot] = None, units: str = "bytes",
@@ -87,12 +90,14 @@ def summary(snap: Snapshot, previous: Optional[Snapshot] = None, units: str = "b
         rr = rate_text(sum(r[n] for n in IP_RECV), units) if r else "-"
         rs = rate_text(sum(r[n] for n in IP_SEND), units) if r else "-"
         total_r, total_s = sum(ic.bytes[n] for n in IP_RECV), sum(ic.bytes[n] for n in IP_SEND)
-        hook = ic.hooks.ingress + ("*" if ic.hooks.pinned else "")
+        hook = ic.hooks.ingress + ("*" if ic.hooks.pinned else "") if ic.hooks.counting else "gone"
         lines.append(f"{name:<26} {rr:>12} {rs:>12} {human(total_r):>9} {human(total_s):>9} {hook:>6}")
     if len(shown_keys) < len(keys):
         lines.append(f"... and {len(keys) - len(shown_keys)} more, quieter (--json lists all)")
     if pinned:
         lines.append(PINNED_LEGEND)
+    if not all(ic.hooks.counting for ic in snap.interfaces.values()):
+        lines.append(GONE_LEGEND)
     return lines
 
 

@@ -296,7 +296,7 @@ def test_detach_removes_what_a_killed_unpinned_tcflow_left(silent_pair: VethPair
     live.p.wait()
     assert leftovers(p.ns_a, p.dev_a) != []
     st = run("status", env=pin_env)
-    assert "not pinned" in st.stdout
+    assert "nobody" in st.stdout and "left by a tcflow that was killed" in st.stdout
     again = run("attach", "--netns", p.ns_a, p.dev_a, "--count", "1", env=pin_env)
     assert again.returncode == 1 and "already has tcflow attached" in again.stderr
     r = run("detach", "--netns", p.ns_a, p.dev_a, env=pin_env)

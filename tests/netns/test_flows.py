@@ -20,8 +20,11 @@ import uuid
 from collections import Counter, defaultdict
 from typing import Any, Optional
 
+import pytest
+
 from tcflow.host.sandbox import VethPair
-from tests.support.cli import REPO, Live
+from tcflow.output import top as topview
+from tests.support.cli import REPO, Live, leftovers
 from tests.support.counting import key
 from tests.support.pcap import capture, drain, pcap_frames
 from tests.support.reference import classify
@@ -267,63 +270,112 @@ def test_a_full_table_keeps_totals_exact_and_says_so(veth_pair: VethPair, pin_en
     assert "flow table is full (16 flows)" in err and "--flow-entries" in err
 
 
-def test_top_in_a_real_terminal(veth_pair: VethPair, pin_env: dict[str, str]) -> None:
+class _Flows:
+    """``n`` UDP five-tuples from ns_a to ns_b, each a datagram every 0.1 s, until stopped."""
+
+    def __init__(self, p: VethPair, n: int, size: int):
+        self.stop = threading.Event()
+        self.pairs = []
+        for _ in range(n):
+            a, b = _sock(p.ns_a, socket.AF_INET, socket.SOCK_DGRAM), _sock(p.ns_b, socket.AF_INET, socket.SOCK_DGRAM)
+            a.bind((p.ip4_a, 0))
+            b.bind((p.ip4_b, 0))
+            self.pairs.append((a, b))
+        self.t = threading.Thread(target=self._run, args=(size,))
+        self.t.start()
+
+    def _run(self, size: int) -> None:
+        while not self.stop.is_set():
+            for a, b in self.pairs:
+                a.sendto(b"x" * size, b.getsockname())
+            self.stop.wait(0.1)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.t.join(10)
+        for a, b in self.pairs:
+            a.close()
+            b.close()
+
+
+@pytest.mark.parametrize("width,height", [(80, 24), (60, 20)])
+def test_top_in_a_real_terminal(sandbox: Any, pin_env: dict[str, str], width: int, height: int) -> None:
+    """Two namespaces, ten flows, in tmux: both namespaces in WHERE, the 10 s
+    and 40 s averages and the totals lines on screen, nothing past the
+    terminal; `p` pauses, `q` quits and nothing is left attached."""
     tmux = require("tmux")
-    p = veth_pair
+    one, two = sandbox.pair(), sandbox.pair()
     session = f"tcflowtop{uuid.uuid4().hex[:6]}"
     sock = f"/tmp/{session}.sock"
-    cmd = " ".join([sys.executable, "-m", "tcflow", "top", "--units", "bits", "--netns", p.ns_a, p.dev_a])
+    cmd = " ".join([sys.executable, "-m", "tcflow", "top", "--units", "bits", f"{one.ns_a}/{one.dev_a}",
+                    f"{two.ns_a}/{two.dev_a}"])
     envs = [a for k in ("TCFLOW_PIN_DIR", "PYTHONPATH") if k in pin_env for a in ("-e", f"{k}={pin_env[k]}")]
-    subprocess.run([tmux, "-S", sock, "new-session", "-d", "-s", session, "-x", "80", "-y", "24", *envs,
+    subprocess.run([tmux, "-S", sock, "new-session", "-d", "-s", session, "-x", str(width), "-y", str(height), *envs,
                     f"cd {REPO} && {cmd}"], check=True)
-    stop = threading.Event()
-
-    def traffic() -> None:
-        while not stop.is_set():
-            udp_exchange(p.ns_a, p.ns_b, socket.AF_INET, p.ip4_a, p.ip4_b, 20, 1000, 5, 1000)
-            time.sleep(0.1)
-
-    t = threading.Thread(target=traffic)
+    flows: list[_Flows] = []
 
     def pane() -> str:
         return subprocess.run([tmux, "-S", sock, "capture-pane", "-p", "-t", session], capture_output=True,
                               text=True).stdout
 
+    def keys(*k: str) -> None:
+        subprocess.run([tmux, "-S", sock, "send-keys", "-t", session, *k], check=True)
+
     try:
         end = time.monotonic() + 60
-        while "PROTO" not in pane() and time.monotonic() < end:
+        while "PROTO"[:4] not in pane() and time.monotonic() < end:
             time.sleep(0.3)
-        t.start()
+        flows = [_Flows(one, 5, 200), _Flows(two, 5, 1000)]
         screen = ""
+        names = topview.short_names([key(one), key(two)])
+
+        def cell(p: VethPair, lines: list[str]) -> str:
+            """The WHERE text of p's interface, at the width the header gives WHERE."""
+            return topview.squeeze_key(names[key(p)], lines[1].find("PROT") - 1) + " "
+
         while time.monotonic() < end:
             screen = pane()
-            if "\nudp " in screen and f"{p.ip4_b}:" in screen:
+            lines = screen.split("\n")
+            udp = [ln for ln in lines if " udp " in ln]
+            if len(lines) > 3 and len(udp) >= 10 \
+                    and all(sum(ln.startswith(cell(p, lines)) for ln in udp) == 5 for p in (one, two)):
                 break
             time.sleep(0.3)
         lines = screen.rstrip("\n").split("\n")
-        assert lines[0].startswith("tcflow top · 1 interface"), screen
-        assert lines[1].split() == ["PROTO", "LOCAL", "REMOTE", "RECV", "SENT", "TOTAL"], screen
-        assert lines[2].split() == ["bit/s", "bytes"], screen
-        udp = [ln for ln in lines if ln.startswith("udp ") and f"{p.ip4_b}:" in ln]
-        assert udp, screen
-        row = udp[0]
-        assert row.startswith("udp ") and f"{p.ip4_a}:" in row
-        recv, sent, total = row.split()[-3:]
-        assert recv[0].isdigit() and sent[0].isdigit() and total[0].isdigit() and "~" not in row  # nothing cut
-        assert all(len(ln) <= 80 for ln in lines) and len(lines) <= 24
-        subprocess.run([tmux, "-S", sock, "send-keys", "-t", session, "C-c"], check=True)
+        assert len(lines) <= height and all(len(ln) <= width for ln in lines), screen
+        assert lines[0].startswith("tcflow top · ") and "2 interfaces" in lines[0], screen
+        assert lines[1].split()[0] == "WHERE" and lines[1].split()[-3:] == ["10s", "40s", "TOTAL"], screen
+        assert lines[2].split() == ["b/s"] * 4 + ["B"], screen
+        udp = [ln for ln in lines if " udp " in ln]
+        assert len(udp) >= 10, screen
+        assert cell(one, lines) != cell(two, lines)
+        for p in (one, two):  # both namespaces, five flows each, every number whole
+            mine = [ln for ln in udp if ln.startswith(cell(p, lines))]
+            assert len(mine) == 5, screen
+            assert all(all(w[0].isdigit() for w in ln.split()[-5:]) for ln in mine), screen
+        totals = [ln.split()[0] for ln in lines[-6:] if ln.strip()]
+        assert {"TX", "RX", "TOTAL"} <= set(totals), screen
+        assert lines[-1].startswith("q quit · p pause"), screen
+        keys("p")
+        end = time.monotonic() + 10
+        while "PAUSED" not in pane() and time.monotonic() < end:
+            time.sleep(0.2)
+        assert "PAUSED" in pane().split("\n")[0]
+        keys("p")
+        keys("q")
         end = time.monotonic() + 30
         while subprocess.run([tmux, "-S", sock, "has-session", "-t", session], capture_output=True).returncode == 0:
             if time.monotonic() > end:
-                raise AssertionError("tcflow top did not exit on Ctrl-C:\n" + pane())
+                raise AssertionError("tcflow top did not quit on q:\n" + pane())
             time.sleep(0.2)
     finally:
-        stop.set()
-        if t.is_alive():
-            t.join(30)
+        for f in flows:
+            f.close()
         subprocess.run([tmux, "-S", sock, "kill-server"], capture_output=True)
         if os.path.exists(sock):
             os.unlink(sock)
+    for p in (one, two):
+        assert leftovers(p.ns_a, p.dev_a) == []
 
 
 def test_serve_flows_traffic_and_metrics(veth_pair: VethPair, pin_env: dict[str, str]) -> None:

@@ -220,7 +220,9 @@ def test_second_tcflow_on_the_same_interface_refuses(silent_pair: VethPair, pin_
         for ingress in ("auto", "xdp", "tc"):
             second = run("attach", "--netns", p.ns_a, p.dev_a, "--ingress", ingress, "--pin", env=pin_env)
             assert second.returncode == 1, second.stderr
-            assert "already has tcflow attached" in second.stderr and "tcflow status" in second.stderr
+            # it names the running tcflow (not a detach that would blind it)
+            assert f"already counted by a running tcflow (pid {first.p.pid}" in second.stderr, second.stderr
+            assert "tcflow status" in second.stderr and "detach" not in second.stderr
         send_frames(p.ns_a, p.dev_a, FRAMES)  # the first one is unharmed
         first.until(lambda s: nonzero(s["interfaces"][key(p)]["bytes"]) == SEND_B)
         assert sh(f"tc -n {p.ns_a} filter show dev {p.dev_a} egress").count("handle 0x7cf1") == 1

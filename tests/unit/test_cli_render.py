@@ -92,7 +92,8 @@ def test_json_document_has_the_documented_shape() -> None:
     assert ic["container"] is None
     assert set(SEED_NAMES) <= set(ic["bytes"]) and set(ic["bytes"]) == set(NAMES)
     assert all(isinstance(v, int) for v in ic["bytes"].values())
-    assert ic["hook"] == {"ingress": "xdp", "xdp_mode": "native", "egress": "tc", "pinned": False}
+    assert ic["hook"] == {"ingress": "xdp", "xdp_mode": "native", "egress": "tc", "pinned": False,
+                          "counting": True}
     assert obj["interfaces"]["container-with-a-rather-long-namespace-name-here/veth0"]["hook"]["pinned"] is True
     assert ic["by_index"]["0"] == ic["classes"][SEED_NAMES[0]] == ic["bytes"][SEED_NAMES[0]]
 
