@@ -110,6 +110,25 @@ MAP_LAYOUT = {
     "meta": ("meta", BPF_MAP_TYPE_ARRAY, 4, ctypes.sizeof(Meta)),
 }
 
+
+class FlowEvicted(ctypes.Structure):
+    """The value of the pinned ``flow_evicted`` map (--flows --pin): per slot,
+    what user space took out of the flow table (evicted flows) and how many
+    times. User space only, like Meta."""
+
+    _fields_ = [("counts", ctypes.c_uint64 * 6), ("evictions", ctypes.c_uint64)]
+
+
+# --flows --pin: the flow maps pinned beside those (flags: not preallocated
+# for the flow table, as loader.py makes it).
+FLOW_MAP_LAYOUT = {
+    "flows": ("flows", BPF_MAP_TYPE_PERCPU_HASH, FLOW_KEY_SIZE, FLOW_VAL_SIZE),
+    "flow_frags": ("flow_frags", BPF_MAP_TYPE_LRU_HASH, FRAG_KEY_SIZE, FRAG_VAL_SIZE),
+    "flow_overflow": ("flow_overflow", BPF_MAP_TYPE_PERCPU_ARRAY, 4, FLOW_VAL_SIZE),
+    "flow_cache": ("flow_cache", BPF_MAP_TYPE_PERCPU_ARRAY, 4, FLOW_LINE_SIZE),
+    "flow_evicted": ("flow_evicted", BPF_MAP_TYPE_ARRAY, 4, ctypes.sizeof(FlowEvicted)),
+}
+
 _CODES: dict[Any, str] = {ctypes.c_uint8: "B", ctypes.c_uint16: "H", ctypes.c_uint32: "I", ctypes.c_uint64: "Q"}
 
 

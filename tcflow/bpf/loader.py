@@ -29,15 +29,8 @@ from tcflow.bpf import build, kheaders, libbpf
 from tcflow.bpf.abi import (
     BPF_F_NO_PREALLOC,
     BPF_MAP_TYPE_ARRAY,
-    BPF_MAP_TYPE_LRU_HASH,
-    BPF_MAP_TYPE_PERCPU_ARRAY,
-    BPF_MAP_TYPE_PERCPU_HASH,
     FLOW_CACHE_LINES,
-    FLOW_KEY_SIZE,
-    FLOW_LINE_SIZE,
-    FLOW_VAL_SIZE,
-    FRAG_KEY_SIZE,
-    FRAG_VAL_SIZE,
+    FLOW_MAP_LAYOUT,
     IFACE_F_BOUND,
     MAP_LAYOUT,
     IfaceKey,
@@ -46,6 +39,7 @@ from tcflow.bpf.abi import (
 from tcflow.bpf.build import PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_XDP, PROGRAMS  # noqa: F401 (re-exported)
 from tcflow.model.errors import CompileError, PermissionError_, PinError, TcflowError
 
+PINNED_LAYOUT = {**MAP_LAYOUT, **FLOW_MAP_LAYOUT}
 DEFAULT_MAX_IFACES = 4096
 # Entries of each namespace's by_ifindex array (8 bytes each, 64 KiB): an
 # interface whose ifindex is past it is found through the shared hash instead,
@@ -99,30 +93,45 @@ class Datapath:
         self._spare: list[_Set] = []       # loaded ahead, for namespaces yet to come
         self._retired: dict[str, tuple[int, int]] = {}  # stats of programs released, so totals never drop
         try:
+            self._check_flow_pins()
             for name in ("ifaces", "counters") + (("meta",) if options.pin_dir else ()):
                 self._fds[name] = self._open_map(name)
             if options.flows:
-                # Not preallocated: memory follows the flows there are (per CPU
-                # each), up to flow_entries; past it, new flows go to overflow.
-                self._fds["flows"] = _create(BPF_MAP_TYPE_PERCPU_HASH, "flows", FLOW_KEY_SIZE, FLOW_VAL_SIZE,
-                                             options.flow_entries, BPF_F_NO_PREALLOC)
-                self._fds["flow_frags"] = _create(BPF_MAP_TYPE_LRU_HASH, "flow_frags", FRAG_KEY_SIZE,
-                                                  FRAG_VAL_SIZE, FRAG_ENTRIES)
-                self._fds["flow_overflow"] = _create(BPF_MAP_TYPE_PERCPU_ARRAY, "flow_overflow", 4, FLOW_VAL_SIZE,
-                                                     options.max_interfaces)
-                self._fds["flow_cache"] = _create(BPF_MAP_TYPE_PERCPU_ARRAY, "flow_cache", 4, FLOW_LINE_SIZE,
-                                                  FLOW_CACHE_LINES)
+                # The flow table is not preallocated: memory follows the flows
+                # there are (per CPU each), up to flow_entries; past it, new
+                # flows go to overflow. With --pin all of them are pinned, and
+                # flow_evicted keeps what user space took out of the table.
+                sizes = {"flows": (options.flow_entries, BPF_F_NO_PREALLOC), "flow_frags": (FRAG_ENTRIES, 0),
+                         "flow_overflow": (options.max_interfaces, 0), "flow_cache": (FLOW_CACHE_LINES, 0)}
+                if options.pin_dir:
+                    sizes["flow_evicted"] = (options.max_interfaces, 0)
+                for name, (size, flags) in sizes.items():
+                    self._fds[name] = self._open_map(name, size, flags)
         except BaseException:
             self.close()
             raise
 
     # -- maps ------------------------------------------------------------
-    def _open_map(self, name: str) -> int:
-        kname, mtype, ksize, vsize = MAP_LAYOUT[name]
-        size = self.options.max_interfaces
+    def _check_flow_pins(self) -> None:
+        """Pins made with --flows are adopted with --flows only, and the other
+        way round: their programs count flows (or do not)."""
+        pin_dir = self.options.pin_dir
+        if not pin_dir or not os.path.lexists(os.path.join(pin_dir, "counters")):
+            return
+        flows_pinned = os.path.lexists(os.path.join(pin_dir, "flows"))
+        if flows_pinned and not self.options.flows:
+            raise PinError(f"the pins under {pin_dir} were made with --flows (their programs count flows)",
+                           hint="add --flows, or `tcflow detach --all` first")
+        if self.options.flows and not flows_pinned:
+            raise PinError(f"the pins under {pin_dir} were made without --flows (their programs count no flows)",
+                           hint="drop --flows, or `tcflow detach --all` first")
+
+    def _open_map(self, name: str, size: Optional[int] = None, flags: int = 0) -> int:
+        kname, mtype, ksize, vsize = PINNED_LAYOUT[name]
+        size = self.options.max_interfaces if size is None else size
         pin_dir = self.options.pin_dir
         if not pin_dir:
-            return _create(mtype, kname, ksize, vsize, size)
+            return _create(mtype, kname, ksize, vsize, size, flags)
         path = os.path.join(pin_dir, name)
         if os.path.lexists(path):
             if not is_ours(path, name):
@@ -132,10 +141,11 @@ class Datapath:
             held = libbpf.map_info(fd).max_entries
             if held != size:
                 os.close(fd)
-                raise PinError(f"the maps pinned under {pin_dir} hold {held} interfaces, not {size}",
-                               hint=f"use --max-interfaces {held}, or `tcflow detach --all` first")
+                what, option = ("flows", "--flow-entries") if name == "flows" else ("interfaces", "--max-interfaces")
+                raise PinError(f"the maps pinned under {pin_dir} hold {held} {what}, not {size}",
+                               hint=f"use {option} {held}, or `tcflow detach --all` first")
             return fd
-        fd = _create(mtype, kname, ksize, vsize, size)
+        fd = _create(mtype, kname, ksize, vsize, size, flags)
         try:
             libbpf.obj_pin(fd, path)
         except BaseException:
@@ -157,6 +167,9 @@ class Datapath:
 
     def map_fd(self, name: str) -> int:
         return self._fds[name]
+
+    def map_names(self) -> set[str]:
+        return set(self._fds)
 
     def index(self, cookie: int, ifindex: int, slot: int, flags: int) -> None:
         """Point this namespace's programs at ``slot`` for ``ifindex`` (the
@@ -311,7 +324,7 @@ def is_ours(path: str, name: str) -> bool:
         return False
     finally:
         os.close(fd)
-    return (info.name.decode(errors="replace"), info.type, info.key_size, info.value_size) == MAP_LAYOUT[name]
+    return (info.name.decode(errors="replace"), info.type, info.key_size, info.value_size) == PINNED_LAYOUT[name]
 
 
 def _create(mtype: int, name: str, ksize: int, vsize: int, size: int, flags: int = 0) -> int:

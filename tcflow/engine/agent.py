@@ -85,8 +85,9 @@ class Agent(NamespaceEvents):
             self.dp = self._borrowed or Datapath(self.options)
             self.slots = SlotTable(self.dp)
             if self.options.flows:
-                self.flows = FlowTable(self.dp, self.settings.flow_idle)
+                self.flows = FlowTable(self.dp, self.settings.flow_idle, owns=self.slots.holds)
                 self.slots.on_bind = self.flows.purge
+                self.slots.on_adopt = self.flows.adopt
             self.binder = Binder(self.dp, self.slots, self.settings)
         return self.binder
 

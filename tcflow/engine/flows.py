@@ -32,7 +32,7 @@ import heapq
 import ipaddress
 import threading
 import time
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from tcflow.bpf import libbpf
 from tcflow.bpf.abi import (
@@ -43,6 +43,7 @@ from tcflow.bpf.abi import (
     FLOW_LINE_SIZE,
     FLOW_LOCAL_B,
     FLOW_VAL_SIZE,
+    FlowEvicted,
     FlowKey,
     FlowLine,
     FlowVal,
@@ -87,8 +88,11 @@ def decode(key: bytes, counts: Counts) -> Flow:
 class FlowTable:
     """The user-space side of one Datapath's flow map. Thread-safe."""
 
-    def __init__(self, dp: Datapath, idle_s: float = IDLE_S):
+    def __init__(self, dp: Datapath, idle_s: float = IDLE_S, owns: Optional[Callable[[int], bool]] = None):
+        """``owns``: which slots this table may evict from (with --pin, other
+        tcflow processes count other slots into the same pinned maps)."""
         self.dp, self.idle_s = dp, idle_s
+        self.owns = owns or (lambda slot: True)
         self.capacity = dp.options.flow_entries
         self.fd = dp.map_fd("flows")
         self.lock = threading.Lock()
@@ -103,6 +107,27 @@ class FlowTable:
         self._cache: dict[bytes, list[int]] = {}
         self._in_table: set[bytes] = set()
         self._emptied: list[bytes] = []
+        # --pin: the evicted totals live in a pinned map too, so that a restart
+        # (even after kill -9) carries them on; read back when a slot is adopted
+        self._kept = dp.map_fd("flow_evicted") if "flow_evicted" in dp.map_names() else None
+
+    def adopt(self, slot: int) -> None:
+        """A pinned slot taken over: its evicted totals as the pinned map has them."""
+        if self._kept is None:
+            return
+        val = FlowEvicted()
+        with self.lock:
+            if libbpf.map_lookup(self._kept, ctypes.c_uint32(slot), val) and (any(val.counts) or val.evictions):
+                self.evicted[slot], self.evictions[slot] = Counts(*val.counts), int(val.evictions)
+
+    def _keep(self, slot: int) -> None:
+        """Write one slot's evicted totals to the pinned map (--pin)."""
+        if self._kept is None:
+            return
+        c = self.evicted.get(slot, Counts())
+        val = FlowEvicted((ctypes.c_uint64 * 6)(c.ip_recv, c.ip_send, c.payload_recv, c.payload_send,
+                                                c.packets_recv, c.packets_send), self.evictions.get(slot, 0))
+        libbpf.map_update(self._kept, ctypes.c_uint32(slot), val)
 
     # -- reading -------------------------------------------------------------
     def _physical(self) -> tuple[dict[bytes, list[int]], dict[bytes, list[int]], set[bytes]]:
@@ -185,13 +210,14 @@ class FlowTable:
                 changed = before[3] if before is not None and before[2] == pk else now
                 seen[k] = (ir, is_, pk, changed, rr, rs)
             self.seen, self.last_t = seen, now
-            stale = [k for k, v in seen.items() if now - v[3] >= self.idle_s]
+            stale = [k for k, v in seen.items() if now - v[3] >= self.idle_s and self.owns(_slot_of(k))]
             in_table = len(self._in_table)
             if in_table - len(stale) > HIGH_WATER * self.capacity:
                 gone = set(stale)
-                keep = sorted((k for k in seen if k not in gone and k in self._in_table), key=lambda k: seen[k][3])
+                keep = sorted((k for k in seen if k not in gone and k in self._in_table and self.owns(_slot_of(k))),
+                              key=lambda k: seen[k][3])
                 stale += keep[:in_table - len(stale) - int(LOW_WATER * self.capacity)]
-            for k in stale + self._emptied:
+            for k in stale + [k for k in self._emptied if self.owns(_slot_of(k))]:
                 self._evict(k)
             return in_table >= self.capacity
 
@@ -211,6 +237,7 @@ class FlowTable:
         if any(handed):
             self.evicted.setdefault(slot, Counts()).add(Counts(*handed))
             self.evictions[slot] = self.evictions.get(slot, 0) + 1
+            self._keep(slot)
         if any(cached):
             self.handed_over[key] = cached
         else:
@@ -236,6 +263,7 @@ class FlowTable:
                 self.seen.pop(k, None)
             self.evicted.pop(slot, None)
             self.evictions.pop(slot, None)
+            self._keep(slot)
             zero = ctypes.create_string_buffer(FLOW_VAL_SIZE * self.dp.ncpus)
             libbpf.map_update(self.dp.map_fd("flow_overflow"), ctypes.c_uint32(slot), zero)
 
@@ -272,6 +300,10 @@ class FlowTable:
                                       self.overflow(slot), self.evictions.get(slot, 0), self.capacity,
                                       len(self._in_table))
             return out
+
+
+def _slot_of(key: bytes) -> int:
+    return int.from_bytes(key[:4], "little")
 
 
 def _copy(c: Optional[Counts]) -> Counts:

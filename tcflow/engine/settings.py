@@ -70,9 +70,6 @@ class Settings:
             raise UsageError(f"--max-interfaces {self.max_interfaces} needs {counters_mib:,.0f} MiB of counters on "
                              f"this machine's {ncpus} CPUs (at most {MAX_COUNTERS_MIB} MiB)",
                              hint="ask for fewer interfaces")
-        if self.flows and self.pin:
-            raise UsageError("--flows (and top) cannot be combined with --pin: flow tables are not pinned",
-                             hint="drop --pin, or count flows in a second tcflow without it")
         if not MIN_FLOW_ENTRIES <= self.flow_entries <= MAX_FLOW_ENTRIES:
             raise UsageError(f"--flow-entries {self.flow_entries} is not between {MIN_FLOW_ENTRIES} and "
                              f"{MAX_FLOW_ENTRIES}", hint=f"e.g. --flow-entries {DEFAULT_FLOW_ENTRIES}")

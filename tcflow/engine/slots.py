@@ -31,6 +31,7 @@ class SlotTable:
         self._held: set[int] = set()             # slots this process handed out
         self._taken: Optional[set[int]] = None   # slots in the map, read once per batch
         self.on_bind: Optional[Callable[[int], None]] = None  # --flows: a slot's flows go before it is reused
+        self.on_adopt: Optional[Callable[[int], None]] = None  # --flows --pin: its evicted totals read back
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -68,6 +69,12 @@ class SlotTable:
         """Mark a slot found in the map (a pinned attachment) as this process's."""
         with self._lock:
             self._held.add(slot)
+        if self.on_adopt is not None:
+            self.on_adopt(slot)
+
+    def holds(self, slot: int) -> bool:
+        """True if this process counts ``slot`` (other tcflows may share the pinned maps)."""
+        return slot in self._held
 
     def bind(self, cookie: int, ifindex: int, slot: int, flags: int) -> None:
         """Zero ``slot``, then point the interface at it: counting starts."""

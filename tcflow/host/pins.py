@@ -7,6 +7,9 @@ A pinned tcflow keeps three maps in its pin directory (default
   counters  per-CPU counters per slot                  written by the programs
   meta      slot -> what was attached, where and when  user space only
 
+and with --flows the flow maps too (flows, flow_frags, flow_overflow,
+flow_cache, and flow_evicted: what user space took out of the flow table).
+
 The programs themselves are held by their attachments (the XDP link setting
 and the clsact filters), not by pins: they stay as long as they are attached.
 ``show``, ``status`` and ``detach`` open these maps with plain bpf(2) calls,
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 from tcflow.bpf import libbpf
-from tcflow.bpf.abi import MAP_LAYOUT, IfaceKey, IfaceVal, Meta
+from tcflow.bpf.abi import FLOW_MAP_LAYOUT, MAP_LAYOUT, IfaceKey, IfaceVal, Meta
 from tcflow.bpf.loader import is_ours
 from tcflow.bpf.reader import Sums, read_slots
 from tcflow.model.errors import PermissionError_, PinError, UsageError
@@ -301,7 +304,7 @@ def unpin(pin_dir: str, only_ids: Optional[set[int]] = None) -> None:
     so is any map but those (a rollback removes only the maps it made)."""
     if not verify(pin_dir):
         return
-    for n in MAP_NAMES:
+    for n in MAP_NAMES + tuple(FLOW_MAP_LAYOUT):
         path = os.path.join(pin_dir, n)
         if not is_ours(path, n):
             continue

@@ -24,7 +24,7 @@ import pytest
 
 from tcflow.host.sandbox import VethPair
 from tcflow.output import top as topview
-from tests.support.cli import REPO, Live, leftovers
+from tests.support.cli import REPO, Live, leftovers, one_line_error, run
 from tests.support.counting import key
 from tests.support.pcap import capture, drain, pcap_frames
 from tests.support.reference import classify
@@ -268,6 +268,87 @@ def test_a_full_table_keeps_totals_exact_and_says_so(veth_pair: VethPair, pin_en
     assert doc["overflow"]["packets"]["send"] > 0
     assert parts(doc, "in_flows", "evicted", "overflow") == class_totals(last)
     assert "flow table is full (16 flows)" in err and "--flow-entries" in err
+
+
+def test_pinned_serve_flows_keeps_every_flow_across_kill_9(veth_pair: VethPair, pin_env: dict[str, str]) -> None:
+    """`serve --pin --flows` killed with kill -9 under traffic and started
+    again: the flow table, its cache lines, overflow and the evicted totals
+    are pinned, so each flow keeps its counts and flows + evicted + overflow
+    still equal the classes, exactly."""
+    from tests.support.serve import Serve
+
+    p = veth_pair
+    for ns, dev in ((p.ns_a, p.dev_a), (p.ns_b, p.dev_b)):  # IPv4 only, as in the full-table test above
+        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1"],
+                       check=True)
+    args = ("--pin", "--flows", "--flow-entries", "16", "--flows-top", "100", f"{p.ns_a}/{p.dev_a}")
+    steady: Optional[_Flows] = None
+    s = Serve(*args, env=pin_env)
+    s2 = None
+    try:
+        steady = _Flows(p, 5, 300)
+        sock = _sock(p.ns_a, socket.AF_INET, socket.SOCK_DGRAM)
+        with sock:  # more flows than the table holds: evictions and overflow before the kill
+            for port in range(20_000, 23_000):
+                sock.sendto(b"y" * 40, (p.ip4_b, port))
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            doc = s.traffic()["interfaces"][key(p)]["flows"]
+            mine = [f for f in doc["top"]
+                    if f["protocol"] == "udp" and f["remote"]["port"] not in range(20_000, 23_000)]
+            if len(mine) == 5 and doc["evictions"] > 0:
+                break
+            time.sleep(0.3)
+        before = {(f["local"]["port"], f["remote"]["port"]): f["ip_bytes"]["send"] for f in mine}
+        evictions = doc["evictions"]
+        assert len(before) == 5 and evictions > 0, doc
+        s.p.kill()  # kill -9, traffic going on
+        s.p.wait()
+        s.stop()
+        time.sleep(1.0)  # counted by the pinned programs alone meanwhile
+        s2 = Serve(*args, env=pin_env)
+        time.sleep(1.5)
+        steady.close()
+        steady = None
+        time.sleep(2.0)  # the last datagrams and cache lines settle
+        last = s2.traffic()["interfaces"][key(p)]
+        doc = last["flows"]
+        after = {(f["local"]["port"], f["remote"]["port"]): f["ip_bytes"]["send"] for f in doc["top"]}
+        for k, sent in before.items():
+            assert after.get(k, 0) > sent, (k, sent, after.get(k))  # the same flow, counted on: no reset
+        assert doc["evictions"] >= evictions
+        assert parts(doc, "in_flows", "evicted", "overflow") == class_totals(last)
+    finally:
+        if steady is not None:
+            steady.close()
+        s.stop()
+        if s2 is not None:
+            s2.stop()
+        run("detach", "--all", env=pin_env)
+    assert leftovers(p.ns_a, p.dev_a, pin_env["TCFLOW_PIN_DIR"]) == []
+
+
+def test_pins_with_and_without_flows_are_not_mixed(silent_pair: VethPair, pin_env: dict[str, str]) -> None:
+    """Pinned programs either count flows or do not: adopting them the other
+    way is refused, with the fix, and nothing changes."""
+    p = silent_pair
+    r = run("attach", "--pin", "--netns", p.ns_a, p.dev_a, "--count", "1", "--json", env=pin_env)
+    assert r.returncode == 0, r.stderr
+    try:
+        r = run("attach", "--pin", "--flows", "--netns", p.ns_a, p.dev_a, "--count", "1", env=pin_env)
+        one_line_error(r, "made without --flows", "tcflow detach --all")
+        assert sorted(os.listdir(pin_env["TCFLOW_PIN_DIR"])) == ["counters", "ifaces", "meta"]
+    finally:
+        run("detach", "--all", env=pin_env)
+    r = run("attach", "--pin", "--flows", "--netns", p.ns_a, p.dev_a, "--count", "1", "--json", env=pin_env)
+    assert r.returncode == 0, r.stderr
+    try:
+        assert "flows" in os.listdir(pin_env["TCFLOW_PIN_DIR"])
+        r = run("attach", "--pin", "--netns", p.ns_a, p.dev_a, "--count", "1", env=pin_env)
+        one_line_error(r, "made with --flows", "add --flows")
+    finally:
+        run("detach", "--all", env=pin_env)
+    assert leftovers(p.ns_a, p.dev_a, pin_env["TCFLOW_PIN_DIR"]) == []
 
 
 class _Flows:

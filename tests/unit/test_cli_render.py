@@ -264,7 +264,6 @@ def test_the_live_screen_fits_80x24_with_50_interfaces_busiest_first() -> None:
 
 
 @pytest.mark.parametrize("cli, library", [
-    (["attach", "--flows", "--pin", "eth9"], {"flows": True, "pin": True}),
     (["attach", "--max-interfaces", "65536", "eth9"], {"max_interfaces": 65536}),
 ])
 def test_monitor_users_get_the_cli_s_errors(cli: list[str], library: dict[str, Any], capsys: pytest.CaptureFixture,

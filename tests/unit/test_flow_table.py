@@ -103,6 +103,9 @@ class FakeDatapath:
     def map_fd(self, name: str) -> int:
         return FDS[name]
 
+    def map_names(self) -> set[str]:
+        return set(FDS)  # not pinned: no flow_evicted
+
 
 @pytest.fixture
 def kernel(monkeypatch: pytest.MonkeyPatch) -> FakeKernel:
