@@ -141,7 +141,7 @@ def check_cache() -> Check:
                      f"start compiles{stale}", required=False)
     st = os.stat(path)
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(st.st_mtime))
-    return Check(name, True, f"{path} ({st.st_size // 1024} KiB, written {when}): starts load it without "
+    return Check(name, True, f"{path} ({st.st_size / 1000:.0f} kB, written {when}): starts load it without "
                  f"bcc{stale}", required=False)
 
 

@@ -102,8 +102,9 @@ class Snapshot:
     interfaces: Mapping[str, InterfaceCounters] = field(default_factory=dict)
     flows: Optional[Mapping[str, Mapping[str, Any]]] = None  # --flows: per key, tcflow.model.flows.SlotFlows.as_dict
 
-    def rates(self, earlier: "Snapshot") -> dict[str, dict[str, float]]:
-        """Bytes per second per class since ``earlier``, per interface.
+    def rates(self, earlier: "Snapshot", measure: str = "bytes") -> dict[str, dict[str, float]]:
+        """Bytes (or with ``measure`` "packets", packets) per second per class
+        since ``earlier``, per interface.
 
         Interfaces missing from ``earlier`` (attached since) are left out.
         A counter that went backwards (a re-attach reset it) gives 0.
@@ -116,7 +117,8 @@ class Snapshot:
             before = earlier.interfaces.get(key)
             if before is None:
                 continue
-            out[key] = {n: max(0, now.bytes[n] - before.bytes[n]) / dt for n in NAMES}
+            a, b = (now.bytes, before.bytes) if measure == "bytes" else (now.packets, before.packets)
+            out[key] = {n: max(0, a[n] - b[n]) / dt for n in NAMES}
         return out
 
 

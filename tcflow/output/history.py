@@ -5,7 +5,7 @@ Every STEP_S the serve loop hands ``record()`` a snapshot. Per interface (and
 for ``ALL``, the sum of every interface), twelve series are kept: IP bytes
 per second, sent and received, TCP, UDP and other, IPv4 and IPv6 (the L3
 classes). Rates are float32 in one preallocated ring per interface, so memory
-is fixed: 12 x 900 x 4 bytes = 43 KB an interface, at most MAX_KEYS of them
+is fixed: 12 x 900 x 4 bytes = 43 kB an interface, at most MAX_KEYS of them
 (ALL is always kept, whatever the cap; the reply says how many were left out).
 An interface gone for a whole window is forgotten.
 

@@ -1,6 +1,10 @@
 """Render snapshots for a terminal: the detailed class table of one
 interface, or one line per interface, busiest first, when there are several.
-Plain data in, text out; 80 columns."""
+Plain data in, text out; 80 columns.
+
+Units, here and everywhere in tcflow (CLI, top, dashboard, doctor): SI
+prefixes, powers of 1000 (k, M, G, T); sizes in bytes (B); rates in bytes or
+bits a second (B/s, bit/s; --units), packets as counts (pkt, pkt/s)."""
 
 from __future__ import annotations
 
@@ -14,15 +18,16 @@ UNITS = ("bytes", "bits")
 
 
 def human(n: float, unit: str = "B") -> str:
-    for prefix in ("", "K", "M", "G", "T"):
+    for prefix in ("", "k", "M", "G", "T"):
         if abs(n) < 1000 or prefix == "T":
             return f"{n:.0f} {prefix}{unit}" if prefix == "" else f"{n:.1f} {prefix}{unit}"
         n /= 1000
     return f"{n} {unit}"  # pragma: no cover
 
 
-# One row per seed class stem, IPv4 and IPv6 side by side; titles from classes.py.
-ROWS = [(c.title, c.stem) for c in CLASSES if c.seed and c.family == "ipv4"]
+# One row per class stem (the 14 of the seed design, then IP bytes received),
+# IPv4 and IPv6 side by side; titles from classes.py.
+ROWS = [(c.title, c.stem) for c in CLASSES if c.layer is not None and c.family == "ipv4"]
 APART = [c for c in CLASSES if c.layer is None]
 
 
@@ -39,7 +44,11 @@ def rate_text(bytes_per_s: float, units: str = "bytes") -> str:
     return human(bytes_per_s * 8, "bit/s") if units == "bits" else human(bytes_per_s, "B/s")
 
 
-def render_interface(ic: InterfaceCounters, rates: Optional[dict[str, float]] = None, units: str = "bytes") -> str:
+def render_interface(ic: InterfaceCounters, rates: Optional[dict[str, float]] = None, units: str = "bytes",
+                     packet_rates: Optional[dict[str, float]] = None) -> str:
+    """One interface's class table: bytes by class and family, rates when
+    there was a snapshot before (none for `tcflow show`), then the totals
+    in and out, bytes and packets."""
     hooks = hooks_text(ic.hooks)
     title = f"{ic.key} (ifindex {ic.ifindex}; {hooks})"
     if len(title) <= 80:
@@ -47,12 +56,23 @@ def render_interface(ic: InterfaceCounters, rates: Optional[dict[str, float]] = 
     else:  # a long namespace name: the hooks get a line of their own
         name = f"{ic.key} (ifindex {ic.ifindex})"
         lines = [name if len(name) <= 80 else name[:79] + "~", f"  {hooks}"]
-    lines.append(f"  {'class':<22}{'IPv4':>13}{'IPv6':>13}{'IPv4/s':>14}{'IPv6/s':>14}")
+    head = f"  {'class':<24}{'IPv4':>13}{'IPv6':>13}"
+    lines.append(head + (f"{'IPv4/s':>14}{'IPv6/s':>14}" if rates else ""))
     for label, stem in ROWS:
         v4, v6 = ic.bytes[f"{stem}_V4"], ic.bytes[f"{stem}_V6"]
-        r4 = rate_text(rates[f"{stem}_V4"], units) if rates else "-"
-        r6 = rate_text(rates[f"{stem}_V6"], units) if rates else "-"
-        lines.append(f"  {label:<22}{human(v4):>13}{human(v6):>13}{r4:>14}{r6:>14}")
+        line = f"  {label:<24}{human(v4):>13}{human(v6):>13}"
+        if rates:
+            line += f"{rate_text(rates[f'{stem}_V4'], units):>14}{rate_text(rates[f'{stem}_V6'], units):>14}"
+        lines.append(line)
+    lines.append(f"  {'IP total':<24}{'bytes':>13}{'packets':>13}"
+                 + (f"{'rate':>14}{'packets/s':>14}" if rates else ""))
+    for label, names in (("received", IP_RECV), ("sent", IP_SEND)):
+        line = f"  {label:<24}{human(sum(ic.bytes[n] for n in names)):>13}" \
+               f"{count_text(sum(ic.packets[n] for n in names)):>13}"
+        if rates:
+            pps = sum((packet_rates or {}).get(n, 0.0) for n in names)
+            line += f"{rate_text(sum(rates[n] for n in names), units):>14}{count_text(pps) + '/s':>14}"
+        lines.append(line)
     totals: dict[str, int] = {}
     for c in APART:
         totals[str(c.reason)] = totals.get(str(c.reason), 0) + ic.bytes[c.name]
@@ -61,9 +81,15 @@ def render_interface(ic: InterfaceCounters, rates: Optional[dict[str, float]] = 
     return "\n".join(lines)
 
 
+def count_text(n: float) -> str:
+    """A packet count or rate: 999, 1.2 k, 45.1 M."""
+    return human(n, "").rstrip() if n >= 1000 else f"{n:.0f}"
+
+
 IP_RECV = [c.name for c in CLASSES if c.layer == "L3" and c.direction == "recv"]
 IP_SEND = [c.name for c in CLASSES if c.layer == "L3" and c.direction == "send"]
-SUMMARY_HEAD = f"{'INTERFACE':<26} {'IP RECV/s':>12} {'IP SEND/s':>12} {'RECEIVED':>9} {'SENT':>9} {'HOOK':>6}"
+SUMMARY_HEAD = (f"{'INTERFACE':<20} {'IP RECV/s':>12} {'IP SEND/s':>12} {'PKT/s':>7} {'RECEIVED':>9} {'SENT':>9} "
+                f"{'HOOK':>4}")
 PINNED_LEGEND = "HOOK: recv on xdp or tc (send: tc); * pinned: it counts on after tcflow exits"
 GONE_LEGEND = "gone: pinned, but its programs were removed: frozen counts (`tcflow detach --stale` forgets it)"
 
@@ -73,6 +99,7 @@ def summary(snap: Snapshot, previous: Optional[Snapshot] = None, units: str = "b
     """A line per interface, busiest first (IP bytes a second, both ways), at
     most ``rows`` of them plus a line that says how many more there are."""
     rates = snap.rates(previous) if previous else {}
+    pps = snap.rates(previous, "packets") if previous else {}
 
     def load(key: str) -> float:
         r = rates.get(key)
@@ -86,12 +113,14 @@ def summary(snap: Snapshot, previous: Optional[Snapshot] = None, units: str = "b
     lines = [SUMMARY_HEAD]
     for key in shown_keys:
         ic, r = snap.interfaces[key], rates.get(key)
-        name = key if len(key) <= 26 else key[:25] + "~"
+        name = key if len(key) <= 20 else key[:19] + "~"
         rr = rate_text(sum(r[n] for n in IP_RECV), units) if r else "-"
         rs = rate_text(sum(r[n] for n in IP_SEND), units) if r else "-"
+        p = pps.get(key)
+        pk = count_text(sum(p[n] for n in IP_RECV + IP_SEND)) if p else "-"
         total_r, total_s = sum(ic.bytes[n] for n in IP_RECV), sum(ic.bytes[n] for n in IP_SEND)
         hook = ic.hooks.ingress + ("*" if ic.hooks.pinned else "") if ic.hooks.counting else "gone"
-        lines.append(f"{name:<26} {rr:>12} {rs:>12} {human(total_r):>9} {human(total_s):>9} {hook:>6}")
+        lines.append(f"{name:<20} {rr:>12} {rs:>12} {pk:>7} {human(total_r):>9} {human(total_s):>9} {hook:>4}")
     if len(shown_keys) < len(keys):
         lines.append(f"... and {len(keys) - len(shown_keys)} more, quieter (--json lists all)")
     if pinned:
@@ -115,7 +144,9 @@ def render_all(snap: Snapshot, previous: Optional[Snapshot] = None, units: str =
     if not snap.interfaces:
         return "(no interface attached)"
     rates = snap.rates(previous) if previous else {}
-    return "\n\n".join(render_interface(ic, rates.get(key), units) for key, ic in snap.interfaces.items())
+    pps = snap.rates(previous, "packets") if previous else {}
+    return "\n\n".join(render_interface(ic, rates.get(key), units, pps.get(key))
+                       for key, ic in snap.interfaces.items())
 
 
 def screen(snap: Snapshot, previous: Optional[Snapshot], interval: float, units: str, width: int, height: int,

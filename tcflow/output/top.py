@@ -8,7 +8,7 @@ CIDR, protocol, interface/namespace/container) and the sort key are the
 view's; counting is the engine's. Plain data in, text out.
 
 Units: rates in bytes or bits a second (--units), sizes in bytes; prefixes
-are SI (K = 1000), the same as everywhere in tcflow.
+are SI (k = 1000), the same as everywhere in tcflow (output/table.py).
 """
 
 from __future__ import annotations
@@ -355,7 +355,7 @@ def summary(snap: Snapshot) -> str:
 
 
 def human(n: float, unit: str) -> str:
-    for prefix in ("", "K", "M", "G", "T"):
+    for prefix in ("", "k", "M", "G", "T"):
         if abs(n) < 1000 or prefix == "T":
             return f"{n:.0f} {unit}" if prefix == "" else f"{n:.1f} {prefix}{unit}"
         n /= 1000
@@ -363,8 +363,8 @@ def human(n: float, unit: str) -> str:
 
 
 def compact(n: float) -> str:
-    """At most 5 characters: 999, 1.2K, 165K, 12.0M, 1.5T."""
-    for prefix in ("", "K", "M", "G", "T"):
+    """At most 5 characters: 999, 1.2k, 165k, 12.0M, 1.5T."""
+    for prefix in ("", "k", "M", "G", "T"):
         if abs(n) < 999.5 or prefix == "T":
             if prefix == "":
                 return f"{n:.0f}"

@@ -75,7 +75,7 @@ def test_table_groups_rows_as_a_person_reads_them() -> None:
     assert labels[0] == "TCP payload sent" and labels[-1] == "IP bytes sent, other"
 
 
-@pytest.mark.parametrize("n,text", [(0, "0 B"), (999, "999 B"), (1000, "1.0 KB"), (1234567, "1.2 MB"),
+@pytest.mark.parametrize("n,text", [(0, "0 B"), (999, "999 B"), (1000, "1.0 kB"), (1234567, "1.2 MB"),
                                     (5e12, "5.0 TB"), (7e15, "7000.0 TB")])
 def test_human_units(n: float, text: str) -> None:
     assert human(n) == text

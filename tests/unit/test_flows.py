@@ -111,7 +111,7 @@ def test_top_fits_80x24_with_50_interfaces_busiest_first() -> None:
 
 
 def test_compact_numbers() -> None:
-    for n, want in ((0, "0"), (999, "999"), (999.6, "1.0K"), (164_600, "165K"), (12e6, "12.0M"), (3e15, "3000T")):
+    for n, want in ((0, "0"), (999, "999"), (999.6, "1.0k"), (164_600, "165k"), (12e6, "12.0M"), (3e15, "3000T")):
         assert flowtable.compact(n) == want
         assert len(want) <= 5
 
@@ -159,8 +159,8 @@ def test_totals_come_from_the_flows_when_filtered_and_peaks_hold() -> None:
     _grow(view, ["ns1/a"], 2, [500, 100], 4)
     lines = view.totals_lines(80)
     assert [ln.split()[0] for ln in lines] == ["TX", "RX", "TOTAL"]
-    assert lines[0].split() == ["TX", "cum", "2.4KB", "peak", "600", "2s", "600", "10s", "600", "40s", "600", "B/s"]
-    assert lines[2].split()[:7] == ["TOTAL", "cum", "4.8KB", "peak", "1.2K", "2s", "1.2K"]
+    assert lines[0].split() == ["TX", "cum", "2.4kB", "peak", "600", "2s", "600", "10s", "600", "40s", "600", "B/s"]
+    assert lines[2].split()[:7] == ["TOTAL", "cum", "4.8kB", "peak", "1.2k", "2s", "1.2k"]
     assert view.peak[2] == 1200.0
     narrow = view.totals_lines(58)
     assert all(len(ln) <= 58 for ln in narrow) and "600" in narrow[0] and "B/s" in narrow[0]

@@ -1,7 +1,7 @@
 """Shared renderings: callers that arrive while a rendering runs share the
 next one, which starts after they arrived, so every reply is fresh and
 however many scrapes wait, one worker renders for all of them. With 100
-interfaces a /metrics body is about 360 KB and takes tens of ms of Python."""
+interfaces a /metrics body is about 360 kB and takes tens of ms of Python."""
 
 from __future__ import annotations
 

@@ -47,14 +47,14 @@ function fmtRate(v, step) {  // v already in display units
   while (ref >= 1000 && i < PREFIX.length - 1) { v /= 1000; ref /= 1000; if (step) step /= 1000; i++; }
   let digits = 0;
   if (step) { while (digits < 3 && Math.abs(Math.round(step * 10 ** digits) - step * 10 ** digits) > 1e-6) digits++; }
-  else digits = Math.abs(v) < 10 ? 2 : Math.abs(v) < 100 ? 1 : 0;
+  else digits = i ? 1 : 0;  // as the CLI: 999 B/s, 1.1 kB/s (SI, one decimal)
   return `${v.toFixed(digits)} ${PREFIX[i]}${unit}`;
 }
 
 function fmtBytes(b) {
   let i = 0;
   while (b >= 1000 && i < PREFIX.length - 1) { b /= 1000; i++; }
-  return i ? `${b.toFixed(b < 10 ? 2 : b < 100 ? 1 : 0)} ${PREFIX[i]}B` : `${b} B`;
+  return i ? `${b.toFixed(1)} ${PREFIX[i]}B` : `${b} B`;
 }
 
 // A tick step of 1, 2, 2.5 or 5 times a power of ten giving at most `n` intervals.
