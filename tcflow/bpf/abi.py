@@ -127,6 +127,8 @@ FLOW_MAP_LAYOUT = {
     "flow_overflow": ("flow_overflow", BPF_MAP_TYPE_PERCPU_ARRAY, 4, FLOW_VAL_SIZE),
     "flow_cache": ("flow_cache", BPF_MAP_TYPE_PERCPU_ARRAY, 4, FLOW_LINE_SIZE),
     "flow_evicted": ("flow_evicted", BPF_MAP_TYPE_ARRAY, 4, ctypes.sizeof(FlowEvicted)),
+    # per flow key: what was handed to evicted while part of it sat in a cache line
+    "flow_handed": ("flow_handed", BPF_MAP_TYPE_HASH, FLOW_KEY_SIZE, 6 * 8),
 }
 
 _CODES: dict[Any, str] = {ctypes.c_uint8: "B", ctypes.c_uint16: "H", ctypes.c_uint32: "I", ctypes.c_uint64: "Q"}

@@ -315,7 +315,7 @@ def map_lookup(fd: int, key: Key, value: ctypes.Array | ctypes.Structure) -> boo
     return True
 
 
-def map_update(fd: int, key: ctypes.Structure | ctypes.c_uint32, value: ctypes.Array | ctypes.Structure) -> None:
+def map_update(fd: int, key: Key, value: ctypes.Array | ctypes.Structure) -> None:
     _check(lib().bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(value), 0), "BPF_MAP_UPDATE_ELEM")
 
 

@@ -105,6 +105,7 @@ class Datapath:
                          "flow_overflow": (options.max_interfaces, 0), "flow_cache": (FLOW_CACHE_LINES, 0)}
                 if options.pin_dir:
                     sizes["flow_evicted"] = (options.max_interfaces, 0)
+                    sizes["flow_handed"] = (FLOW_CACHE_LINES * self.ncpus, 0)  # at most a key per cache line
                 for name, (size, flags) in sizes.items():
                     self._fds[name] = self._open_map(name, size, flags)
         except BaseException:

@@ -110,6 +110,34 @@ class FlowTable:
         # --pin: the evicted totals live in a pinned map too, so that a restart
         # (even after kill -9) carries them on; read back when a slot is adopted
         self._kept = dp.map_fd("flow_evicted") if "flow_evicted" in dp.map_names() else None
+        self._handed = dp.map_fd("flow_handed") if "flow_handed" in dp.map_names() else None
+        if self._handed is not None:
+            self._load_handed(None)
+
+    def _load_handed(self, slot: Optional[int]) -> None:
+        """``handed_over`` as the pinned map has it (one slot's keys, or all)."""
+        assert self._handed is not None
+        for k in libbpf.map_keys(self._handed, FlowKey):
+            raw = bytes(k)
+            if slot is not None and _slot_of(raw) != slot:
+                continue
+            val = (ctypes.c_uint64 * 6)()
+            if libbpf.map_lookup(self._handed, k, val):
+                self.handed_over[raw] = list(val)
+
+    def _hand(self, key: bytes, cached: list[int]) -> None:
+        """Remember what of a flow was handed to ``evicted`` while it stayed in
+        a cache line (nothing: forget it); with --pin in the pinned map too."""
+        if any(cached):
+            self.handed_over[key] = cached
+        else:
+            self.handed_over.pop(key, None)
+        if self._handed is not None:
+            k = ctypes.create_string_buffer(key, FLOW_KEY_SIZE)
+            if any(cached):
+                libbpf.map_update(self._handed, k, (ctypes.c_uint64 * 6)(*cached))
+            else:
+                libbpf.map_delete(self._handed, k)
 
     def adopt(self, slot: int) -> None:
         """A pinned slot taken over: its evicted totals as the pinned map has them."""
@@ -119,6 +147,8 @@ class FlowTable:
         with self.lock:
             if libbpf.map_lookup(self._kept, ctypes.c_uint32(slot), val) and (any(val.counts) or val.evictions):
                 self.evicted[slot], self.evictions[slot] = Counts(*val.counts), int(val.evictions)
+            if self._handed is not None:
+                self._load_handed(slot)
 
     def _keep(self, slot: int) -> None:
         """Write one slot's evicted totals to the pinned map (--pin)."""
@@ -238,10 +268,7 @@ class FlowTable:
             self.evicted.setdefault(slot, Counts()).add(Counts(*handed))
             self.evictions[slot] = self.evictions.get(slot, 0) + 1
             self._keep(slot)
-        if any(cached):
-            self.handed_over[key] = cached
-        else:
-            self.handed_over.pop(key, None)
+        self._hand(key, cached)
         self.seen.pop(key, None)
 
     def purge(self, slot: int) -> None:
@@ -255,11 +282,7 @@ class FlowTable:
                     continue
                 if k in self._in_table:
                     libbpf.map_delete(self.fd, ctypes.create_string_buffer(k, FLOW_KEY_SIZE))
-                cached = self._cache.get(k, [0] * 7)[:6]
-                if any(cached):
-                    self.handed_over[k] = cached
-                else:
-                    self.handed_over.pop(k, None)
+                self._hand(k, self._cache.get(k, [0] * 7)[:6])
                 self.seen.pop(k, None)
             self.evicted.pop(slot, None)
             self.evictions.pop(slot, None)
