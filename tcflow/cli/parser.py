@@ -318,7 +318,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("interfaces", nargs="*", metavar="IFACE", help="IFACE or NETNS/IFACE, as for attach")
     d.add_argument("--all", action="store_true", help="every pinned attachment, then the pins themselves")
     d.add_argument("--stale", action="store_true",
-                   help="only pinned entries whose interface or namespace is gone (left by an earlier run)")
+                   help="only pinned entries with nothing attached: interface, namespace or hooks gone")
     d.add_argument("--force", action="store_true",
                    help="detach even what a running tcflow is counting (it notices within a second, says so "
                         "and stops counting it); without it, that is refused with the process's pid")

@@ -262,7 +262,7 @@ def detach_stale(pin_dir: str) -> list[str]:
                 if (e.netns_cookie, e.ifindex) not in live:
                     store.remove(e)
                     lines.append(f"forgot {shown(e.netns) + '/' if e.netns else ''}{shown(e.ifname)} (slot {e.slot}): "
-                                 "its interface or namespace is gone")
+                                 "nothing of it is attached (its interface, namespace or hooks are gone)")
             left = len(store.entries())
         if not left:
             _pins.unpin(pin_dir)

@@ -47,7 +47,8 @@ def render_status(r: dict[str, Any]) -> str:
             out.append(f"  {o['netns']}/{o['interface']}: {o['program']}")
     if r["stale_pins"]:
         out.append("")
-        out.append("pinned entries whose interface is gone (`tcflow detach --stale` clears them): "
+        out.append("pinned entries with nothing attached: interface, namespace or hooks gone "
+                   "(`tcflow detach --stale` clears them): "
                    + ", ".join(f"{s['netns']}/{s['interface']}" for s in r["stale_pins"]))
     if r["pin_error"]:
         out.append(f"\npins under {r['pin_dir']}: {r['pin_error']}")

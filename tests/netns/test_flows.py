@@ -379,6 +379,27 @@ class _Flows:
             b.close()
 
 
+def test_top_json_head_1_is_a_useful_first_line(veth_pair: VethPair, pin_env: dict[str, str]) -> None:
+    """`tcflow top --json | head -1`: one line after one interval, with the
+    flows and their averages and the totals; then a quiet exit (the pipe
+    closed) that leaves nothing attached."""
+    p = veth_pair
+    steady = _Flows(p, 3, 500)
+    try:
+        r = subprocess.run(["bash", "-o", "pipefail", "-c",
+                            f"{sys.executable} -m tcflow top --json --interval 1 --netns {p.ns_a} {p.dev_a} | head -1"],
+                           capture_output=True, text=True, cwd=REPO, env=pin_env, timeout=120)
+    finally:
+        steady.close()
+    assert r.returncode == 0 and r.stderr == "", (r.returncode, r.stderr)
+    doc = json.loads(r.stdout)
+    assert set(doc) >= {"time", "interfaces", "totals", "flows"} and doc["interfaces"] == [key(p)]
+    assert set(doc["totals"]["avg"]) == {"2s", "10s", "40s"} and doc["totals"]["ip_bytes"]["send"] > 0
+    udp = [f for f in doc["flows"] if f["protocol"] == "udp" and f["remote"].startswith(p.ip4_b)]
+    assert len(udp) == 3 and all(f["avg"]["2s"]["send"] > 0 and f["ip_bytes"]["send"] > 0 for f in udp), doc
+    assert leftovers(p.ns_a, p.dev_a) == []
+
+
 @pytest.mark.parametrize("width,height", [(80, 24), (60, 20)])
 def test_top_in_a_real_terminal(sandbox: Any, pin_env: dict[str, str], width: int, height: int) -> None:
     """Two namespaces, ten flows, in tmux: both namespaces in WHERE, the 10 s
