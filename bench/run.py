@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from bench import containers, flows, insitu, perpacket, scale, scrape, startup, throughput
+from bench import containers, discovery, flows, insitu, perpacket, scale, scrape, startup, throughput
 from tcflow.host.sandbox import remove_leftovers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -30,7 +30,8 @@ FULL: dict[str, dict[str, Any]] = {"insitu": {"rounds": 3, "seconds": 2},
         "startup": {"runs": 5},
         "scrape": {"clients": 50, "scrapes": 200, "interfaces": 100},
         "containers": {"count": 30},
-        "flows": {"rounds": 3, "seconds": 2, "memory_flows": 10_000}}
+        "flows": {"rounds": 3, "seconds": 2, "memory_flows": 10_000},
+        "discovery": {"extra": (0, 3000, 10000), "forks": (0.0, 1.0), "seconds": 20.0}}
 SMOKE: dict[str, dict[str, Any]] = {"insitu": {"rounds": 1, "seconds": 1, "hooks_": ("tc",),
                                                "traffic": (("ipv4", "udp"),)},
          "perpacket": {"repeat": 1000, "rounds": 1},
@@ -39,10 +40,11 @@ SMOKE: dict[str, dict[str, Any]] = {"insitu": {"rounds": 1, "seconds": 1, "hooks
          "startup": {"runs": 1},
          "scrape": {"clients": 3, "scrapes": 5, "interfaces": 3, "idle": 5, "slow": 2},
          "containers": {"count": 2},
-         "flows": {"rounds": 1, "seconds": 1, "traffic": (("ipv4", "udp"),), "memory_flows": 200}}
+         "flows": {"rounds": 1, "seconds": 1, "traffic": (("ipv4", "udp"),), "memory_flows": 200},
+         "discovery": {"extra": (20,), "forks": (0.0,), "seconds": 1.0, "settle_s": 2.0}}
 
 
-SECTIONS = ("insitu", "perpacket", "throughput", "scale", "startup", "scrape", "containers", "flows")
+SECTIONS = ("insitu", "perpacket", "throughput", "scale", "startup", "scrape", "containers", "flows", "discovery")
 
 
 def machine() -> dict[str, Any]:
@@ -97,6 +99,11 @@ def targets(res: dict[str, Any]) -> list[str]:
         per10k = mem["kernel_bytes_per_flow"] * 10_000 / 2**20
         rows.append(("memory per 10,000 flows (kernel map / agent)", "measured",
                      f"{per10k:.1f} MiB / {mem['agent_rss_kib_growth'] / 1024:.1f} MiB ({mem['cpus']} CPUs)", True))
+    dc = res.get("discovery")
+    if dc and dc["target"]["cpu_percent"]:
+        got = "; ".join(f"{v:.2f} % with {k} process{'es' if k != '1' else ''} started a second"
+                        for k, v in dc["target"]["cpu_percent"].items())
+        rows.append((dc["target"]["what"], "<= 1 % of a core", got, bool(dc["target"]["met"])))
     out = ["## Targets", "", "| figure | target | measured | |", "|---|---|---|---|"]
     out += [f"| {what} | {goal} | {got} | {_met(ok)} |" for what, goal, got, ok in rows]
     return out + [""]
@@ -246,6 +253,17 @@ def report(res: dict[str, Any]) -> str:
                 f"**{mem['agent_rss_kib_growth'] / 1024:.1f} MiB** for them; one read of the table (rates and "
                 f"eviction) took {mem['tick_ms']:.0f} ms and one report {mem['report_ms']:.0f} ms with "
                 f"{mem['flows_counted']:,} flows.", ""]
+    dc = res.get("discovery")
+    if dc:
+        out += ["## 9. Idle `serve --containers` as host processes grow", "",
+                f"One `tcflow serve --containers` per row, no container running, extra `sleep` processes in the "
+                f"host's namespace; its CPU (user + system) over {dc['seconds']:g} s after {dc['settle_s']:g} s to "
+                "settle, with no process started meanwhile, and with one `true` started a second (a busy node "
+                "starts processes all the time; each new one makes the next scan list /proc again).", "",
+                "| host processes | started a second | CPU, % of a core |", "|---|---|---|"]
+        for r in dc["rows"]:
+            out.append(f"| {r['host_processes']:,} | {r['forks_per_s']:g} | {r['cpu_percent']:.2f} |")
+        out.append("")
     return "\n".join(out)
 
 
@@ -265,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, Any] = {"smoke": args.smoke, "machine": machine()}
     steps: list[tuple[str, Callable[..., dict[str, Any]]]] = [
         ("insitu", insitu.run), ("perpacket", perpacket.run), ("throughput", throughput.run), ("scale", scale.run),
-        ("startup", startup.run), ("scrape", scrape.run), ("containers", containers.run), ("flows", flows.run)]
+        ("startup", startup.run), ("scrape", scrape.run), ("containers", containers.run), ("flows", flows.run),
+        ("discovery", discovery.run)]
     if args.only:
         unknown = set(args.only) - {n for n, _ in steps}
         if unknown:

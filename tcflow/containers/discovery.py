@@ -2,7 +2,9 @@
 
 The engine calls ``Discovery.plan()`` often (every quarter second, and every
 10 ms for 2 s after a runtime made a namespace file); a scan of /proc
-(procfs.py) finds the running containers, and the plan says what changed
+(procfs.py) finds the running containers, reading only the processes it has
+not read before (ProcCache: one directory listing a scan, plus the new and
+young processes), and the plan says what changed
 against the namespaces the engine watches: new container namespaces to
 watch (every interface in each but lo, so send and receive are the
 container's own view), and namespaces whose container began a new life
@@ -24,7 +26,7 @@ from typing import Mapping, Optional
 
 from tcflow.containers.base import Group
 from tcflow.containers.docker import dockerds, netns_dirs
-from tcflow.containers.procfs import scan
+from tcflow.containers.procfs import ProcCache, scan
 from tcflow.system.netns import Netns, cookie_of_current, run_in
 
 IN_CREATE, IN_MOVED_TO, IN_NONBLOCK, IN_CLOEXEC = 0x100, 0x80, 0o4000, 0o2000000
@@ -46,15 +48,18 @@ class Discovery:
         self.groups: dict[int, Group] = {}      # netns cookie -> its containers
         self.host_network: list[Group] = []     # listed, not counted (their traffic is the host's)
         self.namespace_files = NamespaceFiles()
+        self.cache = ProcCache(proc)
 
     def close(self) -> None:
         self.namespace_files.close()
 
     def plan(self, watched: Mapping[int, Netns]) -> Plan:
         """What to change, given the namespaces watched now (cookie -> Netns)."""
-        daemons = dockerds(self.proc)  # one walk of /proc for both
+        if not self.cache.refresh():  # reads only the processes it has not read yet
+            return Plan()  # no process started: no container did
+        daemons = dockerds(self.proc, self.cache.dockerd_pids())
         self.namespace_files.watch(netns_dirs(self.proc, daemons))
-        found = scan(self.proc, daemons=daemons)
+        found = scan(self.proc, daemons=daemons, cache=self.cache)
         self.host_network = [g for g in found if g.host_network]
         by_inode = {ns.inode: cookie for cookie, ns in watched.items()}
         labels = {ns.name for ns in watched.values()}

@@ -29,10 +29,11 @@ PATTERNS: tuple[Pattern, ...] = (
 )
 
 
-def dockerds(proc: str = "/proc") -> list[list[str]]:
-    """The command lines of the dockerd processes root runs (one walk of /proc)."""
+def dockerds(proc: str = "/proc", candidates: Optional[list[int]] = None) -> list[list[str]]:
+    """The command lines of the dockerd processes root runs (one walk of
+    /proc, or only the ``candidates`` a ProcCache found)."""
     out = []
-    for pid in pids(proc):
+    for pid in pids(proc) if candidates is None else candidates:
         raw = read_small(f"{proc}/{pid}/cmdline", 65536)
         if raw and raw.split(b"\0", 1)[0].endswith(b"dockerd") and owner(proc, pid) == 0:
             out.append([a.decode(errors="replace") for a in raw.split(b"\0") if a])

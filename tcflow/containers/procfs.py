@@ -23,8 +23,10 @@ a process that only claims a container's cgroup name gets nothing.
 
 from __future__ import annotations
 
+import math
 import os
-from typing import Any, Optional
+import time
+from typing import Any, Callable, Optional
 
 from tcflow.containers import docker, lxc, oci, podman
 from tcflow.containers.base import Container, Group, Pattern, Runtime, netns_inode, pids, read_small
@@ -47,12 +49,121 @@ def parse_cgroup(text: str) -> Optional[tuple[str, str]]:
     return None
 
 
+CLOCK_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", 7)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class ProcCache:
+    """What discovery reads of each process, read once per process, not once
+    per scan: a node with 10,000 processes would otherwise cost a file read
+    per process four times a second.
+
+    A process is known by its pid and the inode of its /proc entry, which
+    the directory listing itself gives (a pid used again is a new entry, a
+    new inode). What a process says is read again while it is young
+    (``YOUNG_S`` from its start: a runtime moves a new process into its
+    container's cgroup and execs it just after it starts), and everything
+    every ``FULL_S`` (a process moved later, by anyone, is seen then).
+
+    Most scans need not list /proc at all: a new container needs a new
+    process, and /proc/loadavg names the last pid the kernel handed out. If
+    it has not moved and no process is young, nothing can have started."""
+
+    YOUNG_S = 5.0
+    FULL_S = 60.0
+
+    def __init__(self, proc: str = "/proc", clock: Callable[[], float] = lambda: time.clock_gettime(CLOCK_BOOTTIME)):
+        """``clock``: seconds since boot, the clock of a process's start time."""
+        self.proc, self.clock = proc, clock
+        # pid -> (/proc inode, young until (boot clock), cgroup's (runtime, id) or None, a dockerd's command line)
+        self.entries: dict[int, tuple[int, float, Optional[tuple[str, str]], bool]] = {}
+        self.records: dict[tuple[str, str, int, int], tuple[Container, int]] = {}  # identify(), per live process
+        self.full_at = -math.inf
+        self.last_pid: Optional[bytes] = None
+        self.young_until = -math.inf
+        self.reads = 0  # processes read (cgroup and command line): what a scan cost
+        self.listings = 0  # listings of /proc
+
+    def refresh(self) -> bool:
+        """Bring the entries up to date; False if nothing could have changed
+        (no process started since the last time, none young, no full pass due)."""
+        now = self.clock()
+        full = now - self.full_at >= self.FULL_S
+        words = (read_small(f"{self.proc}/loadavg", 256) or b"").split()
+        last_pid = words[-1] if words else None
+        if not full and last_pid is not None and last_pid == self.last_pid:
+            if now >= self.young_until:
+                return False
+            return self._reread_young(now)  # no new process: only the young ones can have changed
+        self.last_pid = last_pid
+        self.listings += 1
+        if full:
+            self.full_at = now
+            self.records.clear()
+        fresh: dict[int, tuple[int, float, Optional[tuple[str, str]], bool]] = {}
+        try:
+            listing = os.scandir(self.proc)
+        except OSError:
+            return False
+        with listing:
+            for e in listing:
+                if not e.name.isdigit():
+                    continue
+                pid = int(e.name)
+                try:
+                    ino = e.inode()
+                except OSError:
+                    continue
+                old = self.entries.get(pid)
+                if old is not None and old[0] == ino and not full and now >= old[1]:
+                    fresh[pid] = old
+                    continue
+                self.reads += 1
+                raw = read_small(f"{self.proc}/{pid}/cgroup", 65536)
+                found = parse_cgroup(raw.decode(errors="replace")) if raw else None
+                cmd = read_small(f"{self.proc}/{pid}/cmdline", 4096) or b""
+                if old is not None and old[0] == ino:
+                    young = old[1]
+                elif not cmd:  # a kernel thread (or a zombie): never in a container, never young
+                    young = -math.inf
+                else:
+                    young = _started(self.proc, pid) + self.YOUNG_S
+                fresh[pid] = (ino, young, found, cmd.split(b"\0", 1)[0].endswith(b"dockerd"))
+        self.entries = fresh
+        alive = {(pid, e[0]) for pid, e in fresh.items()}
+        self.records = {k: v for k, v in self.records.items() if (k[2], k[3]) in alive}
+        self.young_until = max((e[1] for e in fresh.values()), default=-math.inf)
+        return True
+
+    def _reread_young(self, now: float) -> bool:
+        """Read the young processes again, without listing /proc."""
+        for pid, (ino, young, _, _) in list(self.entries.items()):
+            if now >= young:
+                continue
+            self.reads += 1
+            raw = read_small(f"{self.proc}/{pid}/cgroup", 65536)
+            if raw is None:
+                continue  # gone: the next listing drops it
+            cmd = read_small(f"{self.proc}/{pid}/cmdline", 4096) or b""
+            self.entries[pid] = (ino, young, parse_cgroup(raw.decode(errors="replace")),
+                                 cmd.split(b"\0", 1)[0].endswith(b"dockerd"))
+        return True
+
+    def dockerd_pids(self) -> list[int]:
+        return sorted(pid for pid, e in self.entries.items() if e[3])
+
+    def in_containers(self) -> list[tuple[int, int, tuple[str, str]]]:
+        """(pid, /proc inode, (runtime, id)) of every process in a container's cgroup, by pid."""
+        return sorted((pid, e[0], e[2]) for pid, e in self.entries.items() if e[2] is not None)
+
+
 def scan(proc: str = "/proc", own: str = "/proc/self/ns/net",
-         daemons: Optional[list[list[str]]] = None) -> list[Group]:
+         daemons: Optional[list[list[str]]] = None, cache: Optional[ProcCache] = None) -> list[Group]:
     """Every running container, grouped by network namespace, host-network
     containers in a group of their own (``host_network``). ``own``: the
     namespace tcflow runs in, which is the host's. ``daemons``: dockerds()'s
-    answer, when the caller has it already."""
+    answer, when the caller has it already. ``cache``: what earlier scans
+    read (refreshed by the caller), so that only new processes are read."""
     # The host: the namespace tcflow runs in (an agent with hostNetwork), and
     # init's where it can be read (it cannot always: a sandboxed init). A
     # container in either is a host-network one, never counted: its
@@ -62,17 +173,16 @@ def scan(proc: str = "/proc", own: str = "/proc/self/ns/net",
     runtimes: dict[str, Runtime] = {"docker": docker.Docker(proc, daemons), "containerd": oci.Oci(), "cri-o": oci.Oci(),
                                     "podman": podman.Podman(), "lxc": named, "systemd-nspawn": named}
     seen: dict[str, tuple[Container, int]] = {}  # id -> (container, pid that stands for it)
-    for pid in pids(proc):
-        raw = read_small(f"{proc}/{pid}/cgroup", 65536)
-        if not raw:
-            continue
-        found = parse_cgroup(raw.decode(errors="replace"))
-        if found is None or found[1] in seen:
+    for pid, entry_ino, found in (cache.in_containers() if cache is not None else _read_all(proc)):
+        if found[1] in seen:
             continue
         runtime, cid = found
-        rec = runtimes[runtime].identify(runtime, cid, pid)
+        known = cache.records.get((runtime, cid, pid, entry_ino)) if cache is not None else None
+        rec = known or runtimes[runtime].identify(runtime, cid, pid)
         if rec is None:
             continue  # no record, or not running: nothing to trust
+        if cache is not None and rec[1] == pid:
+            cache.records[(runtime, cid, pid, entry_ino)] = rec  # its own record names it: stays for its process
         seen[cid] = rec
     groups: dict[tuple[str, Any], Group] = {}
     for container, pid in seen.values():
@@ -85,5 +195,27 @@ def scan(proc: str = "/proc", own: str = "/proc/self/ns/net",
         g.containers.append(container)
         g.pid = min(g.pid, pid)
     return sorted(groups.values(), key=lambda g: g.label)
+
+
+def _started(proc: str, pid: int) -> float:
+    """When a process started, in seconds since boot (field 22 of its stat,
+    after the command name, which may hold anything); 0 if unreadable."""
+    raw = read_small(f"{proc}/{pid}/stat", 4096) or b""
+    tail = raw[raw.rfind(b")") + 1:].split()
+    try:
+        return int(tail[19]) / CLK_TCK
+    except (IndexError, ValueError):
+        return 0.0
+
+
+def _read_all(proc: str) -> list[tuple[int, int, tuple[str, str]]]:
+    """Without a cache: every process read now."""
+    out = []
+    for pid in pids(proc):
+        raw = read_small(f"{proc}/{pid}/cgroup", 65536)
+        found = parse_cgroup(raw.decode(errors="replace")) if raw else None
+        if found is not None:
+            out.append((pid, 0, found))
+    return out
 
 

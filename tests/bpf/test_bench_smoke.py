@@ -17,7 +17,8 @@ def test_bench_smoke_writes_every_result_and_the_report(tmp_path) -> None:  # no
     r = subprocess.run([sys.executable, "-m", "bench.run", "--smoke", "--out", str(tmp_path)], cwd=REPO,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    for name in ("insitu", "perpacket", "throughput", "scale", "startup", "scrape", "containers", "flows"):
+    for name in ("insitu", "perpacket", "throughput", "scale", "startup", "scrape", "containers", "flows",
+                 "discovery"):
         with open(tmp_path / f"{name}.json") as f:
             doc = json.load(f)
         assert doc["smoke"] is True and doc["machine"]["kernel"]
@@ -31,6 +32,10 @@ def test_bench_smoke_writes_every_result_and_the_report(tmp_path) -> None:  # no
     assert [x["interfaces"] for x in sc["results"]] == [1, 3]
     assert all(x["programs_loaded"] == 2 for x in sc["results"])  # one load per namespace, not per interface
     report = (tmp_path / "report.md").read_text()
+    dc = json.load(open(tmp_path / "discovery.json"))
+    assert [(r["extra"], r["forks_per_s"]) for r in dc["rows"]] == [(20, 0.0)]
+    assert dc["rows"][0]["host_processes"] >= 20 and dc["rows"][0]["cpu_percent"] >= 0
+    assert "## 9. Idle `serve --containers`" in report
     assert json.load(open(tmp_path / "scrape.json"))["errors"] == 0
     ins = json.load(open(tmp_path / "insitu.json"))
     assert {r["point"] for r in ins["rows"]} == {"tc_ingress", "tc_egress"}

@@ -195,3 +195,46 @@ def test_an_unknown_interface_says_what_exists_and_how_to_list_them(name: str, w
     with pytest.raises(InterfaceError) as e:
         lookup(present, Netns(name, "/run/netns/x", 1, 2), "wlan7")  # nothing close: no guess
     assert "did you mean" not in e.value.render()
+
+
+def _stat(root: Path, pid: int, started_ticks: int) -> None:
+    """/proc/PID/stat with a start time (field 22) and a name that holds ') ' to mislead a parser."""
+    (root / "proc" / str(pid) / "stat").write_text(f"{pid} (a) b) S 1 " + "0 " * 17 + f"{started_ticks} 0 0\n")
+
+
+def test_the_process_cache_reads_each_process_once_and_only_what_may_have_changed(host: Path) -> None:
+    """A scan lists /proc only when a process was started (the last pid in
+    loadavg moved), reads only processes it has not read, reads young ones
+    again without a listing, and everything once a minute."""
+    from tcflow.containers.procfs import CLK_TCK, ProcCache
+
+    proc = host / "proc"
+    now = [1000.0]
+    for pid in (1, 50):
+        _stat(host, pid, 0)
+    (proc / "loadavg").write_text("0.00 0.00 0.00 1/100 50\n")
+    cache = ProcCache(str(proc), clock=lambda: now[0])
+    assert cache.refresh() and (cache.reads, cache.listings) == (2, 1)
+    assert cache.dockerd_pids() == [50]
+    now[0] += 1
+    assert not cache.refresh() and (cache.reads, cache.listings) == (2, 1)  # nothing started: nothing read
+
+    _proc(host, 100, f"0::/docker/{A}\n", "ns-web")           # a new container's process, started just now
+    _stat(host, 100, int((now[0] - 1) * CLK_TCK))
+    _docker(host, A, "web", 100)
+    (proc / "loadavg").write_text("0.00 0.00 0.00 1/100 100\n")
+    assert cache.refresh() and (cache.reads, cache.listings) == (3, 2)  # one listing, one new process read
+    assert [g.label for g in containers.scan(str(proc), cache=cache)] == ["web"]
+    now[0] += 1
+    assert cache.refresh() and (cache.reads, cache.listings) == (4, 2)  # young: read again, no listing
+    now[0] += 10
+    assert not cache.refresh() and cache.reads == 4  # old now, and no process started
+
+    os.rename(proc / "100", host / "gone")                      # pid 100 used again by another process
+    _proc(host, 100, "0::/init.scope\n", "host")
+    _stat(host, 100, int(now[0] * CLK_TCK))
+    (proc / "loadavg").write_text("0.00 0.00 0.00 1/100 101\n")
+    assert cache.refresh() and cache.reads == 5  # a new /proc entry (inode): read, though the pid is known
+    assert containers.scan(str(proc), cache=cache) == []
+    now[0] += 61
+    assert cache.refresh() and cache.reads == 8  # the minute's full pass reads everything again
