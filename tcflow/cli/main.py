@@ -50,8 +50,15 @@ def _quiet_stdout() -> None:
     os.close(devnull)
 
 
+def _unraisable_quiet(unraisable: object) -> None:
+    """An error in a finaliser (a library's half-made object after a Ctrl-C,
+    say) is no error of the command's: said only with --debug."""
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser().parse_args(argv)
+    if not args.debug:
+        sys.unraisablehook = _unraisable_quiet
     try:
         if getattr(signal.getsignal(signal.SIGINT), "__module__", None) == "tcflow":  # tcflow/__init__.py's
             signal.signal(signal.SIGINT, signal.default_int_handler)  # from here, main() handles Ctrl-C

@@ -38,7 +38,7 @@ from tcflow.host.interfaces import Interface
 from tcflow.model.errors import InterfaceError
 from tcflow.model.snapshot import Snapshot
 from tcflow.model.targets import Target
-from tcflow.system import netns
+from tcflow.system import interrupts, netns
 
 FULL_NOTICE_EVERY_S = 60.0
 
@@ -108,7 +108,8 @@ class Agent(NamespaceEvents):
                         for watch, found in plan:
                             for interface in found:
                                 watch.interfaces[interface.ifindex] = interface
-                                binder.bind(watch.ipr, interface, self.notices)
+                                with interrupts.shielded():  # Ctrl-C waits for this interface's attach
+                                    binder.bind(watch.ipr, interface, self.notices)
                     if self.discovery is not None:
                         self._discover()
                     self.tick_flows()  # the flows' first read: rates from here on
@@ -131,9 +132,10 @@ class Agent(NamespaceEvents):
         """After a failed start: undo what this agent did, keep what it adopted."""
         try:
             with self._lock():
-                for watch in self.watches.values():
-                    for interface in reversed(list(watch.interfaces.values())):
-                        self._release(watch, interface, detach=True)
+                with interrupts.shielded():  # the rollback runs to its end
+                    for watch in self.watches.values():
+                        for interface in reversed(list(watch.interfaces.values())):
+                            self._release(watch, interface, detach=True)
                 if self.pin_dir and self._made_pins and self.dp is not None and not self.dp.interface_entries():
                     pins.unpin(self.pin_dir, only_ids=self.dp.map_ids())  # ours, and nothing uses them
         finally:
@@ -165,9 +167,10 @@ class Agent(NamespaceEvents):
         errors: list[Exception] = []
         self.left_attached = [i.key for i in self.interfaces()] if self.settings.pin else []
         if not self.settings.pin:
-            for watch in self.watches.values():
-                for interface in reversed(list(watch.interfaces.values())):
-                    errors += self._release(watch, interface, detach=True)
+            with interrupts.shielded():
+                for watch in self.watches.values():
+                    for interface in reversed(list(watch.interfaces.values())):
+                        errors += self._release(watch, interface, detach=True)
         self._close_handles()
         if errors:
             raise errors[0]

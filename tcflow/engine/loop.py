@@ -22,6 +22,7 @@ from typing import Any, Callable, ContextManager, Iterable, Iterator, Optional
 from tcflow.engine.agent import Agent
 from tcflow.model.errors import InterfaceError
 from tcflow.model.targets import Target
+from tcflow.system import interrupts
 
 CONTAINER_SCAN_S = 0.25  # --containers: how often /proc is scanned for new containers
 BURST_S, BURST_EVERY_S = 2.0, 0.01  # after a namespace file appeared: scan every 10 ms for 2 s
@@ -51,7 +52,7 @@ class Signals:
             # handler: it must die as by default, never unwind into tcflow
             os._exit(128 + signum)
         self.stop = True
-        if not self.looping:
+        if not self.looping and interrupts.deliver():  # never inside a netlink exchange (system/interrupts.py)
             raise KeyboardInterrupt
 
     def drain(self) -> None:
@@ -61,6 +62,7 @@ class Signals:
             pass
 
     def __exit__(self, *exc: Any) -> None:
+        interrupts.clear()
         signal.set_wakeup_fd(self.saved_wakeup)
         for sig, h in self.saved.items():
             signal.signal(sig, h)

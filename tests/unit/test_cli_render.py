@@ -341,3 +341,29 @@ def test_zsh_and_fish_completion_know_every_command_and_option(tmp_path: pathlib
         assert longs <= set(complete(f"tcflow {cmd} --")), (cmd, longs - set(complete(f"tcflow {cmd} --")))
     assert sorted(complete("tcflow attach --ingress ")) == ["auto", "tc", "xdp"]
     assert sorted(complete("tcflow completion ")) == ["bash", "fish", "zsh"]
+
+
+def test_ctrl_c_is_held_while_a_shielded_step_runs() -> None:
+    """SIGINT during an attach or detach step is raised when the step ends,
+    never in its middle (a netlink exchange cut there leaves things attached)."""
+    from tcflow.system import interrupts
+
+    assert interrupts.deliver()  # outside any step: at once
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.shielded():
+            with interrupts.shielded():
+                assert not interrupts.deliver()  # held
+                done.append("inner")
+            done.append("outer")  # still inside: the step goes on
+    assert done == ["inner", "outer"]
+    with interrupts.shielded():
+        pass  # nothing held any more: no second interrupt
+    with pytest.raises(ValueError):
+        with interrupts.shielded():
+            interrupts.deliver()
+            raise ValueError("the step failed")  # its own error goes on, the held Ctrl-C waits
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.shielded():
+            pass
+    interrupts.clear()
