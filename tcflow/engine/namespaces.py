@@ -18,6 +18,7 @@ from tcflow.host import hooks, journal, owners
 from tcflow.host.interfaces import Interface, diff
 
 HOOK_WORDS = {"xdp": "XDP", "tc_ingress": "clsact ingress", "tc_egress": "clsact egress"}
+LOST_KEPT = 64
 
 
 class NamespaceEvents:
@@ -120,6 +121,7 @@ class NamespaceEvents:
         interface.attachment.attached = {h: h in mine for h in ("xdp", "tc_ingress", "tc_egress")}
         self.binder.release(watch.ipr, interface, detach=True, forget=True)
         self.lost_hooks.append(interface.key)
+        del self.lost_hooks[:-LOST_KEPT]  # /healthz names the latest; bounded however often it happens
         many = len(gone) > 1
         self.notices.append(f"tcflow's {' and '.join(HOOK_WORDS[h] for h in gone)} hook{'s' if many else ''} on "
                             f"{interface.key} {'were' if many else 'was'} removed by another process (`tcflow "
