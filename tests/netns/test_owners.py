@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from typing import Any, Callable
 
 import pytest
@@ -30,8 +29,6 @@ from tests.support.cli import REPO, Live, leftovers, one_line_error, run
 from tests.support.counting import key
 from tests.support.serve import Serve
 from tests.support.shell import sh
-
-PIN_PREFIX = "/sys/fs/bpf/tcflow-test-"
 
 
 def _status(env: dict[str, str], p: VethPair, *extra: str) -> dict[str, Any]:
@@ -126,7 +123,7 @@ def test_pins_under_another_pin_dir_are_found_and_removed_whole(silent_pair: Vet
     --pin-dir; detach takes hooks and pin together; show marks an entry whose
     programs are gone."""
     p = silent_pair
-    other = f"{PIN_PREFIX}{uuid.uuid4().hex[:8]}"
+    other = pin_env["TCFLOW_PIN_DIR"] + "-other"  # named as the session's own: its final sweep finds it too
     try:
         r = run("attach", "--pin", "--pin-dir", other, "--netns", p.ns_a, p.dev_a, "--count", "1", "--json",
                 env=pin_env)
