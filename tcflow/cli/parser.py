@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import math
-from typing import NoReturn, Sequence
+from typing import Callable, NoReturn, Sequence
 
 from tcflow.bpf.loader import DEFAULT_FLOW_ENTRIES, DEFAULT_MAX_IFACES
 from tcflow.cli.completion import subcommands
@@ -133,11 +133,17 @@ def flow_entries(text: str) -> int:
     return n
 
 
-def top_count(text: str) -> int:
-    n = count(text)
-    if n > MAX_TOP:
-        raise argparse.ArgumentTypeError(f"{text} is more than {MAX_TOP}")
-    return n
+def _at_most(limit: int, why: str = "") -> Callable[[str], int]:
+    """A whole number >= 0 (0: none or no limit) and at most ``limit``."""
+    def parse(text: str) -> int:
+        n = count(text)
+        if n > limit:
+            raise argparse.ArgumentTypeError(f"{text} is more than {limit}{why}")
+        return n
+    return parse
+
+
+top_count = _at_most(MAX_TOP)
 
 
 def port(text: str) -> int:
@@ -154,11 +160,7 @@ def cidr(text: str) -> "ipaddress.IPv4Network | ipaddress.IPv6Network":
                                          "2001:db8::1)") from None
 
 
-def metrics_top(text: str) -> int:
-    n = count(text)
-    if n > MAX_METRICS_TOP:
-        raise argparse.ArgumentTypeError(f"{text} is more than {MAX_METRICS_TOP} (one series per flow and direction)")
-    return n
+metrics_top = _at_most(MAX_METRICS_TOP, " (one series per flow and direction)")
 
 
 def max_interfaces(text: str) -> int:

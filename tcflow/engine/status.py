@@ -82,24 +82,22 @@ def collect(pin_dir: str) -> dict[str, Any]:
     tcflow processes holding its programs, or holding its pinned maps and
     named in its pinned description)."""
     rows, others = _walk_hooks()
-    counters = {p: owners.counters_of(p) for r in rows for p in r["programs"]}
-    dirs = owners.pin_dirs({c for c in counters.values() if c}, first=[pin_dir])
+    found = owners.survey((p for r in rows for p in r["programs"]), first=[pin_dir])
     pinned, pin_error = _entries(pin_dir)
     by_dir = {pin_dir: {(e.netns_cookie, e.ifindex): e for e in pinned}}
-    for d in set(dirs.values()) - {pin_dir}:
+    for d in set(found.dirs.values()) - {pin_dir}:
         by_dir[d] = {(e.netns_cookie, e.ifindex): e for e in _entries(d)[0]}
-    live = owners.holders(counters, {c for c in counters.values() if c})
     seen = set()
     for r in rows:
         key = (r["cookie"], r["ifindex"])
         seen.add(key)
-        maps = {counters[p] for p in r["programs"] if counters.get(p)}
-        where = next((dirs[m] for m in maps if m in dirs), None)
+        maps = found.maps(r["programs"])
+        where = next((found.dirs[m] for m in maps if m in found.dirs), None)
         e = by_dir.get(where, {}).get(key) if where else None
         r.update(pinned=e is not None, pin_dir=where if e is not None else None,
                  since=e.attached_at if e else None, by_pid=e.pid if e else None,
                  by_pid_running=pid_alive(e.pid) if e and e.pid else None,
-                 owners=[{"pid": h.pid, "command": h.command} for h in live
+                 owners=[{"pid": h.pid, "command": h.command} for h in found.live
                          if h.progs & set(r["programs"]) or (e is not None and h.pid == e.pid and h.maps & maps)])
     stale = [{"netns": shown(e.netns) if e.netns else "-", "interface": shown(e.ifname), "ifindex": e.ifindex,
               "slot": e.slot}
@@ -200,9 +198,7 @@ def detach_named(words: list[str], default: Where, pin_dir: str, force: bool = F
             interfaces.append(interface)
         finally:
             ipr.close()
-    counters = {p: owners.counters_of(p) for ids in programs.values() for p in ids}
-    dirs = owners.pin_dirs({c for c in counters.values() if c}, first=[pin_dir])
-    live = owners.holders(counters, {c for c in counters.values() if c})
+    found = owners.survey((p for ids in programs.values() for p in ids), first=[pin_dir])
     lines = []
     with contextlib.ExitStack() as stack:
         stores: dict[str, _pins.Store] = {}
@@ -218,11 +214,11 @@ def detach_named(words: list[str], default: Where, pin_dir: str, force: bool = F
         plan = []
         for interface in interfaces:
             key = (interface.netns.cookie, interface.ifindex)
-            maps = {counters[p] for p in programs[key] if counters.get(p)}
-            d = next((dirs[m] for m in maps if m in dirs), pin_dir if pin_dir in stores else None)
+            maps = found.maps(programs[key])
+            d = next((found.dirs[m] for m in maps if m in found.dirs), pin_dir if pin_dir in stores else None)
             store = store_for(d) if d else None
             e = next((x for x in store.entries() if (x.netns_cookie, x.ifindex) == key), None) if store else None
-            holding = [h for h in live if h.progs & set(programs[key])
+            holding = [h for h in found.live if h.progs & set(programs[key])
                        or (e is not None and h.pid == e.pid and h.maps & maps)]
             if holding and not force:
                 raise _busy(interface.key, holding, ("detach", "--force", interface.key))
@@ -230,9 +226,9 @@ def detach_named(words: list[str], default: Where, pin_dir: str, force: bool = F
         for interface, store, e in plan:
             ns = interface.netns
             path = ns.path if ns.name else "/proc/self/ns/net"
-            found = _remove(path, ns.name, ns.cookie, interface.ifindex, interface.ifname,
-                            e.created_clsact if e else False)
-            had = bool(found and (found["xdp"] or found["tc_ingress"] or found["tc_egress"] or found["clsact"]))
+            took = _remove(path, ns.name, ns.cookie, interface.ifindex, interface.ifname,
+                           e.created_clsact if e else False)
+            had = bool(took and (took["xdp"] or took["tc_ingress"] or took["tc_egress"] or took["clsact"]))
             if e is not None and store is not None:
                 store.remove(e)
             if not had and e is None:

@@ -131,6 +131,27 @@ def holders(prog_ids: Iterable[int], map_ids: Iterable[int]) -> list[Holder]:
     return out
 
 
+@dataclass
+class Survey:
+    """Of some programs on hooks: each one's counters map (``counters``:
+    program id -> map id, None if gone), the pin directory of each counters
+    map (``dirs``), and the other processes holding any of them (``live``)."""
+
+    counters: dict[int, Optional[int]]
+    dirs: dict[int, str]
+    live: list[Holder]
+
+    def maps(self, programs: Iterable[int]) -> set[int]:
+        return {m for p in programs if (m := self.counters.get(p))}
+
+
+def survey(programs: Iterable[int], first: Iterable[str] = ()) -> Survey:
+    """Who holds these programs and where their pins are, in one pass each."""
+    counters = {p: counters_of(p) for p in set(programs)}
+    maps = {m for m in counters.values() if m}
+    return Survey(counters, pin_dirs(maps, first=first), holders(counters, maps))
+
+
 def _bpf_mounts() -> list[str]:
     out: list[str] = []
     try:

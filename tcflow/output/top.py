@@ -354,14 +354,6 @@ def summary(snap: Snapshot) -> str:
     return text
 
 
-def human(n: float, unit: str) -> str:
-    for prefix in ("", "k", "M", "G", "T"):
-        if abs(n) < 1000 or prefix == "T":
-            return f"{n:.0f} {unit}" if prefix == "" else f"{n:.1f} {prefix}{unit}"
-        n /= 1000
-    return f"{n} {unit}"  # pragma: no cover
-
-
 def compact(n: float) -> str:
     """At most 5 characters: 999, 1.2k, 165k, 12.0M, 1.5T."""
     for prefix in ("", "k", "M", "G", "T"):
