@@ -6,6 +6,7 @@ status is `tcflow status --containers`."""
 
 from tcflow.containers.base import Container, Group, read_small
 from tcflow.containers.docker import docker_roots, dockerds, netns_dirs
-from tcflow.containers.procfs import parse_cgroup, scan
+from tcflow.containers.procfs import ProcCache, parse_cgroup, scan
 
-__all__ = ["Container", "Group", "docker_roots", "dockerds", "netns_dirs", "parse_cgroup", "read_small", "scan"]
+__all__ = ["Container", "Group", "ProcCache", "docker_roots", "dockerds", "netns_dirs", "parse_cgroup", "read_small",
+           "scan"]

@@ -94,18 +94,51 @@ def _interfaces(g: containers.Group, host: dict[int, list[dict[str, Any]]], proc
 class PeerMap:
     """Host-side veths -> the container at their other end, for users who
     count the host side (`--match 'veth*'`): their JSON entries and metric
-    labels then name the container too. Built from a container scan and one
-    link dump per container namespace; rebuilt at most every ``ttl`` seconds,
-    and only when a veth not yet known is asked about."""
+    labels then name the container too.
 
-    def __init__(self, ttl: float = 5.0, proc: str = "/proc"):
-        self.ttl, self.proc = ttl, proc
+    Built from the containers (discovery's, else a cached scan: procfs.ProcCache
+    reads only processes it has not read before) and one link dump per
+    container namespace. Never inside a snapshot: the agent's loop rebuilds it
+    (``due``) after link or container events (``changed``), and at most every
+    ``retry_s`` while a veth asked about is still unknown (its container's
+    record may come a moment after its veth; ``RETRIES`` times, then that
+    veth is taken as no container's until the next event)."""
+
+    RETRIES = 3
+
+    def __init__(self, retry_s: float = 5.0, proc: str = "/proc", settle_s: float = 0.2):
+        self.retry_s, self.proc, self.settle_s = retry_s, proc, settle_s
         self._by_pair: dict[tuple[int, int], containers.Group] = {}  # (host ifindex, container ifindex)
         self._at = -1e9
+        self._changed_at: Optional[float] = time.monotonic()
+        self._missed: dict[tuple[int, int], int] = {}  # unknown pairs asked about -> rebuilds since
+        self._cache = containers.ProcCache(proc, events=True)
+        self.rebuilds = 0
 
-    def _refresh(self) -> None:
+    def changed(self) -> None:
+        """A link or a container came or went: rebuild soon (in ``settle_s``:
+        a runtime makes a container's links in a burst)."""
+        if self._changed_at is None:
+            self._changed_at = time.monotonic()
+        self._missed = {k: 0 for k in self._missed}
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if self._changed_at is not None and now - self._changed_at >= self.settle_s:
+            return True
+        return any(n < self.RETRIES for n in self._missed.values()) and now - self._at >= self.retry_s
+
+    def rebuild(self, groups: Optional[list[containers.Group]] = None) -> None:
+        """``groups``: the containers discovery knows; else a scan finds them."""
+        self._changed_at = None
+        self._missed = {k: n + 1 for k, n in self._missed.items()}
+        self.rebuilds += 1
+        if groups is None:
+            self._cache.list_due = True  # lists /proc, reads only processes new since the last time
+            self._cache.refresh()
+            groups = containers.scan(self.proc, cache=self._cache)
         out: dict[tuple[int, int], containers.Group] = {}
-        for g in containers.scan(self.proc):
+        for g in groups:
             if g.host_network:
                 continue
             path = f"{self.proc}/{g.pid}/ns/net"
@@ -126,13 +159,14 @@ class PeerMap:
                 ipr.close()
         self._by_pair = out
         self._at = time.monotonic()
+        self._missed = {k: n for k, n in self._missed.items() if k not in out}
 
     def container_of(self, ifindex: int, peer: Optional[int]) -> Optional[containers.Group]:
-        """The container whose veth is the other end of (``ifindex``, ``peer``)."""
+        """The container whose veth is the other end of (``ifindex``, ``peer``),
+        as of the last rebuild; an unknown one asks for a rebuild later."""
         if not peer:
             return None
         g = self._by_pair.get((ifindex, peer))
-        if g is None and time.monotonic() - self._at >= self.ttl:
-            self._refresh()
-            g = self._by_pair.get((ifindex, peer))
+        if g is None and len(self._missed) < 4096:
+            self._missed.setdefault((ifindex, peer), 0)
         return g

@@ -112,6 +112,7 @@ class Agent(NamespaceEvents):
                                     binder.bind(watch.ipr, interface, self.notices)
                     if self.discovery is not None:
                         self._discover()
+                    self.refresh_peers(now=True)
                     self.tick_flows()  # the flows' first read: rates from here on
                 except BaseException:
                     self.abort()  # under the same lock
@@ -208,7 +209,8 @@ class Agent(NamespaceEvents):
                 "namespaces": len(self.watches), "following": self.following(),
                 "attach_errors": self.attach_errors, "hooks_removed": list(self.lost_hooks),
                 "containers": sum(len(g.containers) for g in self.discovery.groups.values())
-                if self.discovery else None}
+                if self.discovery else None,
+                "discovery": self.discovery.health() if self.discovery else None}
 
     def program_stats(self) -> dict[str, tuple[int, int]]:
         return self.dp.program_stats() if self.dp is not None else {}
@@ -222,6 +224,17 @@ class Agent(NamespaceEvents):
             raise InterfaceError("the agent is not started", hint="call start() first")
         return assemble(self.interfaces(), Sources(self.dp, self.binder, self.settings.pin, self.flows,
                                                    self.flows_top, self.discovery, self.carried, self._peers))
+
+    def refresh_peers(self, now: bool = False) -> None:
+        """Rebuild the map of host-side veths to their containers when it is
+        due (the loop calls this; a snapshot only looks it up), if any
+        counted veth outside a container needs it."""
+        if not now and not self._peers.due():
+            return
+        d = self.discovery
+        needed = any(i.kind == "veth" and i.peer and (d is None or d.identity(i.netns.cookie) is None)
+                     for i in self.interfaces())
+        self._peers.rebuild([] if not needed else list(d.groups.values()) if d is not None else None)
 
     def tick_flows(self) -> None:
         """Rates and eviction of the flow table (--flows); the loop calls it once a second."""

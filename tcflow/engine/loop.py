@@ -3,10 +3,11 @@
 says what a tick does (print a table, record a point).
 
 One select() waits on: the signal pipe, every watched namespace's link
-events, and (--containers) the inotify fd that turns readable when a
-runtime makes a namespace file. Timers: the container scan (every quarter
-second, every 10 ms for 2 s after a namespace file appeared), the flow tick
-(rates and eviction, once a second) and the caller's tick.
+events, and (--containers) the inotify fds that turn readable when a
+runtime makes a container's cgroup or namespace file. Timers: the container
+plan (every quarter second, every 10 ms for 2 s after such an event; it
+reads nothing unless something started), the flow tick (rates and
+eviction, once a second) and the caller's tick.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from tcflow.model.errors import InterfaceError
 from tcflow.model.targets import Target
 from tcflow.system import interrupts
 
-CONTAINER_SCAN_S = 0.25  # --containers: how often /proc is scanned for new containers
-BURST_S, BURST_EVERY_S = 2.0, 0.01  # after a namespace file appeared: scan every 10 ms for 2 s
+CONTAINER_SCAN_S = 0.25  # --containers: how often discovery is asked for its plan
+BURST_S, BURST_EVERY_S = 2.0, 0.01  # after a container event: every 10 ms for 2 s
 FLOW_TICK_S = 1.0  # --flows: rates and eviction, once a second
 
 
@@ -108,19 +109,18 @@ def run(agent: Agent, sig: Signals, interval: float, tick: Callable[[], bool],
     scan_due = now + CONTAINER_SCAN_S if containers is not None else math.inf
     flows_due = now + FLOW_TICK_S if agent.flows is not None else math.inf
     burst_until = 0.0
-    files = containers.namespace_files.fd if containers is not None and containers.namespace_files.fd >= 0 else None
+    files = containers.fds() if containers is not None else []
     while not sig.stop:
         fds = agent.event_fds()
         wake = min(due, scan_due, flows_due)
-        ready, _, _ = select.select([sig.rfd, *fds, *([files] if files is not None else []), *inputs], [], [],
+        ready, _, _ = select.select([sig.rfd, *fds, *files, *inputs], [], [],
                                     max(0.0, wake - time.monotonic()))
         if sig.rfd in ready:
             sig.drain()
         if sig.stop or not all(inputs[fd]() for fd in ready if fd in inputs):
             break
-        if files is not None and files in ready:
-            assert containers is not None
-            containers.namespace_files.drain()
+        if containers is not None and any(fd in ready for fd in files):
+            containers.drain()
             burst_until = time.monotonic() + BURST_S
             scan_due = time.monotonic()
         with guard():
@@ -132,6 +132,7 @@ def run(agent: Agent, sig: Signals, interval: float, tick: Callable[[], bool],
                 agent.discover()
                 now = time.monotonic()
                 scan_due = now + (BURST_EVERY_S if now < burst_until else CONTAINER_SCAN_S)
+            agent.refresh_peers()
         if containers is not None:
             agent.load_spare_set()
             lost = []  # containers come and go: that is no news

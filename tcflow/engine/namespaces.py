@@ -11,6 +11,7 @@ from typing import Any, ContextManager, Optional
 
 from tcflow.bpf.loader import Datapath
 from tcflow.containers.discovery import Discovery
+from tcflow.containers.status import PeerMap
 from tcflow.engine.binding import Binder
 from tcflow.engine.slots import SlotTable
 from tcflow.engine.watch import Watch
@@ -34,6 +35,7 @@ class NamespaceEvents:
     lost_hooks: list[str]
     attach_errors: int
     _spare_loader: Optional[threading.Thread]
+    _peers: PeerMap
 
     def _lock(self) -> ContextManager[Any]:
         raise NotImplementedError
@@ -72,6 +74,8 @@ class NamespaceEvents:
                         self._check_hooks(watch, watch.interfaces[ifindex])
             return
         d = diff(watch.interfaces.values(), watch.present(), watch.ns, watch.globs, watch.follow)
+        if d.new or d.gone or d.renamed:
+            self._peers.changed()  # a container's veth may have come or gone
         binder = self.binder
         assert binder is not None and self.slots is not None
         container = self.discovery is not None and self.discovery.identity(watch.ns.cookie) is not None
@@ -167,6 +171,8 @@ class NamespaceEvents:
     def _discover(self) -> int:
         assert self.discovery is not None and self.slots is not None
         plan = self.discovery.plan({cookie: w.ns for cookie, w in self.watches.items()})
+        if plan.new or plan.ended:
+            self._peers.changed()
         for cookie in plan.ended:  # first: their final counts are carried before the new lives count
             if cookie in self.watches:
                 self.unwatch(self.watches[cookie])

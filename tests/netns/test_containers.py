@@ -244,14 +244,25 @@ def test_with_pin_a_restart_of_tcflow_loses_nothing_of_a_restarted_container(
     assert r.returncode == 0, r.stderr
 
 
+def _health(srv: Serve) -> dict[str, Any]:
+    code, _, body = srv.get("/healthz")
+    assert code == 200, body
+    return json.loads(body)
+
+
 def test_a_container_started_later_is_counted_from_its_first_packet(docker: Dockerd, pin_env: dict[str, str]) -> None:
     """The container pings as the first thing it does; every echo request
-    and reply is counted on its own eth0, none lost to a late attach."""
+    and reply is counted on its own eth0, none lost to a late attach. The
+    cgroup events find it: /proc is not listed for it (the listings counted
+    in /healthz move only with the minute's safety-net pass)."""
     srv = Serve("--containers", env=pin_env)
     peer, early = f"{PREFIX}peer", f"{PREFIX}early"
     try:
         docker.container(peer, DB_IP)
         _wait(lambda: f"{peer}/eth0" in srv.traffic()["interfaces"])
+        before = _health(srv)["discovery"]
+        assert before["mode"] == "events" and before["cgroup_watch_complete"], before
+        started = time.monotonic()
         for attempt in range(3):
             name = f"{early}{attempt}"
             # an address of its own: a stale neighbour entry for a reused one sends
@@ -268,9 +279,30 @@ def test_a_container_started_later_is_counted_from_its_first_packet(docker: Dock
             assert e["packets"]["L3_RAW_SEND_V4"] == 3 and e["bytes"]["L3_RAW_SEND_V4"] == 3 * 84, e["packets"]
             assert e["packets"]["L3_RAW_RECV_V4"] >= 3 and e["packets"]["OTHER_SEND"] >= 1, e["packets"]
             docker.run("rm", "-f", name)
+        after = _health(srv)["discovery"]
+        minute_passes = int((time.monotonic() - started) // 60) + 1
+        assert after["proc_listings"] - before["proc_listings"] <= minute_passes, (before, after)
+        assert after["unknown_listings"] == before["unknown_listings"], (before, after)
     finally:
         srv.stop()
         docker.run("rm", "-f", peer, check=False)
+
+
+def test_without_the_events_a_new_container_waits_for_the_minutes_scan(docker: Dockerd,
+                                                                         pin_env: dict[str, str]) -> None:
+    """The control for the test above: with the event path off
+    (TCFLOW_DISCOVERY=scan: only the minute's full scan), the same container
+    is not counted in its first ten seconds: that test's pass is the events'."""
+    srv = Serve("--containers", env={**pin_env, "TCFLOW_DISCOVERY": "scan"})
+    name = f"{PREFIX}late"
+    try:
+        assert _health(srv)["discovery"]["mode"] == "scan"
+        docker.container(name, "198.18.200.40", "sh", "-c", f"ping -c 3 -i 0.2 -W 1 {DB_IP}; sleep 3600")
+        time.sleep(10)
+        assert f"{name}/eth0" not in srv.traffic()["interfaces"]
+    finally:
+        srv.stop()
+        docker.run("rm", "-f", name, check=False)
 
 
 def test_host_side_veths_name_their_containers(docker: Dockerd, web_and_db: tuple[str, str],

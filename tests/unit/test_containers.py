@@ -238,3 +238,116 @@ def test_the_process_cache_reads_each_process_once_and_only_what_may_have_change
     assert containers.scan(str(proc), cache=cache) == []
     now[0] += 61
     assert cache.refresh() and cache.reads == 8  # the minute's full pass reads everything again
+
+
+def test_with_cgroup_events_the_cache_lists_proc_only_once_a_minute_or_when_asked(host: Path) -> None:
+    """Events mode: a new pid is no reason to list /proc; the processes an
+    event names are read without a listing; a listing comes when asked for
+    and with the minute's full pass."""
+    from tcflow.containers.procfs import ProcCache
+
+    proc = host / "proc"
+    now = [1000.0]
+    for pid in (1, 50):
+        _stat(host, pid, 0)
+    (proc / "loadavg").write_text("0.00 0.00 0.00 1/100 50\n")
+    cache = ProcCache(str(proc), clock=lambda: now[0], events=True)
+    assert cache.refresh() and cache.listings == 1
+    _proc(host, 100, f"0::/docker/{A}\n", "ns-web")
+    _stat(host, 100, int(now[0] * 100))
+    _docker(host, A, "web", 100)
+    (proc / "loadavg").write_text("0.00 0.00 0.00 1/100 100\n")
+    now[0] += 1
+    assert not cache.refresh() and cache.listings == 1  # a new pid alone: nothing read
+    assert cache.add([100, 999]) and (cache.reads, cache.listings) == (3, 1)  # 999 does not exist
+    assert [g.label for g in containers.scan(str(proc), cache=cache)] == ["web"]
+    assert cache.refresh() and (cache.reads, cache.listings) == (3, 1)  # young: scan again, no read, no listing
+    now[0] += 10
+    assert not cache.refresh()
+    cache.list_due = True
+    assert cache.refresh() and cache.listings == 2 and not cache.list_due
+    now[0] += 60
+    assert cache.refresh() and cache.listings == 3
+
+
+def _cgroup_tree(root: Path) -> Path:
+    tree = root / "cgroup"
+    for d in ("docker", "system.slice/ssh.service", "kubepods.slice/kubepods-burstable.slice",
+              "user.slice/user-1000.slice", f"docker/{B}"):
+        (tree / d).mkdir(parents=True)
+    return tree
+
+
+def test_cgroup_events_name_each_new_container_cgroup_and_nothing_else(tmp_path: Path) -> None:
+    from tcflow.containers.cgroups import CgroupEvents
+    from tcflow.containers.procfs import container_cgroup
+
+    tree = _cgroup_tree(tmp_path)
+    ev = CgroupEvents(lambda p: container_cgroup(p) is not None, [(str(tree), "/")])
+    try:
+        # the root, docker, system.slice, kubepods.slice and its burstable slice; never
+        # a service, a user's slice or a container's own cgroup
+        assert ev.active and ev.watched == 5 and ev.complete
+        assert not ev.drain() and ev.take() == {}  # B was there before: the first scan finds it
+        (tree / "docker" / A).mkdir()
+        (tree / "system.slice" / f"docker-{C}.scope").mkdir()
+        pod = tree / "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice"
+        pod.mkdir()                                                  # a new pod: watched from now on
+        (pod / f"cri-containerd-{D}.scope").mkdir()
+        (tree / "user.slice/user-1000.slice" / f"docker-{D}.scope").mkdir()  # a user's: never watched
+        (tree / "system.slice/ssh.service" / f"docker-{D}.scope").mkdir()    # inside a service: never
+        (tree / "docker" / "notes.txt").write_text("")                       # not a directory
+        (tree / "docker" / A / "inner").mkdir()                              # inside a container
+        assert ev.drain()
+        ev.drain()
+        assert ev.take() == {f"/docker/{A}": str(tree / "docker" / A),
+                             f"/system.slice/docker-{C}.scope": str(tree / "system.slice" / f"docker-{C}.scope"),
+                             f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/"
+                             f"cri-containerd-{D}.scope": str(pod / f"cri-containerd-{D}.scope")}
+        assert ev.take() == {}
+    finally:
+        ev.close()
+
+
+def test_cgroup_events_are_bounded_and_say_when_they_are_not_complete(tmp_path: Path) -> None:
+    from tcflow.containers.cgroups import MAX_DEPTH, CgroupEvents
+
+    tree = _cgroup_tree(tmp_path)
+    ev = CgroupEvents(lambda p: False, [(str(tree), "/")], max_watches=3)
+    assert ev.watched == 3 and not ev.complete
+    ev.close()
+    deep = tmp_path / "deep"
+    (deep / "/".join(f"l{i}.slice" for i in range(MAX_DEPTH + 3))).mkdir(parents=True)
+    ev = CgroupEvents(lambda p: False, [(str(deep), "/")])
+    assert ev.watched == MAX_DEPTH and ev.complete
+    ev.close()
+
+
+def test_discovery_reads_the_new_containers_processes_not_all_of_proc(host: Path) -> None:
+    """With cgroup events, a container that starts costs a read of its
+    cgroup.procs and of its processes: /proc is not listed again."""
+    from tcflow.containers.discovery import Discovery
+
+    tree = _cgroup_tree(host)
+    d = Discovery(str(host / "proc"), mode="events", cgroup_roots=[(str(tree), "/")])
+    try:
+        assert d.mode == "events" and d.cgroups is not None and d.cgroups.fd in d.fds()
+        d.plan({})
+        listings, reads = d.cache.listings, d.cache.reads
+        for pid in range(2000, 2300):  # a busy host: processes come and go, no container among them
+            _proc(host, pid, "0::/system.slice/cron.service\n", "host")
+        assert d.plan({}).new == [] and (d.cache.listings, d.cache.reads) == (listings, reads)
+        (tree / "docker" / A).mkdir()
+        (tree / "docker" / A / "cgroup.procs").write_text("")  # made, still empty
+        d.drain()
+        d.plan({})
+        assert list(d.pending) == [str(tree / "docker" / A)]
+        _proc(host, 100, f"0::/docker/{A}\n", "ns-web")
+        _docker(host, A, "web", 100)
+        (tree / "docker" / A / "cgroup.procs").write_text("100\n")
+        d.plan({})  # the namespace is a plain file here: entering it fails, so no plan entry, but it was read
+        # read when named (and again while its cgroup is followed): no listing
+        assert d.cache.listings == listings and d.cache.reads > reads
+        assert d.cache.in_containers() == [(100, os.stat(host / "proc" / "100").st_ino, ("docker", A))]
+    finally:
+        d.close()
