@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from bench import containers, discovery, flows, insitu, perpacket, scale, scrape, startup, throughput
+from bench import containers, discovery, flows, flowscale, insitu, perpacket, scale, scrape, startup, throughput
 from tcflow.host.sandbox import remove_leftovers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -31,7 +31,8 @@ FULL: dict[str, dict[str, Any]] = {"insitu": {"rounds": 3, "seconds": 2},
         "scrape": {"clients": 50, "scrapes": 200, "interfaces": 100},
         "containers": {"count": 30},
         "flows": {"rounds": 3, "seconds": 2, "memory_flows": 10_000},
-        "discovery": {"extra": (0, 3000, 10000), "forks": (0.0, 1.0), "seconds": 20.0}}
+        "discovery": {"extra": (0, 3000, 10000), "forks": (0.0, 1.0), "seconds": 20.0, "containers": (0, 200)},
+        "flowscale": {"rounds": 3, "seconds": 2.0}}
 SMOKE: dict[str, dict[str, Any]] = {"insitu": {"rounds": 1, "seconds": 1, "hooks_": ("tc",),
                                                "traffic": (("ipv4", "udp"),)},
          "perpacket": {"repeat": 1000, "rounds": 1},
@@ -41,10 +42,13 @@ SMOKE: dict[str, dict[str, Any]] = {"insitu": {"rounds": 1, "seconds": 1, "hooks
          "scrape": {"clients": 3, "scrapes": 5, "interfaces": 3, "idle": 5, "slow": 2},
          "containers": {"count": 2},
          "flows": {"rounds": 1, "seconds": 1, "traffic": (("ipv4", "udp"),), "memory_flows": 200},
-         "discovery": {"extra": (20,), "forks": (0.0,), "seconds": 1.0, "settle_s": 2.0}}
+         "discovery": {"extra": (20,), "forks": (0.0,), "seconds": 1.0, "settle_s": 2.0, "containers": (2,),
+                       "scrapes": 3, "first_packets": 1},
+         "flowscale": {"rounds": 1, "seconds": 0.3, "flows": (1, 100)}}
 
 
-SECTIONS = ("insitu", "perpacket", "throughput", "scale", "startup", "scrape", "containers", "flows", "discovery")
+SECTIONS = ("insitu", "perpacket", "throughput", "scale", "startup", "scrape", "containers", "flows", "discovery",
+            "flowscale")
 
 
 def machine() -> dict[str, Any]:
@@ -104,6 +108,19 @@ def targets(res: dict[str, Any]) -> list[str]:
         got = "; ".join(f"{v:.2f} % with {k} process{'es' if k != '1' else ''} started a second"
                         for k, v in dc["target"]["cpu_percent"].items())
         rows.append((dc["target"]["what"], "<= 1 % of a core", got, bool(dc["target"]["met"])))
+    node = dc.get("node") if dc else None
+    if node:
+        rows.append((f"`serve --containers --flows`, {node['containers']} containers: steady RSS", "<= 60 MiB",
+                     f"{node['rss_mib']:.1f} MiB", node["rss_mib"] <= 60))
+        p99 = node["scrape_ms"]["/metrics"]["p99"]
+        rows.append((f"`/metrics` scrape with {node['containers']} containers: p99", "<= 100 ms", f"{p99:.1f} ms",
+                     p99 <= 100))
+    fs = res.get("flowscale")
+    if fs:
+        for r in fs["rows"]:
+            if r["target_added_ns"] is not None:
+                rows.append((f"`--flows` in situ at {r['flows']:,} concurrent flows (round robin), added over off",
+                             f"<= +{r['target_added_ns']:.0f} ns", f"+{r['added_ns']:.0f} ns", bool(r["met"])))
     out = ["## Targets", "", "| figure | target | measured | |", "|---|---|---|---|"]
     out += [f"| {what} | {goal} | {got} | {_met(ok)} |" for what, goal, got, ok in rows]
     return out + [""]
@@ -255,14 +272,38 @@ def report(res: dict[str, Any]) -> str:
                 f"{mem['flows_counted']:,} flows.", ""]
     dc = res.get("discovery")
     if dc:
-        out += ["## 9. Idle `serve --containers` as host processes grow", "",
-                f"One `tcflow serve --containers` per row, no container running, extra `sleep` processes in the "
-                f"host's namespace; its CPU (user + system) over {dc['seconds']:g} s after {dc['settle_s']:g} s to "
-                "settle, with no process started meanwhile, and with one `true` started a second (a busy node "
-                "starts processes all the time; each new one makes the next scan list /proc again).", "",
-                "| host processes | started a second | CPU, % of a core |", "|---|---|---|"]
+        out += ["## 9. A node agent at node scale", "",
+                f"One idle `tcflow serve --containers` per row: running busybox containers (a private dockerd), "
+                f"extra `sleep` processes in the host's namespace; its CPU (user + system) over {dc['seconds']:g} s "
+                f"after {dc['settle_s']:g} s to settle, with no process started meanwhile, and with one `true` "
+                "started a second (a busy node starts processes all the time).", "",
+                "| containers | host processes | started a second | CPU, % of a core |", "|---|---|---|---|"]
         for r in dc["rows"]:
-            out.append(f"| {r['host_processes']:,} | {r['forks_per_s']:g} | {r['cpu_percent']:.2f} |")
+            out.append(f"| {r.get('containers', 0)} | {r['host_processes']:,} | {r['forks_per_s']:g} | "
+                       f"{r['cpu_percent']:.2f} |")
+        out.append("")
+        node = dc.get("node")
+        if node:
+            sm = node["scrape_ms"]
+            out += [f"With {node['containers']} containers running, one `serve --containers --flows`: RSS "
+                    f"{node['rss_mib']:.1f} MiB once settled ({node['rss_after_first_packets_mib']:.1f} MiB after "
+                    f"the runs below); {node['scrapes']} scrapes each: `/metrics` ({node['bytes']['/metrics']:,} "
+                    f"bytes) p50 {sm['/metrics']['p50']:.1f} ms, p99 {sm['/metrics']['p99']:.1f} ms; `/traffic` "
+                    f"({node['bytes']['/traffic']:,} bytes) p50 {sm['/traffic']['p50']:.1f} ms, p99 "
+                    f"{sm['/traffic']['p99']:.1f} ms. From `docker run` (the client started) to the container's "
+                    f"first counted packet in `/traffic`, {len(node['first_packet_s'])} containers that ping as "
+                    f"their first act: median {node['first_packet_median_s']:.2f} s, each "
+                    + ", ".join(f"{v:.2f}" for v in node["first_packet_s"]) + " s.", ""]
+    fs = res.get("flowscale")
+    if fs:
+        out += ["## 10. Flows at thousands of concurrent flows", "",
+                f"tcflow on the sender's veth, clsact egress; 64-byte UDP datagrams to one port from N source "
+                f"ports in turn (round robin: every packet another flow), {fs['seconds']:g} s a run, flows off and "
+                f"on interleaved, median of {fs['rounds']} rounds; the kernel's BPF statistics.", "",
+                "| flows | off ns | on ns | added ns | target |", "|---|---|---|---|---|"]
+        for r in fs["rows"]:
+            goal = f"<= +{r['target_added_ns']:.0f} ({_met(bool(r['met']))})" if r["target_added_ns"] else "-"
+            out.append(f"| {r['flows']:,} | {r['off_ns']:.1f} | {r['on_ns']:.1f} | +{r['added_ns']:.1f} | {goal} |")
         out.append("")
     return "\n".join(out)
 
@@ -284,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     steps: list[tuple[str, Callable[..., dict[str, Any]]]] = [
         ("insitu", insitu.run), ("perpacket", perpacket.run), ("throughput", throughput.run), ("scale", scale.run),
         ("startup", startup.run), ("scrape", scrape.run), ("containers", containers.run), ("flows", flows.run),
-        ("discovery", discovery.run)]
+        ("discovery", discovery.run), ("flowscale", flowscale.run)]
     if args.only:
         unknown = set(args.only) - {n for n, _ in steps}
         if unknown:
