@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 .DEFAULT_GOAL := help
 
-.PHONY: help setup install uninstall demo test test-unit test-bpf test-netns fuzz bench lint image clean
+.PHONY: help setup install uninstall demo test test-unit test-bpf test-netns fuzz bench soak lint image clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -35,8 +35,11 @@ test-netns: setup ## network-namespace tier: veth pairs, real traffic (root)
 fuzz: setup ## differential fuzz: 100,000 hostile frames per program vs the reference
 	@TCFLOW_FUZZ_COUNT=100000 $(PY) -m pytest -q -p no:cacheprovider tests/bpf -k hostile
 
-bench: setup ## benchmarks (about 5 minutes): bench/results/*.json and report.md
+bench: setup ## benchmarks (about 25 minutes): bench/results/*.json and report.md
 	@$(PY) -m bench.run
+
+soak: setup ## one hour of container churn under serve --containers --flows --pin: bench/results/soak.json
+	@$(PY) -m bench.soak --minutes 60
 
 lint: setup ## ruff (package, bench, tests) and mypy (package, bench)
 	@$(PY) -m pip install -q ruff mypy && $(PY) -m ruff check tcflow bench tests && $(PY) -m mypy tcflow bench

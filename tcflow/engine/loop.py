@@ -2,7 +2,8 @@
 ``tick`` runs. attach, serve, top and Monitor users share it; the CLI only
 says what a tick does (print a table, record a point).
 
-One select() waits on: the signal pipe, every watched namespace's link
+One poll() waits on (poll, not select: a node agent holds thousands of fds,
+past select's 1,024): the signal pipe, every watched namespace's link
 events, and (--containers) the inotify fds that turn readable when a
 runtime makes a container's cgroup or namespace file. Timers: the container
 plan (every quarter second, every 10 ms for 2 s after such an event; it
@@ -92,6 +93,14 @@ def flush_notices(agent: Agent, sink: Callable[[str], None]) -> None:
     agent.notices.clear()
 
 
+def _wait(fds: list[int], timeout_s: float) -> set[int]:
+    """The fds readable (or hung up) within ``timeout_s``."""
+    p = select.poll()
+    for fd in fds:
+        p.register(fd, select.POLLIN)
+    return {fd for fd, _ in p.poll(timeout_s * 1000)}
+
+
 def run(agent: Agent, sig: Signals, interval: float, tick: Callable[[], bool],
         guard: Callable[[], ContextManager[Any]], sink: Callable[[str], None],
         inputs: Optional[dict[int, Callable[[], bool]]] = None) -> None:
@@ -113,8 +122,7 @@ def run(agent: Agent, sig: Signals, interval: float, tick: Callable[[], bool],
     while not sig.stop:
         fds = agent.event_fds()
         wake = min(due, scan_due, flows_due)
-        ready, _, _ = select.select([sig.rfd, *fds, *files, *inputs], [], [],
-                                    max(0.0, wake - time.monotonic()))
+        ready = _wait([sig.rfd, *fds, *files, *inputs], max(0.0, wake - time.monotonic()))
         if sig.rfd in ready:
             sig.drain()
         if sig.stop or not all(inputs[fd]() for fd in ready if fd in inputs):

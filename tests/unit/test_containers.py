@@ -351,3 +351,26 @@ def test_discovery_reads_the_new_containers_processes_not_all_of_proc(host: Path
         assert d.cache.in_containers() == [(100, os.stat(host / "proc" / "100").st_ino, ("docker", A))]
     finally:
         d.close()
+
+
+def test_the_loop_waits_on_fds_past_1024() -> None:
+    """A node agent holds about 8 fds a container namespace: 200 containers
+    are past select()'s 1,024. The loop's wait takes any fd."""
+    import resource
+
+    from tcflow.engine.loop import _wait
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2100:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard}: cannot open an fd past 2,048")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2100), hard))
+    r, w = os.pipe()
+    high = os.dup2(r, 2048)
+    try:
+        assert _wait([high], 0) == set()
+        os.write(w, b"x")
+        assert _wait([high], 1.0) == {high}
+    finally:
+        for fd in (r, w, high):
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
