@@ -59,6 +59,16 @@ def _rss_mib(pid: int) -> float:
         return next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:")) / 1024
 
 
+def stop(p: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it has not gone in ``timeout`` seconds."""
+    p.terminate()
+    try:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
 def _one(extra: int, forks: float, seconds: float, settle_s: float, containers: int) -> dict[str, Any]:
     kids = []
     serve = None
@@ -86,12 +96,7 @@ def _one(extra: int, forks: float, seconds: float, settle_s: float, containers: 
                 "cpu_percent": (c1 - c0) * 100 / os.sysconf("SC_CLK_TCK") / (t1 - t0)}
     finally:
         if serve is not None:
-            serve.terminate()
-            try:
-                serve.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                serve.kill()
-                serve.wait()
+            stop(serve)
         for k in kids:
             k.kill()
         for k in kids:
@@ -159,12 +164,7 @@ def _node(docker: Any, containers: int, scrapes: int, first_packets: int, settle
                               for p, v in lat.items()},
                 "first_packet_s": first, "first_packet_median_s": statistics.median(first) if first else None}
     finally:
-        serve.terminate()
-        try:
-            serve.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-            serve.wait()
+        stop(serve)
 
 
 def run(extra: tuple[int, ...] = (0, 3000, 10000), forks: tuple[float, ...] = (0.0, 1.0),

@@ -81,6 +81,7 @@ def _entries(pin_dir: str) -> dict[str, int]:
 
 def run(minutes: float = 60.0, churn_s: float = 2.0, sample_s: float = 60.0, warm_s: float = 1200.0) -> dict[str, Any]:
     sys.path.insert(0, ROOT)
+    from bench.discovery import stop
     from tests.support.docker import Dockerd
 
     work = tempfile.mkdtemp(prefix="tcfk-")
@@ -134,12 +135,7 @@ def run(minutes: float = 60.0, churn_s: float = 2.0, sample_s: float = 60.0, war
     finally:
         for p in (serve, prom):
             if p is not None:
-                p.terminate()
-                try:
-                    p.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+                stop(p, 60)
         docker.close()
         subprocess.run([sys.executable, "-m", "tcflow", "detach", "--all", "--force", "--pin-dir", pin_dir], cwd=ROOT,
                        capture_output=True, timeout=120)
