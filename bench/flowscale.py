@@ -22,6 +22,7 @@ from typing import Any
 import tcflow
 from bench.insitu import _stats
 from tcflow.bpf import libbpf
+from tcflow.bpf.abi import FLOW_CACHE_WAYS, FLOW_KEY_SIZE, FLOW_VAL_SIZE, flow_cache_set_bits
 from tcflow.bpf.loader import PROG_TC_EGRESS, Datapath, Options
 from tcflow.host.sandbox import Sandbox, VethPair
 from tcflow.system import netns
@@ -65,7 +66,9 @@ def _send(pair: VethPair, flows: int, seconds: float) -> int:
     return int(r.stdout.split()[-1])
 
 
-def _one(pair: VethPair, ns: netns.Netns, dp: Datapath, flows: int, seconds: float) -> tuple[float, int]:
+def _one(pair: VethPair, ns: netns.Netns, dp: Datapath, flows: int, seconds: float) -> tuple[float, int, int]:
+    """ns a packet, datagrams sent, and (flows on) the flow table's entries
+    after the run: the flows the per-CPU cache ever had to hand over."""
     with tcflow.Monitor([pair.dev_a], netns=pair.ns_a, datapath=dp, ingress="tc") as mon:
         fd = {"tc_egress": dp.prog(PROG_TC_EGRESS, ns.cookie)}
         _send(pair, flows, 0.3)  # warm: the flows exist in the table before the measured run
@@ -74,14 +77,19 @@ def _one(pair: VethPair, ns: netns.Netns, dp: Datapath, flows: int, seconds: flo
         before = _stats(fd)
         sent = _send(pair, flows, seconds)
         after = _stats(fd)
+        entries = 0
+        if dp.options.flows:
+            entries = libbpf.lookup_batch(dp.map_fd("flows"), FLOW_KEY_SIZE, FLOW_VAL_SIZE * dp.ncpus,
+                                          dp.options.flow_entries + 64)[2]
     runs = after["tc_egress"][0] - before["tc_egress"][0]
-    return ((after["tc_egress"][1] - before["tc_egress"][1]) / runs if runs else float("nan")), sent
+    return ((after["tc_egress"][1] - before["tc_egress"][1]) / runs if runs else float("nan")), sent, entries
 
 
 def run(rounds: int = 3, seconds: float = 2.0, flows: tuple[int, ...] = FLOWS) -> dict[str, Any]:
     stats_fd = libbpf.enable_stats()
     samples: dict[tuple[int, str], list[float]] = {}
     sent: dict[int, list[int]] = {}
+    in_table: dict[int, list[int]] = {}
     try:
         with Datapath() as off, Datapath(Options(flows=True, flow_entries=max(flows) * 2)) as on, \
                 Sandbox("tcfs-") as box:
@@ -91,9 +99,11 @@ def run(rounds: int = 3, seconds: float = 2.0, flows: tuple[int, ...] = FLOWS) -
                 for n in flows:
                     order = (("off", off), ("on", on)) if r % 2 == 0 else (("on", on), ("off", off))
                     for variant, dp in order:
-                        ns_per, count = _one(pair, ns, dp, n, seconds)
+                        ns_per, count, entries = _one(pair, ns, dp, n, seconds)
                         samples.setdefault((n, variant), []).append(ns_per)
                         sent.setdefault(n, []).append(count)
+                        if variant == "on":
+                            in_table.setdefault(n, []).append(entries)
     finally:
         os.close(stats_fd)
     rows = []
@@ -103,5 +113,7 @@ def run(rounds: int = 3, seconds: float = 2.0, flows: tuple[int, ...] = FLOWS) -
         rows.append({"flows": n, "off_ns": off_ns, "on_ns": on_ns, "added_ns": on_ns - off_ns,
                      "target_added_ns": target, "met": None if target is None else on_ns - off_ns <= target,
                      "packets_per_run": statistics.median(sent[n]),
+                     "in_table": statistics.median(in_table[n]),
                      "samples": {"off": samples[(n, "off")], "on": samples[(n, "on")]}})
-    return {"rounds": rounds, "seconds": seconds, "rows": rows}
+    return {"rounds": rounds, "seconds": seconds, "rows": rows,
+            "cache_lines": (1 << flow_cache_set_bits(libbpf.num_possible_cpus())) * FLOW_CACHE_WAYS}

@@ -106,16 +106,26 @@ struct frag_val {
 };
 
 /*
- * The per-CPU cache in front of the flow table (flows.h): FLOW_CACHE_LINES
- * lines, each one flow's counts since it took the line.
+ * The per-CPU cache in front of the flow table (flows.h): FLOW_CACHE_SETS
+ * sets of FLOW_CACHE_WAYS lines, each line one flow's counts since it took
+ * the line. A set's tags (a hash of the key, 0: the line is free) come
+ * first, so that a packet reads one cache line to find its flow's line.
  */
-#define FLOW_CACHE_BITS 9
-#define FLOW_CACHE_LINES (1 << FLOW_CACHE_BITS)
+#ifndef FLOW_CACHE_SET_BITS /* from build.cflags(): abi.flow_cache_set_bits() */
+#define FLOW_CACHE_SET_BITS 9
+#endif
+#define FLOW_CACHE_SETS (1 << FLOW_CACHE_SET_BITS)
+#define FLOW_CACHE_WAYS 4
 
 struct flow_line {
 	struct flow_key key;
 	u32 used;
 	struct flow_val val;
+};
+
+struct flow_set {
+	u32 tag[FLOW_CACHE_WAYS];
+	struct flow_line line[FLOW_CACHE_WAYS];
 };
 
 #endif /* TCFLOW_ABI_H */

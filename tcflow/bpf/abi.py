@@ -31,8 +31,9 @@ DIR_RECV, DIR_SEND = 0, 1                   # index of flow_val's [2] arrays
 IFACE_F_INCLUDE_LOCAL = 1                   # iface_val.flags: count local traffic in the classes
 IFACE_F_BOUND = 0x80000000                  # by_ifindex entry in use
 FLOW_LOCAL_A, FLOW_LOCAL_B = 1, 2           # flow_val.local: which endpoint is this interface's side
-FLOW_CACHE_BITS = 9
-FLOW_CACHE_LINES = 1 << FLOW_CACHE_BITS
+FLOW_CACHE_WAYS = 4                         # lines a set of the per-CPU flow cache has
+FLOW_CACHE_BUDGET = 16 << 20                # bytes the flow cache may take over all CPUs
+FLOW_CACHE_SET_BITS = (9, 13)               # ... in 512 to 8,192 sets a CPU
 
 
 class IfaceKey(ctypes.Structure):
@@ -79,6 +80,10 @@ class FlowLine(ctypes.Structure):
     _fields_ = [("key", FlowKey), ("used", ctypes.c_uint32), ("val", FlowVal)]
 
 
+class FlowSet(ctypes.Structure):
+    _fields_ = [("tag", ctypes.c_uint32 * FLOW_CACHE_WAYS), ("line", FlowLine * FLOW_CACHE_WAYS)]
+
+
 class Meta(ctypes.Structure):
     """The value of the pinned ``meta`` map: what one slot is, for `tcflow
     show/status/detach` after the process that attached it is gone. Written
@@ -97,6 +102,20 @@ COUNTERS_SIZE = ctypes.sizeof(Counters)  # one slot's value, one CPU
 FLOW_KEY_SIZE = ctypes.sizeof(FlowKey)
 FLOW_VAL_SIZE = ctypes.sizeof(FlowVal)
 FLOW_LINE_SIZE = ctypes.sizeof(FlowLine)
+FLOW_SET_SIZE = ctypes.sizeof(FlowSet)
+
+
+def flow_cache_set_bits(ncpus: int) -> int:
+    """How many sets (as bits) the per-CPU flow cache has: as many as
+    FLOW_CACHE_BUDGET holds over ``ncpus`` CPUs, within FLOW_CACHE_SET_BITS
+    (13 on 2 to 4 CPUs: 32,768 lines, 3.4 MiB a CPU; 9 on 64). More lines
+    spare the table more flows, but every line is memory in every CPU, and
+    a packet pays for how far apart the lines it touches are (bench section
+    10). A compile-time constant of the image (build.cflags)."""
+    lo, hi = FLOW_CACHE_SET_BITS
+    fit = FLOW_CACHE_BUDGET // (FLOW_SET_SIZE * max(1, ncpus))
+    return max(lo, min(hi, fit.bit_length() - 1))
+
 FRAG_KEY_SIZE = ctypes.sizeof(FragKey)
 FRAG_VAL_SIZE = ctypes.sizeof(FragVal)
 
@@ -125,7 +144,7 @@ FLOW_MAP_LAYOUT = {
     "flows": ("flows", BPF_MAP_TYPE_PERCPU_HASH, FLOW_KEY_SIZE, FLOW_VAL_SIZE),
     "flow_frags": ("flow_frags", BPF_MAP_TYPE_LRU_HASH, FRAG_KEY_SIZE, FRAG_VAL_SIZE),
     "flow_overflow": ("flow_overflow", BPF_MAP_TYPE_PERCPU_ARRAY, 4, FLOW_VAL_SIZE),
-    "flow_cache": ("flow_cache", BPF_MAP_TYPE_PERCPU_ARRAY, 4, FLOW_LINE_SIZE),
+    "flow_cache": ("flow_cache", BPF_MAP_TYPE_PERCPU_ARRAY, 4, FLOW_SET_SIZE),
     "flow_evicted": ("flow_evicted", BPF_MAP_TYPE_ARRAY, 4, ctypes.sizeof(FlowEvicted)),
     # per flow key: what was handed to evicted while part of it sat in a cache line
     "flow_handed": ("flow_handed", BPF_MAP_TYPE_HASH, FLOW_KEY_SIZE, 6 * 8),

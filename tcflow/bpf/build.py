@@ -34,7 +34,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Optional
 
-from tcflow.bpf import kheaders
+from tcflow.bpf import abi, kheaders, libbpf
 from tcflow.model import classes
 from tcflow.model.errors import CompileError, DependencyError, PermissionError_, TcflowError
 from tcflow.system.safepath import make_dirs, trusted_dir
@@ -150,8 +150,12 @@ def source_text() -> str:
 
 
 def cflags(flows: bool = False) -> list[str]:
-    """The class cells, and with ``flows`` the per-five-tuple counting."""
-    return classes.cflags() + (["-DTCFLOW_FLOWS"] if flows else [])
+    """The class cells, and with ``flows`` the per-five-tuple counting (and
+    its cache's size, which follows the CPU count)."""
+    if not flows:
+        return classes.cflags()
+    bits = abi.flow_cache_set_bits(libbpf.num_possible_cpus())
+    return classes.cflags() + ["-DTCFLOW_FLOWS", f"-DFLOW_CACHE_SET_BITS={bits}"]
 
 
 def cache_key(headers: kheaders.Headers, flows: bool = False) -> str:

@@ -9,13 +9,17 @@
  * interface's classes. Not LRU: the kernel would drop an entry and its
  * bytes without a word. User space evicts idle flows and keeps their totals.
  *
- * In front of the table, a small per-CPU cache: FLOW_CACHE_LINES lines, each
- * one flow's counts since it took the line. A packet of the flow a line
- * holds adds there (an array lookup the JIT inlines, a key compare): no hash
- * lookup for the packets of a busy flow. A packet of another flow mapping to
- * that line first moves the line's counts into the table (flow_flush()).
- * User space reads the table and the lines together; a flow's counts are the
- * sum of its entry and its lines.
+ * In front of the table, a per-CPU cache: FLOW_CACHE_SETS sets of
+ * FLOW_CACHE_WAYS lines (abi.h; the set count follows the CPU count,
+ * abi.flow_cache_set_bits()), each line one flow's counts since it took the
+ * line. A packet hashes its key to a set, reads the set's tags (one cache
+ * line) and adds to the line whose tag and key are its own: an array lookup
+ * the JIT inlines, no hash lookup for a flow the cache holds. A new flow
+ * takes a free line of its set, else a random one (never the pathological
+ * round-robin miss of LRU when more flows share a set than it has lines),
+ * whose counts first move into the table (flow_flush()). User space reads
+ * the table and the lines together; a flow's counts are the sum of its
+ * entry and its lines.
  */
 #ifndef TCFLOW_FLOWS_H
 #define TCFLOW_FLOWS_H
@@ -24,7 +28,7 @@
 BPF_TABLE("percpu_hash", struct flow_key, struct flow_val, flows, 1);
 BPF_TABLE("lru_hash", struct frag_key, struct frag_val, flow_frags, 1);
 BPF_PERCPU_ARRAY(flow_overflow, struct flow_val, 1);
-BPF_PERCPU_ARRAY(flow_cache, struct flow_line, FLOW_CACHE_LINES);
+BPF_PERCPU_ARRAY(flow_cache, struct flow_set, FLOW_CACHE_SETS);
 
 static __always_inline void flow_add(struct flow_val *v, int dir, u64 l3, u64 l4, u64 n, u32 local)
 {
@@ -107,28 +111,41 @@ static __always_inline void flow_count(u32 slot, int dir, struct meta *m, u64 l3
 	 * of what it receives */
 	u32 local = (dir == DIR_SEND) == !swap ? FLOW_LOCAL_A : FLOW_LOCAL_B;
 
-	/* the line: a multiplicative hash of the key's parts */
+	/* the set: a multiplicative hash of the key's parts */
 	u32 h = (k.slot ^ k.proto ^ k.addr_a[0] ^ k.addr_a[3] ^ k.addr_b[0] ^ k.addr_b[3] ^
 		 ((u32)k.port_a << 16 | k.port_b)) * 0x9e3779b1;
-	u32 idx = h >> (32 - FLOW_CACHE_BITS);
-	struct flow_line *line = flow_cache.lookup(&idx);
-	if (!line)
+	u32 idx = h >> (32 - FLOW_CACHE_SET_BITS);
+	u32 tag = h | 1;
+	struct flow_set *set = flow_cache.lookup(&idx);
+	if (!set)
 		return; /* never: idx is below the array's size */
-	if (line->used) {
-		const u32 *a = (const u32 *)&line->key, *b = (const u32 *)&k;
-		u32 diff = 0;
+	int free = -1;
 #pragma unroll
-		for (int i = 0; i < sizeof(k) / 4; i++)
-			diff |= a[i] ^ b[i];
-		if (diff == 0) {
-			flow_add(&line->val, dir, l3, l4, n, local);
-			return;
+	for (int w = 0; w < FLOW_CACHE_WAYS; w++) {
+		if (set->tag[w] == tag) {
+			struct flow_line *line = &set->line[w];
+			const u32 *a = (const u32 *)&line->key, *b = (const u32 *)&k;
+			u32 diff = 0;
+#pragma unroll
+			for (int i = 0; i < sizeof(k) / 4; i++)
+				diff |= a[i] ^ b[i];
+			if (diff == 0) {
+				flow_add(&line->val, dir, l3, l4, n, local);
+				return;
+			}
+		} else if (set->tag[w] == 0 && free < 0) {
+			free = w;
 		}
-		flow_flush(line);
 	}
+	u32 w = free >= 0 ? (u32)free : bpf_get_prandom_u32();
+	w &= FLOW_CACHE_WAYS - 1;
+	struct flow_line *line = &set->line[w];
+	if (set->tag[w])
+		flow_flush(line);
 	__builtin_memcpy(&line->key, &k, sizeof(k));
 	__builtin_memset(&line->val, 0, sizeof(line->val));
 	line->used = 1;
+	set->tag[w] = tag;
 	flow_add(&line->val, dir, l3, l4, n, local);
 }
 

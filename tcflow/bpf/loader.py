@@ -29,12 +29,13 @@ from tcflow.bpf import build, kheaders, libbpf
 from tcflow.bpf.abi import (
     BPF_F_NO_PREALLOC,
     BPF_MAP_TYPE_ARRAY,
-    FLOW_CACHE_LINES,
+    FLOW_CACHE_WAYS,
     FLOW_MAP_LAYOUT,
     IFACE_F_BOUND,
     MAP_LAYOUT,
     IfaceKey,
     IfaceVal,
+    flow_cache_set_bits,
 )
 from tcflow.bpf.build import PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_XDP, PROGRAMS  # noqa: F401 (re-exported)
 from tcflow.model.errors import CompileError, PermissionError_, PinError, TcflowError
@@ -87,6 +88,7 @@ class Datapath:
         self.options = options
         self.image, self.origin = build.image(kheaders.locate(), use_cache=use_cache, flows=options.flows)
         self.ncpus = libbpf.num_possible_cpus()
+        self.flow_cache_sets = 1 << flow_cache_set_bits(self.ncpus)  # as build.cflags() compiled it
         self._lock = threading.Lock()
         self._fds: dict[str, int] = {}
         self._sets: dict[int, _Set] = {}   # netns cookie -> its array and programs
@@ -102,10 +104,11 @@ class Datapath:
                 # flows go to overflow. With --pin all of them are pinned, and
                 # flow_evicted keeps what user space took out of the table.
                 sizes = {"flows": (options.flow_entries, BPF_F_NO_PREALLOC), "flow_frags": (FRAG_ENTRIES, 0),
-                         "flow_overflow": (options.max_interfaces, 0), "flow_cache": (FLOW_CACHE_LINES, 0)}
+                         "flow_overflow": (options.max_interfaces, 0), "flow_cache": (self.flow_cache_sets, 0)}
                 if options.pin_dir:
                     sizes["flow_evicted"] = (options.max_interfaces, 0)
-                    sizes["flow_handed"] = (FLOW_CACHE_LINES * self.ncpus, 0)  # at most a key per cache line
+                    # at most a key per cache line, written by user space alone
+                    sizes["flow_handed"] = (self.flow_cache_sets * FLOW_CACHE_WAYS * self.ncpus, BPF_F_NO_PREALLOC)
                 for name, (size, flags) in sizes.items():
                     self._fds[name] = self._open_map(name, size, flags)
         except BaseException:

@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_top_flows and not args.flows:
         raise UsageError("--metrics-top-flows needs --flows", hint="add --flows")
     agent.flows_top = max(agent.flows_top, args.metrics_top_flows)
-    source = Source(agent.snapshot, agent.program_stats, agent.health, history, args.metrics_top_flows)
+    source = Source(lambda: agent.snapshot(flows_max_age=loop.FLOWS_SHARED_S), agent.program_stats, agent.health,
+                    history, args.metrics_top_flows)
 
     def record() -> bool:  # the dashboard's history: one point a step
         history.record(source.snapshot())

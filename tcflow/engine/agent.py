@@ -218,12 +218,15 @@ class Agent(NamespaceEvents):
     def interfaces(self) -> list[Interface]:
         return [interface for w in self.watches.values() for interface in w.interfaces.values()]
 
-    def snapshot(self) -> Snapshot:
-        """Cumulative counters of every attached interface, one batch read."""
+    def snapshot(self, flows_max_age: float = 0.0) -> Snapshot:
+        """Cumulative counters of every attached interface, one batch read.
+        ``flows_max_age``: the flows may come from the loop's last read of the
+        flow table if it is at most this old (serve: FLOWS_SHARED_S)."""
         if self.dp is None or self.binder is None:
             raise InterfaceError("the agent is not started", hint="call start() first")
         return assemble(self.interfaces(), Sources(self.dp, self.binder, self.settings.pin, self.flows,
-                                                   self.flows_top, self.discovery, self.carried, self._peers))
+                                                   self.flows_top, self.discovery, self.carried, self._peers,
+                                                   flows_max_age))
 
     def refresh_peers(self, now: bool = False) -> None:
         """Rebuild the map of host-side veths to their containers when it is

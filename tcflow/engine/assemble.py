@@ -33,6 +33,7 @@ class Sources:
     discovery: Optional[Discovery] = None
     carried: Optional[CarriedTotals] = None
     peers: Optional[PeerMap] = None
+    flows_max_age: float = 0.0  # a read of the flow table this recent will do (FlowTable.report)
 
 
 def assemble(interfaces: list[Interface], src: Sources) -> Snapshot:
@@ -40,7 +41,7 @@ def assemble(interfaces: list[Interface], src: Sources) -> Snapshot:
     held = [i for i in interfaces if (i.netns.cookie, i.ifindex) in src.binder.slot_of]
     slots = [src.binder.slot(i) for i in held]
     # flows first: the classes, read after, hold at least what the flows hold
-    reports = src.flows.report(slots, src.flows_top) if src.flows is not None else None
+    reports = src.flows.report(slots, src.flows_top, src.flows_max_age) if src.flows is not None else None
     sums = read_slots(src.dp.map_fd("counters"), max(slots, default=-1) + 1, src.dp.ncpus)
     entries = []
     for interface, s in zip(held, slots, strict=True):

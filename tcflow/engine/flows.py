@@ -38,10 +38,11 @@ from tcflow.bpf import libbpf
 from tcflow.bpf.abi import (
     DIR_RECV,
     DIR_SEND,
-    FLOW_CACHE_LINES,
+    FLOW_CACHE_WAYS,
     FLOW_KEY_SIZE,
     FLOW_LINE_SIZE,
     FLOW_LOCAL_B,
+    FLOW_SET_SIZE,
     FLOW_VAL_SIZE,
     FlowEvicted,
     FlowKey,
@@ -60,6 +61,7 @@ RECV, SEND = DIR_RECV, DIR_SEND
 _KEY = packer(FlowKey)
 _VAL = packer(FlowVal)
 _LINE = packer(FlowLine, whole=("key",))
+_TAGS = 4 * FLOW_CACHE_WAYS  # a set's tags, before its lines
 
 
 def _addr(raw: bytes, hdr6: int) -> str:
@@ -107,6 +109,9 @@ class FlowTable:
         self._cache: dict[bytes, list[int]] = {}
         self._in_table: set[bytes] = set()
         self._emptied: list[bytes] = []
+        # the last tick's read, less what it evicted: (when, flows), for a
+        # report that may serve a read that recent (report(max_age=...))
+        self._shared: Optional[tuple[float, dict[bytes, tuple[int, ...]]]] = None
         # --pin: the evicted totals live in a pinned map too, so that a restart
         # (even after kill -9) carries them on; read back when a slot is adopted
         self._kept = dp.map_fd("flow_evicted") if "flow_evicted" in dp.map_names() else None
@@ -179,16 +184,20 @@ class FlowTable:
             phys[k] = [ir, is_, pr, ps, kr, ks, local]
         in_table = set(phys)
         cache: dict[bytes, list[int]] = {}
-        _, lines, n = libbpf.lookup_batch(self.dp.map_fd("flow_cache"), 4, FLOW_LINE_SIZE * ncpus,
-                                           FLOW_CACHE_LINES)
-        for off in range(0, n * ncpus * FLOW_LINE_SIZE, FLOW_LINE_SIZE):
-            k, used, *v, local, _ = _LINE.unpack_from(lines, off)
-            if not used:
+        _, sets, n = libbpf.lookup_batch(self.dp.map_fd("flow_cache"), 4, FLOW_SET_SIZE * ncpus,
+                                          self.dp.flow_cache_sets)
+        free = bytes(_TAGS)
+        for base in range(0, n * ncpus * FLOW_SET_SIZE, FLOW_SET_SIZE):
+            if sets[base:base + _TAGS] == free:
                 continue
-            for into in (cache.setdefault(k, [0] * 7), phys.setdefault(k, [0] * 7)):
-                for j in range(6):
-                    into[j] += v[j]
-                into[6] |= local
+            for off in range(base + _TAGS, base + FLOW_SET_SIZE, FLOW_LINE_SIZE):
+                k, used, *v, local, _ = _LINE.unpack_from(sets, off)
+                if not used:
+                    continue
+                for into in (cache.setdefault(k, [0] * 7), phys.setdefault(k, [0] * 7)):
+                    for j in range(6):
+                        into[j] += v[j]
+                    into[6] |= local
         return phys, cache, in_table
 
     def _read(self) -> dict[bytes, tuple[int, ...]]:
@@ -247,8 +256,11 @@ class FlowTable:
                 keep = sorted((k for k in seen if k not in gone and k in self._in_table and self.owns(_slot_of(k))),
                               key=lambda k: seen[k][3])
                 stale += keep[:in_table - len(stale) - int(LOW_WATER * self.capacity)]
-            for k in stale + [k for k in self._emptied if self.owns(_slot_of(k))]:
+            out = stale + [k for k in self._emptied if self.owns(_slot_of(k))]
+            for k in out:
                 self._evict(k)
+                entries.pop(k, None)
+            self._shared = (time.monotonic(), entries)
             return in_table >= self.capacity
 
     def _evict(self, key: bytes) -> None:
@@ -286,17 +298,25 @@ class FlowTable:
                 self.seen.pop(k, None)
             self.evicted.pop(slot, None)
             self.evictions.pop(slot, None)
+            self._shared = None
             self._keep(slot)
             zero = ctypes.create_string_buffer(FLOW_VAL_SIZE * self.dp.ncpus)
             libbpf.map_update(self.dp.map_fd("flow_overflow"), ctypes.c_uint32(slot), zero)
 
     # -- reports ---------------------------------------------------------------
-    def report(self, slots: Iterable[int], top: int = DEFAULT_TOP) -> dict[int, SlotFlows]:
+    def report(self, slots: Iterable[int], top: int = DEFAULT_TOP, max_age: float = 0.0) -> dict[int, SlotFlows]:
         """Per slot, read now: counts exact as of this call, rates from the
-        last tick; only the ``top`` flows (by rate, then bytes) are decoded."""
+        last tick; only the ``top`` flows (by rate, then bytes) are decoded.
+        With ``max_age``, the last tick's read if it is at most that old (a
+        scrape then costs no read of the table: `serve`); each report says
+        how old its read is (``age_s``)."""
         wanted = set(slots)
         with self.lock:
-            entries = self._read()
+            now = time.monotonic()
+            if max_age > 0 and self._shared is not None and now - self._shared[0] <= max_age:
+                age, entries = now - self._shared[0], self._shared[1]
+            else:
+                age, entries = 0.0, self._read()
             by_slot: dict[int, list[tuple[float, int, bytes]]] = {s: [] for s in wanted}
             totals: dict[int, list[int]] = {s: [0] * 6 for s in wanted}
             for k, v in entries.items():
@@ -321,7 +341,7 @@ class FlowTable:
                     flows.append(f)
                 out[slot] = SlotFlows(len(ranked), flows, Counts(*totals[slot]), _copy(self.evicted.get(slot)),
                                       self.overflow(slot), self.evictions.get(slot, 0), self.capacity,
-                                      len(self._in_table))
+                                      len(self._in_table), age)
             return out
 
 

@@ -29,6 +29,9 @@ from tcflow.system import interrupts
 CONTAINER_SCAN_S = 0.25  # --containers: how often discovery is asked for its plan
 BURST_S, BURST_EVERY_S = 2.0, 0.01  # after a container event: every 10 ms for 2 s
 FLOW_TICK_S = 1.0  # --flows: rates and eviction, once a second
+# serve: a snapshot (a scrape, the dashboard's step) takes the flows from the
+# tick's read of the table when it is at most this old; it says how old
+FLOWS_SHARED_S = 2 * FLOW_TICK_S
 
 
 class Signals:

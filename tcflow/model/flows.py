@@ -83,10 +83,12 @@ class SlotFlows:
     evictions: int
     capacity: int
     table_entries: int
+    age_s: float = 0.0  # how old the read of the table is (serve shares the loop's: at most FLOWS_SHARED_S)
 
     def as_dict(self, unattributed: Optional[dict[str, int]] = None) -> dict[str, Any]:
         return {"active": self.active, "evictions": self.evictions, "table": {"entries": self.table_entries,
                                                                              "capacity": self.capacity},
+                "read_age_s": round(self.age_s, 3),
                 "in_flows": self.flows.as_dict(), "evicted": self.evicted.as_dict(),
                 "overflow": self.overflow.as_dict(), "unattributed": unattributed or {},
                 "top": [f.as_dict() for f in self.top]}

@@ -30,6 +30,8 @@ naming, ``device`` for the interface):
   tcflow_flow_evictions_total  {device, ...}: flows taken out (idle, or a nearly full table)
   tcflow_flow_overflow_bytes_total {device, ..., direction}: IP bytes counted while the table was full
   tcflow_flow_table_entries / tcflow_flow_table_capacity: the whole table
+  tcflow_flow_table_read_age_seconds: how old the flow table's read is (serve
+      reuses the loop's once-a-second read rather than read per scrape)
   and, with serve --metrics-top-flows N, at most N flows per interface:
   tcflow_flow_ip_bytes_total   {device, netns, direction, protocol, local, remote}
 plus prometheus_client's process_* and python_* families.
@@ -139,6 +141,7 @@ class TcflowCollector:
                                   "--metrics-top-flows): series come and go with the flows",
                                   labels=["device", "netns", "direction", "protocol", "local", "remote"])
         entries = capacity = 0
+        age = 0.0
         for key, ic in snap.interfaces.items():
             doc = snap.flows.get(key) if snap.flows else None
             if doc is None:
@@ -149,6 +152,7 @@ class TcflowCollector:
             for d in ("recv", "send"):
                 over.add_metric([*labels, d], doc["overflow"]["ip_bytes"][d])
             entries, capacity = doc["table"]["entries"], doc["table"]["capacity"]
+            age = max(age, doc.get("read_age_s", 0.0))
             for f in doc["top"][:self.top_flows]:
                 proto = f["protocol"] if f["icmp_type"] is None else f"{f['protocol']}/{f['icmp_type']}"
                 ends = [_end(f["local"]), _end(f["remote"])]
@@ -159,6 +163,8 @@ class TcflowCollector:
                                 value=entries)
         yield GaugeMetricFamily("tcflow_flow_table_capacity", "Flows the table holds (--flow-entries)",
                                 value=capacity)
+        yield GaugeMetricFamily("tcflow_flow_table_read_age_seconds", "How old the read of the flow table these "
+                                "flow series come from is (serve shares the loop's once-a-second read)", value=age)
         if self.top_flows:
             yield top
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tcflow.bpf import abi, build, kheaders
+from tcflow.bpf import abi, build, kheaders, libbpf
 from tcflow.model import classes
 
 bcc = pytest.importorskip("bcc")
@@ -27,12 +27,12 @@ MAPS: dict[str, tuple[Any, Any]] = {
     "flows": (abi.FlowKey, abi.FlowVal),
     "flow_frags": (abi.FragKey, abi.FragVal),
     "flow_overflow": (None, abi.FlowVal),
-    "flow_cache": (None, abi.FlowLine),
+    "flow_cache": (None, abi.FlowSet),
 }
 CONSTANTS = {
     "DIR_RECV": abi.DIR_RECV, "DIR_SEND": abi.DIR_SEND, "IFACE_F_INCLUDE_LOCAL": abi.IFACE_F_INCLUDE_LOCAL,
-    "FLOW_LOCAL_A": abi.FLOW_LOCAL_A, "FLOW_LOCAL_B": abi.FLOW_LOCAL_B, "FLOW_CACHE_BITS": abi.FLOW_CACHE_BITS,
-    "FLOW_CACHE_LINES": abi.FLOW_CACHE_LINES,
+    "FLOW_LOCAL_A": abi.FLOW_LOCAL_A, "FLOW_LOCAL_B": abi.FLOW_LOCAL_B, "FLOW_CACHE_WAYS": abi.FLOW_CACHE_WAYS,
+    "FLOW_CACHE_SET_BITS": abi.flow_cache_set_bits(libbpf.num_possible_cpus()),  # as build.cflags() passes it
     # a bit flag, as its bit's index (an array 2**31 long would not do)
     "__builtin_ctz(IFACE_F_BOUND)": abi.IFACE_F_BOUND.bit_length() - 1,
 }
@@ -96,7 +96,7 @@ def test_every_constant_has_the_same_value_on_both_sides() -> None:
     probe = (f'#include "{os.path.join(build.HERE, "abi.h")}"\n'
              f"struct abi_constants {{ {fields} }};\n"
              "BPF_ARRAY(abi_constants, struct abi_constants, 1);\n")
-    b = bcc.BPF(text=probe.encode(), cflags=build.cflags())
+    b = bcc.BPF(text=probe.encode(), cflags=build.cflags(flows=True))
     try:
         leaf = b[b"abi_constants"].Leaf
         got = {expr: getattr(leaf, f"c{i}").size - 1 for i, expr in enumerate(CONSTANTS)}

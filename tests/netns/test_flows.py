@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 import pytest
 
+from tcflow.bpf import abi, libbpf
 from tcflow.host.sandbox import VethPair
 from tcflow.output import top as topview
 from tests.support.cli import REPO, Live, leftovers, one_line_error, run
@@ -236,6 +237,26 @@ def test_flows_equal_the_pcap_per_five_tuple_and_sum_to_the_classes(veth_pair: V
     assert sum(long_lived) > 0
 
 
+def _flood(p: VethPair, payload: bytes) -> range:
+    """UDP datagrams from A to B in twice as many flows as the per-CPU flow
+    cache has lines (65,536 on 2 CPUs): 8 source ports to each destination
+    port of the range returned (below the ephemeral ports). B's ICMP "port
+    unreachable" answers make more flows. The cache's sets overflow, so the
+    flows reach the table behind it, and beyond."""
+    lines = (1 << abi.flow_cache_set_bits(libbpf.num_possible_cpus())) * abi.FLOW_CACHE_WAYS
+    ports = range(10_000, 10_000 + lines // 4)
+    assert ports.stop <= 32768
+    socks = [_sock(p.ns_a, socket.AF_INET, socket.SOCK_DGRAM) for _ in range(8)]
+    try:
+        for port in ports:
+            for sock in socks:
+                sock.sendto(payload, (p.ip4_b, port))
+    finally:
+        for sock in socks:
+            sock.close()
+    return ports
+
+
 def test_a_full_table_keeps_totals_exact_and_says_so(veth_pair: VethPair, pin_env: dict[str, str]) -> None:
     p = veth_pair
     # IPv4 only: the kernel's IPv6 chatter (a router solicitation seconds
@@ -249,12 +270,7 @@ def test_a_full_table_keeps_totals_exact_and_says_so(veth_pair: VethPair, pin_en
                 p.dev_a, env=pin_env)
     try:
         live.next()
-        # 3,000 UDP flows (a port each; B's ICMP "port unreachable" answers make
-        # more): far more than the table's 16 and the per-CPU cache lines in front of it
-        sock = _sock(p.ns_a, socket.AF_INET, socket.SOCK_DGRAM)
-        with sock:
-            for port in range(20_000, 23_000):
-                sock.sendto(b"x" * 50, (p.ip4_b, port))
+        _flood(p, b"x" * 50)
         time.sleep(1.5)
         live.signal()
         last = live.rest()[-1]["interfaces"][key(p)]
@@ -287,15 +303,12 @@ def test_pinned_serve_flows_keeps_every_flow_across_kill_9(veth_pair: VethPair, 
     s2 = None
     try:
         steady = _Flows(p, 5, 300)
-        sock = _sock(p.ns_a, socket.AF_INET, socket.SOCK_DGRAM)
-        with sock:  # more flows than the table holds: evictions and overflow before the kill
-            for port in range(20_000, 23_000):
-                sock.sendto(b"y" * 40, (p.ip4_b, port))
+        flood = _flood(p, b"y" * 40)  # more flows than the table holds: evictions and overflow before the kill
         end = time.monotonic() + 30
         while time.monotonic() < end:
             doc = s.traffic()["interfaces"][key(p)]["flows"]
             mine = [f for f in doc["top"]
-                    if f["protocol"] == "udp" and f["remote"]["port"] not in range(20_000, 23_000)]
+                    if f["protocol"] == "udp" and f["remote"]["port"] not in flood]
             if len(mine) == 5 and doc["evictions"] > 0:
                 break
             time.sleep(0.3)

@@ -22,6 +22,7 @@ from tcflow.engine.flows import FlowTable
 from tcflow.model.classes import NUM_CLASSES
 
 NCPUS = 2
+SETS = 4  # of the fake flow cache (abi.FLOW_CACHE_WAYS lines each)
 FDS = {"flows": 10, "flow_cache": 11, "flow_overflow": 12}
 KEY = abi.packer(abi.FlowKey)
 VAL = abi.packer(abi.FlowVal)
@@ -74,11 +75,15 @@ class FakeKernel:
             return b"".join(keys), vals, len(keys)
         assert fd == FDS["flow_cache"]
         out = b""
-        for i in range(abi.FLOW_CACHE_LINES):
-            key, cells = self.lines.get(i, (bytes(abi.FLOW_KEY_SIZE), [[0] * 6] * NCPUS))
-            used = 1 if i in self.lines else 0
-            out += b"".join(LINE.pack(key, used, *c, 1, 0) for c in cells)
-        return struct.pack(f"<{abi.FLOW_CACHE_LINES}I", *range(abi.FLOW_CACHE_LINES)), out, abi.FLOW_CACHE_LINES
+        for s in range(SETS):  # each set, each CPU: the tags, then the lines
+            for cpu in range(NCPUS):
+                held = [self.lines.get(s * abi.FLOW_CACHE_WAYS + w) for w in range(abi.FLOW_CACHE_WAYS)]
+                out += b"".join(struct.pack("<I", 0 if h is None else 0x9E3779B1 | 1) for h in held)
+                for h in held:
+                    key, cells = h if h is not None else (bytes(abi.FLOW_KEY_SIZE), [[0] * 6] * NCPUS)
+                    out += LINE.pack(key, 0 if h is None else 1, *cells[cpu], 1, 0)
+        assert len(out) == SETS * NCPUS * abi.FLOW_SET_SIZE
+        return struct.pack(f"<{SETS}I", *range(SETS)), out, SETS
 
     def map_lookup(self, fd: int, key: Any, buf: Any) -> bool:
         cells = self.table.get(bytes(key)) if fd == FDS["flows"] else self.overflow.get(key.value)
@@ -99,6 +104,7 @@ class FakeDatapath:
     def __init__(self, entries: int):
         self.options = Options(flows=True, flow_entries=entries)
         self.ncpus = NCPUS
+        self.flow_cache_sets = SETS
 
     def map_fd(self, name: str) -> int:
         return FDS[name]
@@ -222,3 +228,50 @@ def test_carried_totals_survive_a_restart_and_refuse_a_torn_or_foreign_file(tmp_
     os.chmod(os.path.dirname(path), 0o777)  # another user could have written it
     c.add(("web", "eth0"), sums(1))
     assert CarriedTotals(pin_dir="/sys/fs/bpf/tcflow-test").totals == {}
+
+
+def test_the_flow_cache_is_sized_to_its_memory_budget_over_the_cpus() -> None:
+    sizes = {n: abi.flow_cache_set_bits(n) for n in (1, 2, 4, 8, 64, 1024)}
+    assert sizes[2] == sizes[1] == abi.FLOW_CACHE_SET_BITS[1]  # a small machine: the most sets
+    assert sizes[1024] == abi.FLOW_CACHE_SET_BITS[0]           # never fewer than the least
+    for n, bits in sizes.items():
+        total = (1 << bits) * abi.FLOW_SET_SIZE * n
+        assert bits == abi.FLOW_CACHE_SET_BITS[0] or total <= abi.FLOW_CACHE_BUDGET, (n, bits)
+        assert bits == abi.FLOW_CACHE_SET_BITS[1] or 2 * total > abi.FLOW_CACHE_BUDGET, (n, bits)  # as many as fit
+    assert list(sizes.values()) == sorted(sizes.values(), reverse=True)
+
+
+def shared(t: FlowTable, slot: int, max_age: float) -> tuple[list[int], float]:
+    """flows + evicted + overflow of one slot from a report that may reuse the tick's read, and its age."""
+    r = t.report([slot], max_age=max_age)[slot]
+    parts = (r.flows, r.evicted, r.overflow)
+    return [sum(getattr(p, n) for p in parts) for n in
+            ("ip_recv", "ip_send", "payload_recv", "payload_send", "packets_recv", "packets_send")], r.age_s
+
+
+def test_a_report_may_serve_the_ticks_read_of_the_table_and_says_how_old_it_is(
+        kernel: FakeKernel, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(flows_module.time, "monotonic", lambda: clock[0])
+    t = FlowTable(FakeDatapath(64), idle_s=5)  # type: ignore[arg-type]
+    k, idle = flow_key(6, 1), flow_key(6, 2)
+    kernel.packet(k, 0, "table", [100, 0, 72, 0, 1, 0])
+    kernel.packet(idle, 1, "line", [50, 0, 22, 0, 1, 0], line=5)
+    t.tick(now=0.0)
+    kernel.packet(k, 0, "table", [100, 0, 72, 0, 1, 0])  # after the tick's read
+    clock[0] += 0.75
+    got, age = shared(t, 6, max_age=2.0)
+    assert got == [150, 0, 94, 0, 2, 0] and age == 0.75       # the tick's read, and how old it is
+    assert whole(t, 6) == counted(kernel, 6) == [250, 0, 166, 0, 3, 0]  # without max_age: read now
+    assert t.report([6])[6].age_s == 0.0
+    clock[0] += 2.0
+    got, age = shared(t, 6, max_age=2.0)
+    assert got == counted(kernel, 6) and age == 0.0           # older than max_age: read now
+    # what a tick evicts leaves its shared read: counted once, in evicted
+    kernel.packet(k, 0, "table", [100, 0, 72, 0, 1, 0])
+    t.tick(now=6.0)  # idle: unchanged since 0.0
+    got, age = shared(t, 6, max_age=2.0)
+    assert got == counted(kernel, 6) == [350, 0, 238, 0, 4, 0] and age == 0.0
+    assert t.report([6], max_age=2.0)[6].evictions == 1
+    t.purge(6)  # a purged slot's old read is never served
+    assert shared(t, 6, max_age=2.0)[0] == [0] * 6
