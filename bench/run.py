@@ -121,6 +121,13 @@ def targets(res: dict[str, Any]) -> list[str]:
             if r["target_added_ns"] is not None:
                 rows.append((f"`--flows` in situ at {r['flows']:,} concurrent flows (round robin), added over off",
                              f"<= +{r['target_added_ns']:.0f} ns", f"+{r['added_ns']:.0f} ns", bool(r["met"])))
+    sk = res.get("soak")
+    if sk:
+        g = sk["growth_after_warm"]
+        rows.append((f"soak ({sk['minutes']:g} min, `make soak`): RSS and fd growth after minute "
+                     f"{sk['warm_minute']:g}; counter resets", "<= 1 MiB, 0 fds, 0 resets",
+                     f"{g['rss_mib']:+.1f} MiB, {g['fds']:+d} fds, {sk['prometheus']['resets']:g} resets",
+                     bool(sk["target"]["met"])))
     out = ["## Targets", "", "| figure | target | measured | |", "|---|---|---|---|"]
     out += [f"| {what} | {goal} | {got} | {_met(ok)} |" for what, goal, got, ok in rows]
     return out + [""]
@@ -308,6 +315,33 @@ def report(res: dict[str, Any]) -> str:
             out.append(f"| {r['flows']:,} | {r['off_ns']:.1f} | {r['on_ns']:.1f} | +{r['added_ns']:.1f} | "
                        f"{r['in_table']:,.0f} | {goal} |")
         out.append("")
+    sk = res.get("soak")
+    if sk:
+        first, last = sk["samples"][0], sk["samples"][-1]
+        warm = next(x for x in sk["samples"] if x["minute"] == sk["warm_minute"])
+        out += ["## 11. Soak (`make soak`, run on its own)", "",
+                f"{sk['date']}: `tcflow serve --containers --flows --pin` for {sk['minutes']:g} minutes with a "
+                f"private dockerd: a pinger container at 100 echo requests a second to a peer container the "
+                f"whole time, and every {sk['churn_s']:g} s a new container that pings the peer 5 times and goes "
+                f"({sk['container_lives']:,} container lives, {sk['docker_run_failures']} `docker run` failures); "
+                f"Prometheus scraping every 5 s. Sampled every minute; growth is measured from minute "
+                f"{sk['warm_minute']:g} (past the dashboard's 15-minute window) to the end.", "",
+                "| | first sample | minute %g | last sample | growth after it |" % sk["warm_minute"],
+                "|---|---|---|---|---|"]
+        for k, label in (("rss_mib", "RSS MiB"), ("fds", "open fds"), ("threads", "threads"),
+                         ("slots_used", "interface slots used"), ("programs", "programs loaded"),
+                         ("history_rings", "dashboard history rings (43 kB each)")):
+            if k in last:
+                fmt = "{:.1f}" if k == "rss_mib" else "{}"
+                out.append(f"| {label} | {fmt.format(first[k])} | {fmt.format(warm[k])} | {fmt.format(last[k])} "
+                           f"| {sk['growth_after_warm'].get(k, last[k] - warm[k]):+g} |")
+        for name in sorted(last.get("maps", {})):
+            out.append(f"| pinned map `{name}` entries | {first['maps'].get(name, 0)} | {warm['maps'].get(name, 0)} "
+                       f"| {last['maps'][name]} | {last['maps'][name] - warm['maps'].get(name, 0):+d} |")
+        pr = sk["prometheus"]
+        out += ["", f"Prometheus over the run: `resets()` summed over every series of tcflow_ip_bytes_total and "
+                f"tcflow_packets_total: **{pr['resets']:g}**; {pr['series_at_end']:g} tcflow_ip_bytes_total "
+                f"series at the end; {pr['scrapes_up']:g} successful scrapes.", ""]
     return "\n".join(out)
 
 
@@ -325,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     params = SMOKE if args.smoke else FULL
     os.makedirs(args.out, exist_ok=True)
     res: dict[str, Any] = {"smoke": args.smoke, "machine": machine()}
+    soak = os.path.join(args.out, "soak.json")
+    if not args.smoke and os.path.exists(soak):  # `make soak` runs on its own; the report shows its last run
+        with open(soak) as f:
+            res["soak"] = json.load(f)
     steps: list[tuple[str, Callable[..., dict[str, Any]]]] = [
         ("insitu", insitu.run), ("perpacket", perpacket.run), ("throughput", throughput.run), ("scale", scale.run),
         ("startup", startup.run), ("scrape", scrape.run), ("containers", containers.run), ("flows", flows.run),

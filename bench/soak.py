@@ -6,7 +6,9 @@ run), and every ``churn_s`` a new container starts, pings the peer five
 times and goes (`docker run --rm`). A Prometheus server (Debian's, its own
 data directory, 127.0.0.1 only) scrapes tcflow every 5 s. Every ``sample_s``
 the soak takes tcflow's RSS, open fds, threads, and from /healthz its slots,
-programs, namespaces and containers, and the pinned maps' entry counts.
+programs, namespaces, containers and the dashboard's history rings (what
+the RSS plateau is made of: 43 kB for each interface seen in the last 15
+minutes, at most 256), and the pinned maps' entry counts.
 
 At the end: growth of each sample after ``warm_s`` (past the dashboard's
 15-minute history window), and what Prometheus says of tcflow's counters
@@ -114,6 +116,7 @@ def run(minutes: float = 60.0, churn_s: float = 2.0, sample_s: float = 60.0, war
                 samples.append({"minute": round((now - t0) / 60, 2), **_proc(serve.pid),
                                 **{k: health[k] for k in ("slots_used", "programs", "namespaces", "containers",
                                                           "interfaces")},
+                                "history_rings": health.get("history", {}).get("rings"),
                                 "maps": _entries(pin_dir), "container_lives": lives})
                 print(f"soak: {samples[-1]}", file=sys.stderr, flush=True)
                 next_sample += sample_s
@@ -147,7 +150,8 @@ def run(minutes: float = 60.0, churn_s: float = 2.0, sample_s: float = 60.0, war
         return float(res[0]["value"][1]) if res else None
 
     warm = [s for s in samples if s["minute"] * 60 >= warm_s] or samples[-1:]
-    growth = {k: samples[-1][k] - warm[0][k] for k in ("rss_mib", "fds", "threads", "slots_used", "programs")}
+    growth = {k: samples[-1][k] - warm[0][k] for k in ("rss_mib", "fds", "threads", "slots_used", "programs",
+                                                        "history_rings")}
     return {"minutes": minutes, "churn_s": churn_s, "container_lives": lives, "docker_run_failures": failures,
             "samples": samples, "warm_minute": warm[0]["minute"], "growth_after_warm": growth,
             "prometheus": {"resets": value(resets), "series_at_end": value(series), "scrapes_up": value(up)},

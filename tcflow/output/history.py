@@ -112,6 +112,13 @@ class History:
             self.head = (self.head + 1) % POINTS
             self.count = min(self.count + 1, POINTS)
 
+    def size(self) -> dict[str, int]:
+        """For /healthz: interfaces with a ring (at most ``max``; 43 kB each),
+        and how many more are left out."""
+        with self.lock:
+            return {"rings": len(self.rings) - (ALL in self.rings), "max": self.max_keys,
+                    "left_out": len(self.left_out)}
+
     def reply(self, key: str, since: float = 0.0) -> dict[str, Any]:
         """Points newer than ``since`` (wall clock) for ``key``, oldest first."""
         with self.lock:

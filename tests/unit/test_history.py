@@ -66,6 +66,7 @@ def test_bounded_keys_and_the_sum_stays_whole() -> None:
     assert hist.reply("a")["left_out"] == 2
     assert hist.reply(h.ALL)["series"]["L3_UDP_SEND_V4"] == [None, 40.0]  # every interface, kept or not
     assert len(hist.rings) == 3
+    assert hist.size() == {"rings": 2, "max": 2, "left_out": 2}  # as /healthz says it
 
 
 def test_a_gone_interface_leaves_a_gap_then_is_forgotten() -> None:
@@ -75,6 +76,7 @@ def test_a_gone_interface_leaves_a_gap_then_is_forgotten() -> None:
     assert hist.reply("a")["series"]["L3_TCP_SEND_V4"] == [None, None] and not hist.reply("a")["known"]
     hist.record(snap(2 + h.WINDOW_S, {"b": {}}))
     assert "a" not in hist.rings and not hist.reply("a")["kept"]
+    assert hist.size()["rings"] == 1
 
 
 def test_container_label_and_hostile_names_stay_data() -> None:

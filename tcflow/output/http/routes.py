@@ -77,6 +77,8 @@ class Source:
         with self.lock:
             out = dict(self._health()) if self._health else {}
             out.setdefault("interfaces", len(self._snapshot().interfaces))
+        if self.history is not None:
+            out["history"] = self.history.size()
         return out
 
 
