@@ -105,7 +105,7 @@ def run(minutes: float = 60.0, churn_s: float = 2.0, sample_s: float = 60.0, war
                                  f"--storage.tsdb.path={work}/data", "--storage.tsdb.retention.time=2h",
                                  f"--web.listen-address=127.0.0.1:{prom_port}"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        docker.container("tcfk-peer", PEER_IP)
+        docker.container("tcfk-peer", PEER_IP, "sleep", str(int(minutes * 60) + 900))  # outlives the run
         docker.container("tcfk-pinger", PINGER_IP, "ping", "-q", "-i", "0.01", PEER_IP)
         t0 = time.monotonic()
         next_sample = t0

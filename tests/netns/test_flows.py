@@ -517,6 +517,7 @@ def test_serve_flows_traffic_and_metrics(veth_pair: VethPair, pin_env: dict[str,
             kinds = sorted(f["protocol"] for f in doc["top"] if f["protocol"] != "icmpv6")
             assert kinds == ["tcp", "udp", "udp", "udp", "udp"], doc["top"]
             assert {f["icmp_type"] for f in doc["top"] if f["protocol"] == "icmpv6"} <= ND_TYPES, doc["top"]
+            assert 0.0 <= doc["read_age_s"] <= 2.0  # the loop's read of the table, at most 2 s old
             text = srv.metrics()
             r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
             assert r.returncode == 0 and r.stdout.strip() == "" and r.stderr.strip() == "", r.stdout + r.stderr
@@ -524,6 +525,7 @@ def test_serve_flows_traffic_and_metrics(veth_pair: VethPair, pin_env: dict[str,
             flows = {dict(lab)["device"]: v for (name, lab), v in m.items() if name == "tcflow_flows"}
             assert flows == {p.dev_a: doc["active"]}
             assert any(name == "tcflow_flow_evictions_total" for name, _ in m)
+            assert 0.0 <= m[("tcflow_flow_table_read_age_seconds", frozenset())] <= 2.0
             per_flow = [lab for name, lab in m if name == "tcflow_flow_ip_bytes_total"]
             assert len(per_flow) == 2 * top  # top N flows, each received and sent
         finally:
