@@ -339,6 +339,9 @@ def report(res: dict[str, Any]) -> str:
             out.append(f"| pinned map `{name}` entries | {first['maps'].get(name, 0)} | {warm['maps'].get(name, 0)} "
                        f"| {last['maps'][name]} | {last['maps'][name] - warm['maps'].get(name, 0):+d} |")
         pr = sk["prometheus"]
+        if sk.get("cpu_percent"):
+            out += ["", f"tcflow's CPU (user + system) over each minute, under this churn: median "
+                    f"{sk['cpu_percent']['median']:.1f} %, at most {sk['cpu_percent']['max']:.1f} % of a core."]
         out += ["", f"Prometheus over the run: `resets()` summed over every series of tcflow_ip_bytes_total and "
                 f"tcflow_packets_total: **{pr['resets']:g}**; {pr['series_at_end']:g} tcflow_ip_bytes_total "
                 f"series at the end; {pr['scrapes_up']:g} successful scrapes.", ""]

@@ -60,8 +60,11 @@ def _get(url: str) -> Any:
 def _proc(pid: int) -> dict[str, float]:
     with open(f"/proc/{pid}/status") as f:
         status = {ln.split(":")[0]: ln.split(":", 1)[1].split() for ln in f}
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
     return {"rss_mib": int(status["VmRSS"][0]) / 1024, "threads": int(status["Threads"][0]),
-            "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+            "fds": len(os.listdir(f"/proc/{pid}/fd")),
+            "cpu_s": (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")}  # utime + stime
 
 
 def _entries(pin_dir: str) -> dict[str, int]:
@@ -113,7 +116,10 @@ def run(minutes: float = 60.0, churn_s: float = 2.0, sample_s: float = 60.0, war
         while (now := time.monotonic()) - t0 < minutes * 60:
             if now >= next_sample:
                 health = _get(f"http://127.0.0.1:{port}/healthz")
-                samples.append({"minute": round((now - t0) / 60, 2), **_proc(serve.pid),
+                proc = _proc(serve.pid)
+                if samples:  # CPU over the minute since the last sample, % of one core
+                    proc["cpu_percent"] = 100 * (proc["cpu_s"] - samples[-1]["cpu_s"]) / (now - samples[-1]["t"])
+                samples.append({"minute": round((now - t0) / 60, 2), "t": now, **proc,
                                 **{k: health[k] for k in ("slots_used", "programs", "namespaces", "containers",
                                                           "interfaces")},
                                 "history_rings": health.get("history", {}).get("rings"),
@@ -152,7 +158,10 @@ def run(minutes: float = 60.0, churn_s: float = 2.0, sample_s: float = 60.0, war
     warm = [s for s in samples if s["minute"] * 60 >= warm_s] or samples[-1:]
     growth = {k: samples[-1][k] - warm[0][k] for k in ("rss_mib", "fds", "threads", "slots_used", "programs",
                                                         "history_rings")}
-    return {"minutes": minutes, "churn_s": churn_s, "container_lives": lives, "docker_run_failures": failures,
+    cpu = sorted(x["cpu_percent"] for x in samples if "cpu_percent" in x)
+    return {"minutes": minutes, "churn_s": churn_s,
+            "cpu_percent": {"median": cpu[len(cpu) // 2], "max": cpu[-1]} if cpu else None,
+            "container_lives": lives, "docker_run_failures": failures,
             "samples": samples, "warm_minute": warm[0]["minute"], "growth_after_warm": growth,
             "prometheus": {"resets": value(resets), "series_at_end": value(series), "scrapes_up": value(up)},
             "target": {"what": "RSS and fd growth after the warm-up; counter resets over the run",
