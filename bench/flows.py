@@ -96,7 +96,8 @@ def _memory(flows: int) -> dict[str, Any]:
             cache = _memlock(dp.map_fd("flow_cache"))
     return {"flows_sent": flows, "flows_counted": active, "table_entries": in_table, "map_bytes_empty": empty,
             "map_bytes": full, "cache_bytes": cache,
-            "kernel_bytes_per_flow": (full - empty) / max(1, in_table), "agent_rss_kib_growth": rss1 - rss0,
+            "kernel_bytes_per_flow": (full - empty) / in_table if in_table else None,
+            "agent_rss_kib_growth": rss1 - rss0,
             "tick_ms": tick_s * 1000, "report_ms": report_s * 1000, "cpus": libbpf.num_possible_cpus()}
 
 

@@ -100,9 +100,11 @@ def targets(res: dict[str, Any]) -> list[str]:
         rows.append(("in-situ added ns, `--flows` on over off, TC ingress and egress", "<= 30 ns",
                      f"median {med:.0f} ns, worst {worst:.0f} ns over {len(fl['rows'])} cells"
                      if med is not None else "-", bool(t["met"])))
-        per10k = mem["kernel_bytes_per_flow"] * 10_000 / 2**20
-        rows.append(("memory per 10,000 flows (kernel map / agent)", "measured",
-                     f"{per10k:.1f} MiB / {mem['agent_rss_kib_growth'] / 1024:.1f} MiB ({mem['cpus']} CPUs)", True))
+        rows.append((f"memory for {mem['flows_sent']:,} flows (kernel: the cache, fixed, and the table's growth "
+                     f"/ the agent's RSS)", "measured",
+                     f"{mem['cache_bytes'] / 2**20:.1f} MiB + {(mem['map_bytes'] - mem['map_bytes_empty']) / 2**20:.1f}"
+                     f" MiB ({mem['table_entries']:,} flows in the table) / {mem['agent_rss_kib_growth'] / 1024:.1f} "
+                     f"MiB ({mem['cpus']} CPUs)", True))
     dc = res.get("discovery")
     if dc and dc["target"]["cpu_percent"]:
         got = "; ".join(f"{v:.2f} % with {k} process{'es' if k != '1' else ''} started a second"
@@ -270,10 +272,11 @@ def report(res: dict[str, Any]) -> str:
                 f"Memory: {mem['flows_sent']:,} UDP flows made by real packets ({mem['flows_counted']:,} flows "
                 f"counted, with the link's own ICMPv6; {mem['table_entries']:,} in the table, the rest still in "
                 f"the per-CPU cache lines). The flow map (not preallocated) went from "
-                f"{mem['map_bytes_empty']:,} to {mem['map_bytes']:,} bytes (the kernel's memlock account): "
-                f"**{mem['kernel_bytes_per_flow']:.0f} bytes a flow** on {mem['cpus']} CPUs (each flow's counters "
-                f"are per CPU: 56 bytes more a flow for each CPU more); the cache in front of it is a fixed "
-                f"{mem['cache_bytes']:,} bytes. The agent's RSS grew "
+                f"{mem['map_bytes_empty']:,} to {mem['map_bytes']:,} bytes (the kernel's memlock account)"
+                + (f": **{mem['kernel_bytes_per_flow']:.0f} bytes a flow** in it on {mem['cpus']} CPUs (each flow's "
+                   f"counters are per CPU: 56 bytes more a flow for each CPU more)"
+                   if mem["kernel_bytes_per_flow"] is not None else "") +
+                f"; the cache in front of it is a fixed {mem['cache_bytes']:,} bytes (all CPUs). The agent's RSS grew "
                 f"**{mem['agent_rss_kib_growth'] / 1024:.1f} MiB** for them; one read of the table (rates and "
                 f"eviction) took {mem['tick_ms']:.0f} ms and one report {mem['report_ms']:.0f} ms with "
                 f"{mem['flows_counted']:,} flows.", ""]

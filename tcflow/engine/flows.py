@@ -186,15 +186,24 @@ class FlowTable:
         cache: dict[bytes, list[int]] = {}
         _, sets, n = libbpf.lookup_batch(self.dp.map_fd("flow_cache"), 4, FLOW_SET_SIZE * ncpus,
                                           self.dp.flow_cache_sets)
-        free = bytes(_TAGS)
-        for base in range(0, n * ncpus * FLOW_SET_SIZE, FLOW_SET_SIZE):
-            if sets[base:base + _TAGS] == free:
-                continue
-            for off in range(base + _TAGS, base + FLOW_SET_SIZE, FLOW_LINE_SIZE):
-                k, used, *v, local, _ = _LINE.unpack_from(sets, off)
+        # the taken lines, from the sets' tags (0: free), read a column at a
+        # time: most of a large cache is free, and this skips it at C speed
+        words = memoryview(sets)[:n * ncpus * FLOW_SET_SIZE].cast("I")
+        stride = FLOW_SET_SIZE // 4
+        for way in range(FLOW_CACHE_WAYS):
+            line_at = _TAGS + way * FLOW_LINE_SIZE
+            for i, tag in enumerate(words[way::stride].tolist()):
+                if not tag:
+                    continue
+                k, used, *v, local, _ = _LINE.unpack_from(sets, i * FLOW_SET_SIZE + line_at)
                 if not used:
                     continue
-                for into in (cache.setdefault(k, [0] * 7), phys.setdefault(k, [0] * 7)):
+                v.append(local)
+                for held in (cache, phys):
+                    into = held.get(k)
+                    if into is None:
+                        held[k] = v[:]  # the common case: the flow's only part
+                        continue
                     for j in range(6):
                         into[j] += v[j]
                     into[6] |= local
