@@ -284,12 +284,15 @@ def report(res: dict[str, Any]) -> str:
     if dc:
         out += ["## 9. A node agent at node scale", "",
                 f"One idle `tcflow serve --containers` per row: running busybox containers (a private dockerd), "
-                f"extra `sleep` processes in the host's namespace; its CPU (user + system) over {dc['seconds']:g} s "
-                f"after {dc['settle_s']:g} s to settle, with no process started meanwhile, and with one `true` "
-                "started a second (a busy node starts processes all the time).", "",
-                "| containers | host processes | started a second | CPU, % of a core |", "|---|---|---|---|"]
+                f"extra `sleep` processes in the host's namespace; its CPU (user + system) over {dc['seconds']:g} s, "
+                f"once it counts every container (*ready*: from its start to every container's namespace "
+                f"watched, programs verified) and {dc['settle_s']:g} s more to settle, with no process started "
+                "meanwhile, and with one `true` started a second (a busy node starts processes all the time).", "",
+                "| containers | host processes | started a second | ready s | CPU, % of a core |",
+                "|---|---|---|---|---|"]
         for r in dc["rows"]:
-            out.append(f"| {r.get('containers', 0)} | {r['host_processes']:,} | {r['forks_per_s']:g} | "
+            ready = f"{r['ready_s']:.1f}" if "ready_s" in r else "-"
+            out.append(f"| {r.get('containers', 0)} | {r['host_processes']:,} | {r['forks_per_s']:g} | {ready} | "
                        f"{r['cpu_percent']:.2f} |")
         out.append("")
         node = dc.get("node")
