@@ -87,6 +87,10 @@ class ProcCache:
 
     YOUNG_S = 5.0
     FULL_S = 60.0
+    # events: while a process is young, a scan at most this often (its
+    # runtime writes the container's record a moment after; the process
+    # itself was named by its cgroup's event and counted already)
+    YOUNG_RESCAN_S = 0.25
 
     def __init__(self, proc: str = "/proc", clock: Callable[[], float] = lambda: time.clock_gettime(CLOCK_BOOTTIME),
                  events: bool = False):
@@ -99,6 +103,7 @@ class ProcCache:
         self.last_pid: Optional[bytes] = None
         self.young_until = -math.inf
         self.list_due = False
+        self._young_scan = -math.inf
         self.reads = 0  # processes read (cgroup and command line): what a scan cost
         self.listings = 0  # listings of /proc
 
@@ -187,6 +192,9 @@ class ProcCache:
         later is named by the cgroup's event (``add``); the young only make
         the caller scan again (a runtime writes its record a moment after)."""
         if self.events:
+            if now - self._young_scan < self.YOUNG_RESCAN_S:
+                return False  # not every 10 ms of a burst: the node's churn would keep it scanning
+            self._young_scan = now
             return True
         for pid, (ino, young, _, _) in list(self.entries.items()):
             if now >= young:

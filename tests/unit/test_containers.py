@@ -262,6 +262,10 @@ def test_with_cgroup_events_the_cache_lists_proc_only_once_a_minute_or_when_aske
     assert cache.add([100, 999]) and (cache.reads, cache.listings) == (3, 1)  # 999 does not exist
     assert [g.label for g in containers.scan(str(proc), cache=cache)] == ["web"]
     assert cache.refresh() and (cache.reads, cache.listings) == (3, 1)  # young: scan again, no read, no listing
+    now[0] += 0.01
+    assert not cache.refresh()  # ... but not at every step of a burst: at most every YOUNG_RESCAN_S
+    now[0] += ProcCache.YOUNG_RESCAN_S
+    assert cache.refresh() and (cache.reads, cache.listings) == (3, 1)
     now[0] += 10
     assert not cache.refresh()
     cache.list_due = True
