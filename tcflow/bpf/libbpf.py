@@ -207,14 +207,22 @@ def test_run(prog_fd: int, data: bytes, *, ctx: Optional[ctypes.Structure] = Non
     return opts.retval, opts.duration
 
 
-def lookup_batch(map_fd: int, key_size: int, value_size: int, count: int) -> tuple[bytes, bytes, int]:
+def lookup_batch(map_fd: int, key_size: int, value_size: int, count: int,
+                 into: Optional[tuple[Any, Any]] = None) -> tuple[Any, Any, int]:
     """Read up to ``count`` entries from the start of an array map.
 
     Returns (keys, values, n). For per-CPU maps ``value_size`` is the
-    per-CPU stride times the number of possible CPUs.
+    per-CPU stride times the number of possible CPUs. ``into``: two ctypes
+    buffers at least that large, filled and returned instead of bytes (a
+    reader that reads megabytes every second keeps its buffers: no fresh
+    pages, no copy).
     """
-    keys = ctypes.create_string_buffer(key_size * count)
-    values = ctypes.create_string_buffer(value_size * count)
+    if into is not None:
+        keys, values = into
+        assert ctypes.sizeof(keys) >= key_size * count and ctypes.sizeof(values) >= value_size * count
+    else:
+        keys = ctypes.create_string_buffer(key_size * count)
+        values = ctypes.create_string_buffer(value_size * count)
     out_batch = ctypes.c_uint32(0)
     n = ctypes.c_uint32(count)
     opts = MapBatchOpts(sz=ctypes.sizeof(MapBatchOpts))
@@ -223,6 +231,8 @@ def lookup_batch(map_fd: int, key_size: int, value_size: int, count: int) -> tup
     # ENOENT means "end of map reached", with n entries filled in.
     if ret < 0 and ctypes.get_errno() != 2:
         _check(ret, "BPF_MAP_LOOKUP_BATCH")
+    if into is not None:
+        return keys, values, n.value
     return keys.raw, values.raw, n.value
 
 

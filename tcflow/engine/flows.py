@@ -112,6 +112,7 @@ class FlowTable:
         # the last tick's read, less what it evicted: (when, flows), for a
         # report that may serve a read that recent (report(max_age=...))
         self._shared: Optional[tuple[float, dict[bytes, tuple[int, ...]]]] = None
+        self._bufs: Optional[tuple[tuple[Any, Any], tuple[Any, Any]]] = None  # _physical()'s read buffers
         # --pin: the evicted totals live in a pinned map too, so that a restart
         # (even after kill -9) carries them on; read back when a slot is adopted
         self._kept = dp.map_fd("flow_evicted") if "flow_evicted" in dp.map_names() else None
@@ -170,7 +171,13 @@ class FlowTable:
         together: ([IP bytes recv, sent, payload recv, sent, packets recv,
         sent, local bits]); the cache lines' part alone; the keys in the table."""
         ncpus = self.dp.ncpus
-        keys, vals, n = libbpf.lookup_batch(self.fd, FLOW_KEY_SIZE, FLOW_VAL_SIZE * ncpus, self.capacity + 64)
+        most, sets_n = self.capacity + 64, self.dp.flow_cache_sets
+        if self._bufs is None:  # kept: the table and the cache are megabytes, read every second
+            self._bufs = ((ctypes.create_string_buffer(FLOW_KEY_SIZE * most),
+                           ctypes.create_string_buffer(FLOW_VAL_SIZE * ncpus * most)),
+                          (ctypes.create_string_buffer(4 * sets_n),
+                           ctypes.create_string_buffer(FLOW_SET_SIZE * ncpus * sets_n)))
+        keys, vals, n = libbpf.lookup_batch(self.fd, FLOW_KEY_SIZE, FLOW_VAL_SIZE * ncpus, most, into=self._bufs[0])
         phys: dict[bytes, list[int]] = {}
         stride = FLOW_VAL_SIZE * ncpus
         unpack = _VAL.unpack_from
@@ -184,11 +191,11 @@ class FlowTable:
             phys[k] = [ir, is_, pr, ps, kr, ks, local]
         in_table = set(phys)
         cache: dict[bytes, list[int]] = {}
-        _, sets, n = libbpf.lookup_batch(self.dp.map_fd("flow_cache"), 4, FLOW_SET_SIZE * ncpus,
-                                          self.dp.flow_cache_sets)
+        _, sets, n = libbpf.lookup_batch(self.dp.map_fd("flow_cache"), 4, FLOW_SET_SIZE * ncpus, sets_n,
+                                          into=self._bufs[1])
         # the taken lines, from the sets' tags (0: free), read a column at a
         # time: most of a large cache is free, and this skips it at C speed
-        words = memoryview(sets)[:n * ncpus * FLOW_SET_SIZE].cast("I")
+        words = memoryview(sets).cast("B")[:n * ncpus * FLOW_SET_SIZE].cast("I")
         stride = FLOW_SET_SIZE // 4
         for way in range(FLOW_CACHE_WAYS):
             line_at = _TAGS + way * FLOW_LINE_SIZE

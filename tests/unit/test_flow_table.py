@@ -68,7 +68,8 @@ class FakeKernel:
             into[cpu] = [x + y for x, y in zip(into[cpu], cells[cpu], strict=True)]
 
     # -- the libbpf calls flows.py makes ----------------------------------------
-    def lookup_batch(self, fd: int, ksize: int, vsize: int, most: int) -> tuple[bytes, bytes, int]:
+    def lookup_batch(self, fd: int, ksize: int, vsize: int, most: int,
+                     into: Any = None) -> tuple[bytes, bytes, int]:
         if fd == FDS["flows"]:
             keys = list(self.table)[:most]
             vals = b"".join(VAL.pack(*c, 1, 0) for k in keys for c in self.table[k])
