@@ -31,6 +31,7 @@ import ctypes
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -178,6 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("soak: run as root (it attaches BPF and runs a dockerd)", file=sys.stderr)
         return 1
+
+    def stop(signum: int, _frame: Any) -> None:  # cleans up as Ctrl-C does, also when started in the background
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
     res = run(args.minutes, warm_s=args.warm_minutes * 60)
     res["date"] = time.strftime("%Y-%m-%d %H:%M")
     with open(os.path.join(args.out, "soak.json"), "w") as f:
