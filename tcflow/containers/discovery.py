@@ -113,6 +113,14 @@ class Discovery:
                 self.cgroups.overflowed = False
                 self.cache.list_due = True
 
+    def quiet_s(self) -> float:
+        """How long plan() has nothing to do unless an event comes (the loop
+        sleeps that long, not 4 times a second, when events drive discovery);
+        0 while new container cgroups are pending or without events."""
+        if self.pending:
+            return 0.0
+        return self.cache.quiet_s()
+
     def _read_pending(self) -> bool:
         """The processes of the new container cgroups, read; True if any was
         new. A cgroup is read again while its first processes may still come

@@ -186,6 +186,18 @@ class ProcCache:
                 young = _started(self.proc, pid) + self.YOUNG_S
         return ino, young, found, cmd.split(b"\0", 1)[0].endswith(b"dockerd")
 
+    def quiet_s(self) -> float:
+        """Events mode: how long refresh() will find nothing to do on its
+        own (until the minute's full pass, or the next rescan of a young
+        process); 0 when asked for a listing, and in the other modes."""
+        if not self.events or self.list_due:
+            return 0.0
+        now = self.clock()
+        until = self.full_at + self.FULL_S
+        if now < self.young_until:
+            until = min(until, self._young_scan + self.YOUNG_RESCAN_S)
+        return max(0.0, until - now)
+
     def _reread_young(self, now: float) -> bool:
         """Read the young processes again, without listing /proc. With events
         there is nothing to read: a process that joins a container's cgroup

@@ -142,7 +142,10 @@ def run(agent: Agent, sig: Signals, interval: float, tick: Callable[[], bool],
             if time.monotonic() >= scan_due:
                 agent.discover()
                 now = time.monotonic()
-                scan_due = now + (BURST_EVERY_S if now < burst_until else CONTAINER_SCAN_S)
+                # between bursts, CONTAINER_SCAN_S, or with cgroup events as long as
+                # discovery has nothing to do (an event wakes the loop meanwhile)
+                scan_due = now + (BURST_EVERY_S if now < burst_until else
+                                  max(CONTAINER_SCAN_S, containers.quiet_s() if containers is not None else 0.0))
             agent.refresh_peers()
         if containers is not None:
             agent.load_spare_set()

@@ -264,11 +264,14 @@ def test_with_cgroup_events_the_cache_lists_proc_only_once_a_minute_or_when_aske
     assert cache.refresh() and (cache.reads, cache.listings) == (3, 1)  # young: scan again, no read, no listing
     now[0] += 0.01
     assert not cache.refresh()  # ... but not at every step of a burst: at most every YOUNG_RESCAN_S
+    assert abs(cache.quiet_s() - (ProcCache.YOUNG_RESCAN_S - 0.01)) < 1e-6  # the loop may sleep that long
     now[0] += ProcCache.YOUNG_RESCAN_S
     assert cache.refresh() and (cache.reads, cache.listings) == (3, 1)
     now[0] += 10
     assert not cache.refresh()
+    assert abs(cache.quiet_s() - (ProcCache.FULL_S - 11.26)) < 1e-6  # nothing young: until the minute's pass
     cache.list_due = True
+    assert cache.quiet_s() == 0.0
     assert cache.refresh() and cache.listings == 2 and not cache.list_due
     now[0] += 60
     assert cache.refresh() and cache.listings == 3
