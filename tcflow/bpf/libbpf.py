@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from tcflow.model.errors import DependencyError, TcflowError
 
@@ -234,6 +234,31 @@ def lookup_batch(map_fd: int, key_size: int, value_size: int, count: int,
     if into is not None:
         return keys, values, n.value
     return keys.raw, values.raw, n.value
+
+
+def lookup_batches(map_fd: int, key_size: int, value_size: int, chunk: int,
+                   into: tuple[Any, Any]) -> Iterator[tuple[Any, Any, int]]:
+    """Every entry of a map, at most ``chunk`` at a time, each chunk read into
+    the same two ctypes buffers (keys, values: ``chunk`` entries each), which
+    it yields with how many it holds: a reader of megabytes keeps a small
+    buffer. The caller is done with a chunk when it asks for the next."""
+    keys, values = into
+    assert ctypes.sizeof(keys) >= key_size * chunk and ctypes.sizeof(values) >= value_size * chunk
+    token_in, token_out = ctypes.c_uint32(0), ctypes.c_uint32(0)
+    opts = MapBatchOpts(sz=ctypes.sizeof(MapBatchOpts))
+    first = True
+    while True:
+        n = ctypes.c_uint32(chunk)
+        ret = lib().bpf_map_lookup_batch(map_fd, None if first else ctypes.byref(token_in), ctypes.byref(token_out),
+                                         keys, values, ctypes.byref(n), ctypes.byref(opts))
+        end = ret < 0 and ctypes.get_errno() == 2  # ENOENT: the end of the map, n entries filled in
+        if ret < 0 and not end:
+            _check(ret, "BPF_MAP_LOOKUP_BATCH")
+        if n.value:
+            yield keys, values, n.value
+        if end or not n.value:
+            return
+        token_in.value, first = token_out.value, False
 
 
 def obj_pin(fd: int, path: str) -> None:

@@ -86,6 +86,14 @@ class FakeKernel:
         assert len(out) == SETS * NCPUS * abi.FLOW_SET_SIZE
         return struct.pack(f"<{SETS}I", *range(SETS)), out, SETS
 
+    def lookup_batches(self, fd: int, ksize: int, vsize: int, chunk: int, into: Any) -> Any:
+        """As libbpf.lookup_batches: the same entries, ``chunk`` (made small here) at a time."""
+        keys, vals, n = self.lookup_batch(fd, ksize, vsize, 1 << 20)
+        chunk = 3
+        for at in range(0, n, chunk):
+            m = min(chunk, n - at)
+            yield keys[at * ksize:(at + m) * ksize], vals[at * vsize:(at + m) * vsize], m
+
     def map_lookup(self, fd: int, key: Any, buf: Any) -> bool:
         cells = self.table.get(bytes(key)) if fd == FDS["flows"] else self.overflow.get(key.value)
         if cells is None:
@@ -117,7 +125,7 @@ class FakeDatapath:
 @pytest.fixture
 def kernel(monkeypatch: pytest.MonkeyPatch) -> FakeKernel:
     k = FakeKernel()
-    for name in ("lookup_batch", "map_lookup", "map_delete", "map_update"):
+    for name in ("lookup_batch", "lookup_batches", "map_lookup", "map_delete", "map_update"):
         monkeypatch.setattr(flows_module.libbpf, name, getattr(k, name))
     return k
 
