@@ -51,7 +51,7 @@ def test_render_writes_exactly_what_prometheus_client_would() -> None:
             empty = Counts()
             snap = Snapshot(snap.time, snap.monotonic, snap.interfaces,
                             {k: SlotFlows(0, [], empty, empty, empty, 0, 16, 0).as_dict({}) for k in snap.interfaces})
-        c = prometheus.TcflowCollector(lambda s=snap: s, lambda: {"tc_ingress": (3, 300)},  # type: ignore[misc]
+        c = prometheus.TcflowCollector(lambda s=snap: s, lambda: {"tc_ingress": (3, 300)},
                                        lambda: {"slots": 8, "slots_used": 1, "attach_errors": 0})
         got = prometheus.render(prometheus.registry(c))
         assert _without_process(got) == _without_process(reference(c)), n
