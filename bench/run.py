@@ -312,18 +312,19 @@ def report(res: dict[str, Any]) -> str:
         out += ["## 10. Flows at thousands of concurrent flows", "",
                 f"tcflow on the sender's veth, clsact egress; 64-byte UDP datagrams to one port from N source "
                 f"ports in turn (round robin: every packet another flow), {fs['seconds']:g} s a run, flows off and "
-                f"on interleaved, median of {fs['rounds']} rounds; the kernel's BPF statistics. The per-CPU "
+                f"on interleaved, median of {fs['rounds']} rounds; the kernel's BPF statistics. The "
                 f"cache has {fs['cache_lines']:,} lines a CPU on this machine (4-way sets); *in table*: the "
                 f"flows the cache had to hand over to the table in a run (the rest never left it). *Touch "
-                f"floor*: a bench program that only adds 1 to one 64-byte line a flow (hashed from the ports, "
-                f"{fs['cache_lines']:,} lines a CPU, as many as the cache) against an empty program, same runs: "
+                f"floor*: a bench program that only adds 1 to one 64-byte line a flow (hashed from the ports into "
+                f"{fs['cache_lines']:,} lines a CPU, each CPU its own part of one array, as the cache) "
+                f"against an empty program, same runs: "
                 f"what reaching per-flow memory costs at all, with no key and no table.", "",
                 "| flows | off ns | on ns | added ns | in table | touch floor, added ns | target |",
                 "|---|---|---|---|---|---|---|"]
         for r in fs["rows"]:
             goal = f"<= +{r['target_added_ns']:.0f} ({_met(bool(r['met']))})" if r["target_added_ns"] else "-"
-            out.append(f"| {r['flows']:,} | {r['off_ns']:.1f} | {r['on_ns']:.1f} | +{r['added_ns']:.1f} | "
-                       f"{r['in_table']:,.0f} | +{r['touch_added_ns']:.1f} | {goal} |")
+            out.append(f"| {r['flows']:,} | {r['off_ns']:.1f} | {r['on_ns']:.1f} | {r['added_ns']:+.1f} | "
+                       f"{r['in_table']:,.0f} | {r['touch_added_ns']:+.1f} | {goal} |")
         out.append("")
     sk = res.get("soak")
     if sk:

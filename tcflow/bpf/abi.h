@@ -106,8 +106,9 @@ struct frag_val {
 };
 
 /*
- * The per-CPU cache in front of the flow table (flows.h): FLOW_CACHE_SETS
- * sets of FLOW_CACHE_WAYS lines, each line one flow's counts since it took
+ * The per-CPU cache in front of the flow table (flows.h): for each CPU,
+ * FLOW_CACHE_SETS sets of FLOW_CACHE_WAYS lines, in one array (entry
+ * cpu * FLOW_CACHE_SETS + set), each line one flow's counts since it took
  * the line. A set's tags (a hash of the key, 0: the line is free) come
  * first, so that a packet reads one cache line to find its flow's line.
  */

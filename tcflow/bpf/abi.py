@@ -144,7 +144,7 @@ FLOW_MAP_LAYOUT = {
     "flows": ("flows", BPF_MAP_TYPE_PERCPU_HASH, FLOW_KEY_SIZE, FLOW_VAL_SIZE),
     "flow_frags": ("flow_frags", BPF_MAP_TYPE_LRU_HASH, FRAG_KEY_SIZE, FRAG_VAL_SIZE),
     "flow_overflow": ("flow_overflow", BPF_MAP_TYPE_PERCPU_ARRAY, 4, FLOW_VAL_SIZE),
-    "flow_cache": ("flow_cache", BPF_MAP_TYPE_PERCPU_ARRAY, 4, FLOW_SET_SIZE),
+    "flow_cache": ("flow_cache", BPF_MAP_TYPE_ARRAY, 4, FLOW_SET_SIZE),
     "flow_evicted": ("flow_evicted", BPF_MAP_TYPE_ARRAY, 4, ctypes.sizeof(FlowEvicted)),
     # per flow key: what was handed to evicted while part of it sat in a cache line
     "flow_handed": ("flow_handed", BPF_MAP_TYPE_HASH, FLOW_KEY_SIZE, 6 * 8),

@@ -104,7 +104,8 @@ class Datapath:
                 # flows go to overflow. With --pin all of them are pinned, and
                 # flow_evicted keeps what user space took out of the table.
                 sizes = {"flows": (options.flow_entries, BPF_F_NO_PREALLOC), "flow_frags": (FRAG_ENTRIES, 0),
-                         "flow_overflow": (options.max_interfaces, 0), "flow_cache": (self.flow_cache_sets, 0)}
+                         "flow_overflow": (options.max_interfaces, 0),
+                         "flow_cache": (self.flow_cache_sets * self.ncpus, 0)}  # each CPU its sets
                 if options.pin_dir:
                     sizes["flow_evicted"] = (options.max_interfaces, 0)
                     # at most a key per cache line, written by user space alone

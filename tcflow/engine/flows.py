@@ -63,7 +63,7 @@ _VAL = packer(FlowVal)
 _LINE = packer(FlowLine, whole=("key",))
 _TAGS = 4 * FLOW_CACHE_WAYS  # a set's tags, before its lines
 TABLE_CHUNK = 1024  # table entries a read takes at a time (160 kB on 2 CPUs)
-CACHE_CHUNK = 256   # cache sets a read takes at a time (221 kB on 2 CPUs)
+CACHE_CHUNK = 512   # cache sets (one CPU's each) a read takes at a time (221 kB)
 
 
 def _addr(raw: bytes, hdr6: int) -> str:
@@ -177,7 +177,7 @@ class FlowTable:
             self._bufs = ((ctypes.create_string_buffer(FLOW_KEY_SIZE * TABLE_CHUNK),
                            ctypes.create_string_buffer(FLOW_VAL_SIZE * ncpus * TABLE_CHUNK)),
                           (ctypes.create_string_buffer(4 * CACHE_CHUNK),
-                           ctypes.create_string_buffer(FLOW_SET_SIZE * ncpus * CACHE_CHUNK)))
+                           ctypes.create_string_buffer(FLOW_SET_SIZE * CACHE_CHUNK)))
         phys: dict[bytes, list[int]] = {}
         stride = FLOW_VAL_SIZE * ncpus
         unpack = _VAL.unpack_from
@@ -192,7 +192,7 @@ class FlowTable:
                 phys[k] = [ir, is_, pr, ps, kr, ks, local]
         in_table = set(phys)
         cache: dict[bytes, list[int]] = {}
-        set_stride = FLOW_SET_SIZE * ncpus
+        set_stride = FLOW_SET_SIZE  # one CPU's set an entry (flow_cache is one array, each CPU its sets)
         for _, sets, n in libbpf.lookup_batches(self.dp.map_fd("flow_cache"), 4, set_stride, CACHE_CHUNK,
                                                 self._bufs[1]):
             # the taken lines, from the sets' tags (0: free), read a column at a

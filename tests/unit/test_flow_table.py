@@ -83,8 +83,8 @@ class FakeKernel:
                 for h in held:
                     key, cells = h if h is not None else (bytes(abi.FLOW_KEY_SIZE), [[0] * 6] * NCPUS)
                     out += LINE.pack(key, 0 if h is None else 1, *cells[cpu], 1, 0)
-        assert len(out) == SETS * NCPUS * abi.FLOW_SET_SIZE
-        return struct.pack(f"<{SETS}I", *range(SETS)), out, SETS
+        assert len(out) == SETS * NCPUS * abi.FLOW_SET_SIZE  # an entry a set of one CPU (the order does not matter)
+        return struct.pack(f"<{SETS * NCPUS}I", *range(SETS * NCPUS)), out, SETS * NCPUS
 
     def lookup_batches(self, fd: int, ksize: int, vsize: int, chunk: int, into: Any) -> Any:
         """As libbpf.lookup_batches: the same entries, ``chunk`` (made small here) at a time."""
