@@ -331,7 +331,8 @@ def report(res: dict[str, Any]) -> str:
         first, last = sk["samples"][0], sk["samples"][-1]
         warm = next(x for x in sk["samples"] if x["minute"] == sk["warm_minute"])
         out += ["## 11. Soak (`make soak`, run on its own)", "",
-                f"{sk['date']}: `tcflow serve --containers --flows --pin` for {sk['minutes']:g} minutes with a "
+                f"{sk['date']}" + (f" (commit {sk['commit']})" if sk.get("commit") else "") +
+                f": `tcflow serve --containers --flows --pin` for {sk['minutes']:g} minutes with a "
                 f"private dockerd: a pinger container at 100 echo requests a second to a peer container the "
                 f"whole time, and every {sk['churn_s']:g} s a new container that pings the peer 5 times and goes "
                 f"({sk['container_lives']:,} container lives, {sk['docker_run_failures']} `docker run` failures); "

@@ -187,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, stop)
     res = run(args.minutes, warm_s=args.warm_minutes * 60)
     res["date"] = time.strftime("%Y-%m-%d %H:%M")
+    rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    res["commit"] = rev.stdout.strip() if rev.returncode == 0 else None  # what code the hour ran
     with open(os.path.join(args.out, "soak.json"), "w") as f:
         json.dump(res, f, indent=1)
     print(json.dumps({k: res[k] for k in ("minutes", "container_lives", "growth_after_warm", "prometheus",
