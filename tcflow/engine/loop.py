@@ -81,8 +81,11 @@ def started(agent: Agent, targets: Iterable[Target], sink: Callable[[str], None]
     and its first notices out; from then on a signal only stops the loop.
     The agent is closed at the end, whatever happens."""
     with Signals() as sig:
-        agent.start(targets)
         try:
+            # inside the try: a Ctrl-C between the start's return and the try
+            # would otherwise leave what it attached (a failed start undid its
+            # own work; closing it again is harmless)
+            agent.start(targets)
             flush_notices(agent, sink)
             sig.looping = True
             yield sig
