@@ -14,10 +14,11 @@
  * abi.flow_cache_set_bits()), each line one flow's counts since it took the
  * line. One plain array, each CPU its own part (a CPU writes only its own,
  * as with a per-CPU map, but a per-CPU array's lookup reads a pointer
- * array first: a second memory access a packet, measured at +130 ns with
- * thousands of flows). A packet hashes its key to a set, reads the set's tags (one cache
- * line) and adds to the line whose tag and key are its own: an array lookup
- * the JIT inlines, no hash lookup for a flow the cache holds. A new flow
+ * array first: a second memory access a packet; bench section 10 has the
+ * cost with thousands of flows). A packet hashes its key to a set, reads
+ * the set's tags (one cache line) and adds to the line whose tag and key
+ * are its own: an array lookup the JIT inlines, no hash lookup for a flow
+ * the cache holds. A new flow
  * takes a free line of its set, else a random one (never the pathological
  * round-robin miss of LRU when more flows share a set than it has lines),
  * whose counts first move into the table (flow_flush()). User space reads
