@@ -8,7 +8,8 @@ data directory, 127.0.0.1 only) scrapes tcflow every 5 s. Every ``sample_s``
 the soak takes tcflow's RSS, open fds, threads, and from /healthz its slots,
 programs, namespaces, containers and the dashboard's history rings (what
 the RSS plateau is made of: 43 kB for each interface seen in the last 15
-minutes, at most 256), and the pinned maps' entry counts.
+minutes, at most 256), the totals carried for containers that may come
+back (a removed one's go within a minute), and the pinned maps' entry counts.
 
 At the end: growth of each sample after ``warm_s`` (past the dashboard's
 15-minute history window), and what Prometheus says of tcflow's counters
@@ -124,6 +125,7 @@ def run(minutes: float = 60.0, churn_s: float = 2.0, sample_s: float = 60.0, war
                                 **{k: health[k] for k in ("slots_used", "programs", "namespaces", "containers",
                                                           "interfaces")},
                                 "history_rings": health.get("history", {}).get("rings"),
+                                "carried_totals": health.get("carried_totals"),
                                 "maps": _entries(pin_dir), "container_lives": lives})
                 print(f"soak: {samples[-1]}", file=sys.stderr, flush=True)
                 next_sample += sample_s

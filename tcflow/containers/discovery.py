@@ -40,9 +40,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
-from tcflow.containers import cgroups
+from tcflow.containers import cgroups, docker
 from tcflow.containers.base import Group
-from tcflow.containers.docker import dockerds, netns_dirs
+from tcflow.containers.docker import docker_roots, dockerds, netns_dirs
 from tcflow.containers.procfs import ProcCache, container_cgroup, scan
 from tcflow.system.netns import Netns, cookie_of_current, run_in
 
@@ -52,6 +52,7 @@ PENDING_S = 30.0  # a new container cgroup still empty after this is left to the
 FOLLOW_S = 5.0  # ... and read again this long after its first process, for the ones that follow
 UNKNOWN_AFTER_S = 1.0  # a new container no runtime vouched for this long: list /proc (a new daemon?)
 UNKNOWN_LISTING_S = 10.0  # ... at most this often
+MAX_DOCKER_ROOTS = 16  # data roots remembered, for docker_removed()
 
 
 @dataclass
@@ -87,6 +88,7 @@ class Discovery:
         self._unknown: dict[str, float] = {}  # containers no runtime vouched for yet -> since
         self._unknown_listed = -UNKNOWN_LISTING_S
         self.unknown_listings = 0
+        self.docker_roots: dict[str, None] = {}  # every data root seen, in order (a stopped dockerd's too)
 
     def close(self) -> None:
         if self.namespace_files is not None:
@@ -144,6 +146,10 @@ class Discovery:
         if not self.cache.refresh() and not added:  # reads only the processes it has not read yet
             return Plan()  # no process started: no container did
         daemons = dockerds(self.proc, self.cache.dockerd_pids())
+        for root in docker_roots(self.proc, daemons):
+            self.docker_roots.setdefault(root)
+            while len(self.docker_roots) > MAX_DOCKER_ROOTS:
+                del self.docker_roots[next(iter(self.docker_roots))]
         if self.namespace_files is not None:
             self.namespace_files.watch(netns_dirs(self.proc, daemons))
         found = scan(self.proc, daemons=daemons, cache=self.cache)
@@ -200,6 +206,11 @@ class Discovery:
         if self.cgroups is not None:
             out.update(cgroup_dirs_watched=self.cgroups.watched, cgroup_watch_complete=self.cgroups.complete)
         return out
+
+    def docker_removed(self, ids: list[str]) -> bool:
+        """True if Docker keeps a record of none of these containers under
+        any data root seen: removed, they never come back."""
+        return bool(ids) and all(docker.removed(cid, self.docker_roots) for cid in ids)
 
     def forget(self, cookie: int) -> None:
         self.groups.pop(cookie, None)

@@ -23,6 +23,7 @@ from tcflow.containers.base import (
     trusted,
 )
 
+DOCKER_ID = re.compile(r"[0-9a-f]{64}")
 PATTERNS: tuple[Pattern, ...] = (
     ("docker", re.compile(r"/docker-" + HEX64 + r"\.scope(?:/|$)")),
     ("docker", re.compile(r"/docker/" + HEX64 + r"(?:/|$)")),
@@ -71,6 +72,16 @@ def record(cid: str, roots: Iterable[str], proc: str = "/proc",
         return Container(cid, "docker", name, str(labels.get("io.kubernetes.pod.name", ""))[:256],
                          str(labels.get("io.kubernetes.pod.namespace", ""))[:256]), pid
     return None
+
+
+def removed(cid: str, roots: Iterable[str]) -> bool:
+    """True if no data root in ``roots`` holds a record of container ``cid``
+    any more: removed (`docker rm`, `docker run --rm`), it never comes back.
+    False for an id that is not Docker's (64 hex digits) and with no root."""
+    roots = list(roots)
+    if not roots or not DOCKER_ID.fullmatch(cid):
+        return False
+    return not any(os.path.lexists(os.path.join(root, "containers", cid)) for root in roots)
 
 
 def _shim_owns(proc: str, pid: int, cid: str, depth: int = 6) -> bool:

@@ -27,7 +27,7 @@ from tcflow.containers.discovery import Discovery
 from tcflow.containers.status import PeerMap
 from tcflow.engine.assemble import Sources, assemble
 from tcflow.engine.binding import Binder
-from tcflow.engine.carried import CarriedTotals, carried_key
+from tcflow.engine.carried import CarriedTotals, carried_key, runtimes_of
 from tcflow.engine.flows import FlowTable
 from tcflow.engine.namespaces import NamespaceEvents
 from tcflow.engine.settings import Settings
@@ -152,7 +152,8 @@ class Agent(NamespaceEvents):
         if group is None:
             return
         slot = binder.slot(interface)
-        self.carried.add(carried_key(group, interface), read_slots(dp.map_fd("counters"), slot + 1, dp.ncpus)[slot])
+        self.carried.add(carried_key(group, interface), read_slots(dp.map_fd("counters"), slot + 1, dp.ncpus)[slot],
+                         runtimes_of(group))
 
     def _release(self, watch: Watch, interface: Interface, detach: bool) -> list[Exception]:
         watch.interfaces.pop(interface.ifindex, None)
@@ -210,7 +211,9 @@ class Agent(NamespaceEvents):
                 "attach_errors": self.attach_errors, "hooks_removed": list(self.lost_hooks),
                 "containers": sum(len(g.containers) for g in self.discovery.groups.values())
                 if self.discovery else None,
-                "discovery": self.discovery.health() if self.discovery else None}
+                "discovery": self.discovery.health() if self.discovery else None,
+                "carried_totals": len(self.carried.totals) if self.carried else None,
+                "carried_forgotten": self.carried.pruned if self.carried else None}
 
     def program_stats(self) -> dict[str, tuple[int, int]]:
         return self.dp.program_stats() if self.dp is not None else {}

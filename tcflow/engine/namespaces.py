@@ -13,6 +13,7 @@ from tcflow.bpf.loader import Datapath
 from tcflow.containers.discovery import Discovery
 from tcflow.containers.status import PeerMap
 from tcflow.engine.binding import Binder
+from tcflow.engine.carried import CarriedTotals
 from tcflow.engine.slots import SlotTable
 from tcflow.engine.watch import Watch
 from tcflow.host import hooks, journal, owners
@@ -31,6 +32,7 @@ class NamespaceEvents:
     slots: Optional[SlotTable]
     binder: Optional[Binder]
     discovery: Optional[Discovery]
+    carried: Optional[CarriedTotals]
     notices: list[str]
     lost_hooks: list[str]
     attach_errors: int
@@ -166,7 +168,10 @@ class NamespaceEvents:
         if self.discovery is None or self.binder is None:
             return 0
         with self._lock():
-            return self._discover()
+            added = self._discover()
+        if self.carried is not None:  # at most once a minute: the totals of removed containers go
+            self.carried.prune(self.discovery.docker_removed)
+        return added
 
     def _discover(self) -> int:
         assert self.discovery is not None and self.slots is not None

@@ -7,6 +7,7 @@ datapath counted, whatever is evicted, flushed or purged in between."""
 from __future__ import annotations
 
 import ctypes
+import json
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 
 from tcflow.bpf import abi
 from tcflow.bpf.loader import Options
+from tcflow.containers.discovery import Discovery
 from tcflow.engine import carried as carried_module
 from tcflow.engine import flows as flows_module
 from tcflow.engine.carried import CarriedTotals
@@ -284,3 +286,42 @@ def test_a_report_may_serve_the_ticks_read_of_the_table_and_says_how_old_it_is(
     assert t.report([6], max_age=2.0)[6].evictions == 1
     t.purge(6)  # a purged slot's old read is never served
     assert shared(t, 6, max_age=2.0)[0] == [0] * 6
+
+
+def test_carried_totals_of_removed_docker_containers_are_forgotten_at_most_once_a_minute(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(carried_module.journal, "RUN_DIR", str(tmp_path / "run"))
+    root = tmp_path / "docker"
+    alive, removed, other = "a" * 64, "b" * 64, "c" * 64
+    (root / "containers" / alive).mkdir(parents=True)
+    disc = Discovery(proc=str(tmp_path), mode="scan")
+    disc.docker_roots = {str(root): None}
+    c = CarriedTotals(pin_dir="/sys/fs/bpf/tcflow-test")
+    c.add((alive, "eth0"), sums(1), "docker")
+    c.add((removed, "eth0"), sums(2), "docker")
+    c.add((removed, "eth1"), sums(3), "docker")
+    c.add((other, "eth0"), sums(4), "containerd")  # no record tcflow reads: kept
+    c.add((f"{alive},{removed}", "eth0"), sums(5), "docker")  # a pod: one of its containers is left
+    assert c.prune(disc.docker_removed) == 0  # not a minute yet
+    assert c.prune(disc.docker_removed, force=True) == 2
+    assert set(c.totals) == {(alive, "eth0"), (other, "eth0"), (f"{alive},{removed}", "eth0")}
+    again = CarriedTotals(pin_dir="/sys/fs/bpf/tcflow-test")  # what --pin keeps says the runtime too
+    assert again.totals == c.totals and again.runtimes == c.runtimes
+    (root / "containers" / alive).rmdir()
+    assert again.prune(disc.docker_removed, force=True) == 2 and set(again.totals) == {(other, "eth0")}
+    disc.docker_roots = {}
+    assert not disc.docker_removed([alive])  # no data root known: nothing is said removed
+    disc.docker_roots = {str(root): None}
+    assert not disc.docker_removed(["../" + alive[3:]])  # not Docker's id: never a path
+
+
+def test_carried_totals_read_the_layout_before_runtimes(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(carried_module.journal, "RUN_DIR", str(tmp_path / "run"))
+    CarriedTotals(pin_dir="/sys/fs/bpf/tcflow-test").add(("web", "eth0"), sums(7))
+    path = carried_module.carried_path("/sys/fs/bpf/tcflow-test")
+    with open(path) as f:
+        doc = json.load(f)
+    with open(path, "w") as f:
+        json.dump([entry[:4] for entry in doc], f)  # as the previous version wrote it
+    again = CarriedTotals(pin_dir="/sys/fs/bpf/tcflow-test")
+    assert again.totals == {("web", "eth0"): sums(7)} and again.runtimes == {}
