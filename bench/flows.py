@@ -19,19 +19,18 @@ one report take with 10,000 flows.
 
 from __future__ import annotations
 
-import socket
 import statistics
 import time
 from typing import Any
 
 import tcflow
-from bench import iperf
 from bench.insitu import _stats
 from tcflow.bpf import libbpf
 from tcflow.bpf.loader import PROG_TC_EGRESS, PROG_TC_INGRESS, Datapath, Options
 from tcflow.host.sandbox import Sandbox, VethPair
 from tcflow.system import netns
-from tcflow.system.netns import run_in
+from tests.traffic_gen import iperf
+from tests.traffic_gen.sockets import udp_to_ports
 
 POINTS = {"tc_ingress": PROG_TC_INGRESS, "tc_egress": PROG_TC_EGRESS}
 TRAFFIC = (("ipv4", "udp"), ("ipv6", "udp"), ("ipv4", "tcp"), ("ipv6", "tcp"))
@@ -78,10 +77,7 @@ def _memory(flows: int) -> dict[str, Any]:
             assert table is not None
             table.tick()
             rss0 = _rss_kib()
-            sock = run_in(netns.resolve(pair.ns_a).path, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-            with sock:
-                for port in range(10_000, 10_000 + flows):
-                    sock.sendto(b"x" * 32, (pair.ip4_b, port))
+            udp_to_ports(pair.ns_a, pair.ip4_b, range(10_000, 10_000 + flows), 32)
             time.sleep(0.5)
             full = _memlock(fd)
             t0 = time.perf_counter()

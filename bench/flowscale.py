@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
-import sys
 from typing import Any
 
 import tcflow
@@ -38,6 +37,7 @@ from tcflow.bpf.loader import PROG_TC_EGRESS, Datapath, Options
 from tcflow.host import hooks
 from tcflow.host.sandbox import Sandbox, VethPair
 from tcflow.system import netns
+from tests.traffic_gen.sockets import round_robin_udp
 
 FLOWS = (1, 1000, 4000, 16000)
 TOUCH_C = r"""
@@ -66,39 +66,11 @@ int empty(struct __sk_buff *skb) { return -1; }
 PORT = 9  # discard
 TARGETS = {4000: 60.0, 16000: 100.0}  # added ns a packet at most (issue 22)
 
-SENDER = r"""
-import socket, struct, sys, time
-src, dst, n, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-payload = b"x" * 64
-pkts = []
-for i in range(n):
-    sport = 20000 + i
-    udp = struct.pack("!HHHH", sport, %d, 8 + len(payload), 0) + payload
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
-                     socket.inet_aton(src), socket.inet_aton(dst))
-    pkts.append(ip + udp)
-end = time.monotonic() + seconds
-sent = 0
-addr = (dst, 0)
-send = s.sendto
-while True:
-    for p in pkts:
-        send(p, addr)
-    sent += n
-    if time.monotonic() >= end:
-        break
-print(sent)
-""" % PORT
 
 
 def _send(pair: VethPair, flows: int, seconds: float) -> int:
     """Datagrams from ``flows`` source ports in turn, for ``seconds``; how many."""
-    r = subprocess.run(["ip", "netns", "exec", pair.ns_a, sys.executable, "-c", SENDER, pair.ip4_a, pair.ip4_b,
-                        str(flows), str(seconds)], capture_output=True, text=True, timeout=seconds + 60)
-    if r.returncode != 0:
-        raise RuntimeError(f"sender failed: {r.stderr.strip()[-500:]}")
-    return int(r.stdout.split()[-1])
+    return round_robin_udp(pair.ns_a, pair.ip4_a, pair.ip4_b, flows, seconds, PORT)
 
 
 def _one(pair: VethPair, ns: netns.Netns, dp: Datapath, flows: int, seconds: float) -> tuple[float, int, int]:

@@ -30,13 +30,13 @@ import time
 from typing import Any, Optional
 
 import tcflow
-from bench import iperf
 from tcflow.bpf import kheaders, libbpf
 from tcflow.bpf.loader import PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_XDP, Datapath
 from tcflow.host import hooks
 from tcflow.host.sandbox import Sandbox, VethPair
 from tcflow.model import classes
 from tcflow.system import netns
+from tests.traffic_gen import iperf
 
 HOOKS = ("tc", "xdp_generic", "xdp_native")  # "tc": ingress and egress at once
 VARIANTS = ("floor", "minimal", "tcflow")

@@ -50,25 +50,9 @@ int maps_only(struct xdp_md *ctx) {
 
 
 def frames() -> dict[str, bytes]:
-    from scapy.layers.inet import IP, TCP, UDP, fragment
-    from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop
-    from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
-    from scapy.packet import Raw
+    from tests.traffic_gen.frames import frame_kinds
 
-    a4, b4, a6, b6 = "198.18.0.1", "198.18.0.2", "2001:db8::1", "2001:db8::2"
-    eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
-    body = Raw(bytes(1000))
-    frag = fragment(IP(src=a4, dst=b4) / UDP(sport=1, dport=2) / Raw(bytes(3000)), fragsize=1480)[1]
-    return {
-        "ipv4_tcp": bytes(eth / IP(src=a4, dst=b4) / TCP(sport=1, dport=2) / body),
-        "ipv4_udp": bytes(eth / IP(src=a4, dst=b4) / UDP(sport=1, dport=2) / body),
-        "ipv6_tcp_2ext": bytes(eth / IPv6(src=a6, dst=b6) / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt()
-                               / TCP(sport=1, dport=2) / body),
-        "qinq_ipv4_udp": bytes(eth / Dot1AD(vlan=10) / Dot1Q(vlan=20) / IP(src=a4, dst=b4)
-                               / UDP(sport=1, dport=2) / body),
-        "ipv4_fragment": bytes(eth / frag),
-        "non_ip_arp": bytes(eth / ARP(psrc=a4, pdst=b4)),
-    }
+    return frame_kinds()
 
 
 def _empty_fd(kind: str) -> tuple[Any, int]:

@@ -13,9 +13,9 @@ import statistics
 from typing import Any, Optional  # noqa: F401
 
 import tcflow
-from bench import iperf
 from tcflow.bpf.loader import Datapath
 from tcflow.host.sandbox import Sandbox, VethPair
+from tests.traffic_gen import iperf
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "tc_ingress": {"ingress": "tc"},

@@ -13,7 +13,7 @@ import pytest
 
 from tcflow.bpf import build, kheaders, libbpf, loader
 from tcflow.engine.slots import SlotTable
-from tests.support.frames import cases, hostile
+from tests.support.cases import cases, hostile
 from tests.support.harness import PROGRAMS, Harness
 
 

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from tests.support.frames import cases, fragmented_udp, hostile
+from tests.support.cases import cases, fragmented_udp, hostile
 from tests.support.harness import PROGRAMS, Harness, Refused, expected
 
 CASES = cases()
@@ -77,7 +77,7 @@ def test_hostile_frames_match_reference(harness: Harness, program: str) -> None:
 def test_gso_packet_count_is_segments(harness: Harness) -> None:
     from scapy.layers.inet import IP, TCP
 
-    from tests.support.frames import A4, B4, eth, pl
+    from tests.support.cases import A4, B4, eth, pl
 
     frame = eth(IP(src=A4, dst=B4) / TCP() / pl(500 * 7))  # test runs take at most a page
     b, p = harness.run("tc_egress", frame, segs=7)

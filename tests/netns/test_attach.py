@@ -10,8 +10,8 @@ import tcflow
 from tcflow.host.sandbox import Sandbox, VethPair
 from tcflow.model.errors import InterfaceError
 from tests.support.counting import FRAMES, settle, totals
-from tests.support.inject import send_frames
 from tests.support.shell import FOREIGN, foreign_bpf, sh
+from tests.traffic_gen.frames import send_frames
 
 
 def ifindex(ns: str, dev: str) -> int:

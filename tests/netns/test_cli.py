@@ -23,9 +23,9 @@ from tcflow.host.sandbox import Sandbox, VethPair
 from tcflow.model.classes import NAMES
 from tests.support.cli import REPO, Live, leftovers, nonzero, one_line_error, run, settled_show
 from tests.support.counting import FRAMES, RECV_B, RECV_P, SEND_B, SEND_P, both_ways, key
-from tests.support.inject import send_frames
 from tests.support.shell import FOREIGN, foreign_bpf, sh
 from tests.support.tools import require
+from tests.traffic_gen.frames import send_frames
 
 # -- attach --json: SPEC's exact counts ------------------------------------------
 

@@ -25,7 +25,7 @@ from tests.support.docker import Dockerd
 from tests.support.pcap import capture, drain
 from tests.support.reference import classify
 from tests.support.serve import Serve, parse_metrics
-from tests.support.sockets import tcp_exchange, udp_exchange
+from tests.traffic_gen.sockets import tcp_exchange, udp_exchange
 
 WEB_IP, DB_IP = "198.18.200.10", "198.18.200.11"
 

@@ -29,8 +29,8 @@ from tests.support.cli import REPO, Live, leftovers, one_line_error, run
 from tests.support.counting import key
 from tests.support.pcap import capture, drain, pcap_frames
 from tests.support.reference import classify
-from tests.support.sockets import _sock, tcp_exchange, udp_exchange
 from tests.support.tools import require
+from tests.traffic_gen.sockets import socket_in, tcp_exchange, udp_exchange
 
 Tuple = tuple[int, frozenset, Optional[int]]  # protocol, both endpoints, ICMP type
 MEASURES = ("ip_bytes", "payload_bytes", "packets")
@@ -164,10 +164,10 @@ def test_flows_equal_the_pcap_per_five_tuple_and_sum_to_the_classes(veth_pair: V
     long_lived: list[int] = []
 
     def steady() -> None:  # one TCP connection that lives through the whole test
-        srv = _sock(p.ns_b, socket.AF_INET, socket.SOCK_STREAM)
+        srv = socket_in(p.ns_b, socket.AF_INET, socket.SOCK_STREAM)
         srv.bind((p.ip4_b, 0))
         srv.listen(1)
-        cli = _sock(p.ns_a, socket.AF_INET, socket.SOCK_STREAM)
+        cli = socket_in(p.ns_a, socket.AF_INET, socket.SOCK_STREAM)
         cli.connect(srv.getsockname())
         conn, _ = srv.accept()
         with srv, cli, conn:
@@ -246,7 +246,7 @@ def _flood(p: VethPair, payload: bytes) -> range:
     lines = (1 << abi.flow_cache_set_bits(libbpf.num_possible_cpus())) * abi.FLOW_CACHE_WAYS
     ports = range(10_000, 10_000 + lines // 4)
     assert ports.stop <= 32768
-    socks = [_sock(p.ns_a, socket.AF_INET, socket.SOCK_DGRAM) for _ in range(8)]
+    socks = [socket_in(p.ns_a, socket.AF_INET, socket.SOCK_DGRAM) for _ in range(8)]
     try:
         for port in ports:
             for sock in socks:
@@ -371,7 +371,8 @@ class _Flows:
         self.stop = threading.Event()
         self.pairs = []
         for _ in range(n):
-            a, b = _sock(p.ns_a, socket.AF_INET, socket.SOCK_DGRAM), _sock(p.ns_b, socket.AF_INET, socket.SOCK_DGRAM)
+            a = socket_in(p.ns_a, socket.AF_INET, socket.SOCK_DGRAM)
+            b = socket_in(p.ns_b, socket.AF_INET, socket.SOCK_DGRAM)
             a.bind((p.ip4_a, 0))
             b.bind((p.ip4_b, 0))
             self.pairs.append((a, b))

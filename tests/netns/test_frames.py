@@ -9,7 +9,7 @@ import pytest
 import tcflow
 from tcflow.host.sandbox import VethPair
 from tests.support.counting import FRAMES, settle, totals
-from tests.support.inject import send_frames
+from tests.traffic_gen.frames import send_frames
 
 
 @pytest.mark.parametrize("ingress", ["xdp", "tc"])

@@ -17,7 +17,7 @@ import pytest
 import tcflow
 from tcflow.host.sandbox import VethPair
 from tests.support.pcap import capture, drain
-from tests.support.sockets import bulk_send
+from tests.traffic_gen.sockets import bulk_send
 
 TOTAL = 1_000_003  # a prime number of bytes
 TCP_INFO, TCPI_SND_MSS_OFFSET = 11, 16

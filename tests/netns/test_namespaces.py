@@ -21,8 +21,8 @@ from tcflow.host.sandbox import Sandbox, VethPair
 from tcflow.model.targets import Target, Where
 from tests.support.cli import Live, leftovers, nonzero, run
 from tests.support.counting import FRAMES, RECV_B, RECV_P, SEND_B, SEND_P, key
-from tests.support.inject import send_frames
 from tests.support.shell import sh
+from tests.traffic_gen.frames import send_frames
 
 
 class CountingDatapath(Datapath):

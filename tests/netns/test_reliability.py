@@ -20,8 +20,8 @@ import pytest
 from tcflow.host.sandbox import Sandbox, VethPair
 from tests.support.cli import REPO, Live, leftovers, nonzero, run
 from tests.support.counting import FRAMES, RECV_B, RECV_P, SEND_B, SEND_P, both_ways, key
-from tests.support.inject import send_frames
 from tests.support.shell import foreign_bpf, sh
+from tests.traffic_gen.frames import send_frames
 
 COUNTING_TC = r"""
 #include <uapi/linux/bpf.h>

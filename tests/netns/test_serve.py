@@ -19,9 +19,9 @@ from typing import Any
 from tcflow.host.sandbox import VethPair
 from tests.support.cli import REPO, leftovers, nonzero
 from tests.support.counting import FRAMES, RECV_B, RECV_P, SEND_B, SEND_P, both_ways, key
-from tests.support.inject import send_frames
 from tests.support.serve import Serve, parse_metrics
 from tests.support.tools import require
+from tests.traffic_gen.frames import send_frames
 
 # Screenshots and other things a person may want to look at after a run;
 # ignored by git, so `make test` leaves the tree as it was.
@@ -214,7 +214,7 @@ def test_dashboard_in_headless_chromium(veth_pair: VethPair, pin_env: dict[str, 
     from selenium.webdriver.common.action_chains import ActionChains
 
     from tests.support import png
-    from tests.support.sockets import bulk_send, udp_exchange
+    from tests.traffic_gen.sockets import bulk_send, udp_exchange
 
     p = veth_pair
     srv = Serve("--netns", p.ns_a, p.dev_a, env=pin_env)
@@ -313,7 +313,7 @@ def test_dashboard_in_headless_chromium(veth_pair: VethPair, pin_env: dict[str, 
 
 
 def test_dashboard_lists_the_busiest_flows_with_serve_flows(veth_pair: VethPair, pin_env: dict[str, str]) -> None:
-    from tests.support.sockets import udp_exchange
+    from tests.traffic_gen.sockets import udp_exchange
 
     p = veth_pair
     srv = Serve("--flows", "--flow-idle", "4", "--netns", p.ns_a, p.dev_a, env=pin_env)

@@ -9,7 +9,7 @@ import pytest
 import tcflow
 from tcflow.host.sandbox import VethPair, run
 from tests.support.counting import settle
-from tests.support.sockets import tcp_exchange, udp_exchange
+from tests.traffic_gen.sockets import tcp_exchange, udp_exchange
 
 PRIME = 31
 

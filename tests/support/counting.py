@@ -7,9 +7,9 @@ from collections import Counter
 from typing import Any
 
 from tcflow.host.sandbox import VethPair
-from tests.support.frames import cases, fragmented_udp
-from tests.support.inject import send_frames
+from tests.support.cases import cases, fragmented_udp
 from tests.support.reference import classify
+from tests.traffic_gen.frames import send_frames
 
 # Every crafted frame both hooks see alike, and two fragmented datagrams.
 FRAMES = [c.frame for c in cases() if not c.tc_only] + fragmented_udp("ipv4", 3001) + fragmented_udp("ipv6", 3001)

@@ -18,7 +18,7 @@ from tcflow.bpf.reader import VALUE_SIZE, WORDS_PER_SLOT, sum_percpu
 from tcflow.model import classes
 from tcflow.model.errors import DependencyError
 from tcflow.model.snapshot import Hooks, make_snapshot
-from tests.support.frames import cases
+from tests.support.cases import cases
 from tests.support.reference import classify
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -193,7 +193,7 @@ def test_reference_agrees_with_hand_figures(case) -> None:  # noqa: ANN001
 def test_reference_vlan_in_metadata_counts_toward_two() -> None:
     from scapy.layers.inet import IP, UDP
 
-    from tests.support.frames import A4, B4, eth, pl
+    from tests.support.cases import A4, B4, eth, pl
 
     two = eth(IP(src=A4, dst=B4) / UDP() / pl(5), [(0x8100, 1), (0x8100, 2)])
     assert classify(two, "recv")[0]["L4_UDP_RECV_V4"] == 5
@@ -203,7 +203,7 @@ def test_reference_vlan_in_metadata_counts_toward_two() -> None:
 
 def test_hostile_generator_reaches_every_outcome() -> None:
     """The fuzz frames are not all rejected early: every kind of result occurs."""
-    from tests.support.frames import MAX_TEST_FRAME, hostile
+    from tests.support.cases import MAX_TEST_FRAME, hostile
 
     seen: Counter = Counter()
     frames = hostile(2026, 3000)
