@@ -19,8 +19,8 @@ uninstall: ## remove what `make install` put outside this clone (pins stay: `tcf
 demo: setup ## attach to veths in throwaway namespaces, generate traffic, print the counters
 	@$(PY) -m tcflow demo
 
-test: setup ## all three test tiers (unit, bpf, netns), as root; leaves the tree as it was
-	@$(PY) -m pytest -q -p no:cacheprovider tests
+test: setup ## every test tier (unit, bpf, netns, plugin) and examples/ci, as root; leaves the tree as it was
+	@$(PY) -m pytest -q -p no:cacheprovider tests examples/ci
 
 test-unit: ## unit tier only; needs no root once `sudo make setup` has built .venv
 	@test -x $(PY) || { echo "make test-unit: run 'sudo make setup' first: it builds .venv" >&2; exit 1; }
@@ -42,7 +42,7 @@ soak: setup ## one hour of container churn under serve --containers --flows --pi
 	@$(PY) -m bench.soak --minutes 60
 
 lint: setup ## ruff (package, bench, tests) and mypy (package, bench)
-	@$(PY) -m pip install -q ruff mypy && $(PY) -m ruff check tcflow bench tests && $(PY) -m mypy tcflow bench
+	@$(PY) -m pip install -q ruff mypy && $(PY) -m ruff check tcflow bench tests examples && $(PY) -m mypy tcflow bench
 
 image: ## build the DaemonSet's image tcflow:VERSION with this machine's docker (base made locally; see scripts/image.sh)
 	@bash scripts/image.sh

@@ -1,8 +1,9 @@
 """Shared set-up for every tier: the root requirement, and namespace fixtures.
 
 Test hosts use docs/SPEC.md's ranges only (198.18.0.0/15, 2001:db8::/32), in
-namespaces made here (tcflow/host/sandbox.py, the same code the demo and the
-bench use), with no default route. Fixtures clean up even when a test fails.
+namespaces made by tcflow's own pytest plugin (tcflow/testing/plugin.py,
+over tcflow/host/sandbox.py: the same code the demo and the bench use), with
+no default route. Fixtures clean up even when a test fails.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Callable, Iterator
 import pytest
 
 from tcflow.host.sandbox import Sandbox, VethPair, remove_leftovers
+from tcflow.testing.lab import Lab
 from tests.support.shell import sh
 
 # Names of this test session's own: a second session running at the same
@@ -36,32 +38,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-@pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    """Namespaces and veths of this test's own, removed afterwards."""
-    box = Sandbox(PREFIX)
-    try:
-        yield box
-    finally:
-        box.close()
+def pytest_configure(config: pytest.Config) -> None:
+    # tcflow's own pytest plugin (tcflow/testing/plugin.py) gives the
+    # namespaces and veths: installed (make setup), its pytest11 entry point
+    # has loaded it already; from a bare checkout, it is loaded here.
+    if not config.pluginmanager.has_plugin("tcflow"):
+        from tcflow.testing import plugin
+
+        config.pluginmanager.register(plugin, "tcflow")
 
 
 @pytest.fixture
-def make_netns(sandbox: Sandbox) -> Callable[[], str]:
+def sandbox(tcflow_lab: Lab) -> Sandbox:
+    """Namespaces and veths of this test's own (the plugin's tcflow_lab), removed afterwards."""
+    return tcflow_lab.sandbox
+
+
+@pytest.fixture
+def make_netns(tcflow_netns: Callable[[], str]) -> Callable[[], str]:
     """Factory: a new empty namespace (lo up), deleted after the test."""
-    return sandbox.netns
+    return tcflow_netns
 
 
 @pytest.fixture
-def veth_pair(sandbox: Sandbox) -> VethPair:
-    """Addressed pair (IPv4 + IPv6) for socket traffic."""
-    return sandbox.pair()
+def veth_pair(tcflow_lab: Lab) -> VethPair:
+    """Addressed pair (IPv4 + IPv6) for socket traffic (the plugin's, not waited quiet)."""
+    return tcflow_lab.veth(quiet=False).pair
 
 
 @pytest.fixture
-def silent_pair(sandbox: Sandbox) -> VethPair:
+def silent_pair(tcflow_lab: Lab) -> VethPair:
     """Unaddressed pair, IPv6 off: only the frames a test injects cross it."""
-    return sandbox.pair(addresses=False)
+    return tcflow_lab.veth(addresses=False, quiet=False).pair
 
 
 @pytest.fixture

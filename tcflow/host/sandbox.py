@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 
 def run(*argv: str, check: bool = True) -> str:
@@ -61,16 +61,21 @@ class Sandbox:
         run("ip", "-n", name, "link", "set", "lo", "up")
         return name
 
-    def pair(self, addresses: bool = True, dev_a: str = "tcfa", dev_b: str = "tcfb") -> VethPair:
+    def pair(self, addresses: bool = True, dev_a: str = "tcfa", dev_b: str = "tcfb", quiet: Sequence[str] = (),
+             ip4: tuple[str, str] = ("198.18.0.1", "198.18.0.2"),
+             ip6: tuple[str, str] = ("2001:db8::1", "2001:db8::2")) -> VethPair:
         """Two new namespaces and a veth between them. ``addresses``: IPv4 and
         IPv6 on both ends (nodad: usable at once); else a silent link, IPv6
-        off, so only frames a test injects cross it."""
-        p = VethPair(self.netns(), self.netns(), dev_a, dev_b)
+        off, so only frames a test injects cross it. ``quiet``: sysctls
+        (``key=value``) set in both namespaces before the veth exists."""
+        p = VethPair(self.netns(), self.netns(), dev_a, dev_b, ip4[0], ip4[1], ip6[0], ip6[1])
+        for ns in (p.ns_a, p.ns_b) if quiet else ():
+            run("ip", "netns", "exec", ns, "sysctl", "-qw", *quiet)
         run("ip", "link", "add", p.dev_a, "netns", p.ns_a, "type", "veth", "peer", "name", p.dev_b, "netns", p.ns_b)
-        for ns, dev, ip4, ip6 in ((p.ns_a, p.dev_a, p.ip4_a, p.ip6_a), (p.ns_b, p.dev_b, p.ip4_b, p.ip6_b)):
+        for ns, dev, a4, a6 in ((p.ns_a, p.dev_a, p.ip4_a, p.ip6_a), (p.ns_b, p.dev_b, p.ip4_b, p.ip6_b)):
             if addresses:
-                run("ip", "-n", ns, "addr", "add", f"{ip4}/24", "dev", dev)
-                run("ip", "-n", ns, "addr", "add", f"{ip6}/64", "dev", dev, "nodad")
+                run("ip", "-n", ns, "addr", "add", f"{a4}/24", "dev", dev)
+                run("ip", "-n", ns, "addr", "add", f"{a6}/64", "dev", dev, "nodad")
             else:
                 run("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1")
             run("ip", "-n", ns, "link", "set", dev, "up")

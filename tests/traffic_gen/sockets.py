@@ -16,11 +16,12 @@ import threading
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from tcflow.system.netns import resolve, run_in
 
 TIMEOUT_S = 10.0
+S = TypeVar("S", bound="_Sink")
 
 
 def family_of(address: str) -> int:
@@ -44,7 +45,27 @@ class Sent:
     messages: int
 
 
-class UdpSink:
+class _Sink:
+    """A socket served by a thread of its own until close()."""
+
+    sock: socket.socket
+    _stop: threading.Event
+    _thread: threading.Thread
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+    def __enter__(self: S) -> S:
+        return self
+
+    def __exit__(self, t: Optional[type[BaseException]], e: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        self.close()
+
+
+class UdpSink(_Sink):
     """A UDP socket in namespace ``ns`` bound to ``address`` (port 0: any
     free one), taking every datagram in a thread of its own, so a sender
     meets no ICMP "port unreachable". ``received``/``datagrams`` so far;
@@ -77,17 +98,6 @@ class UdpSink:
             time.sleep(0.005)
         return self.received >= payload
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-
-    def __enter__(self) -> "UdpSink":
-        return self
-
-    def __exit__(self, t: Optional[type[BaseException]], e: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> None:
-        self.close()
 
 
 def udp_send(ns: str, dst: str, port: int, count: int, size: int, src: Optional[str] = None,
@@ -124,7 +134,7 @@ def tcp_send(ns: str, dst: str, port: int, payload: int, chunk: int = 65536) -> 
     return Sent("tcp", (local[0], local[1]), (dst, port), payload, writes)
 
 
-class TcpSink:
+class TcpSink(_Sink):
     """A TCP listener in namespace ``ns`` on ``address`` (port 0: any free
     one) that reads every connection to its end in a thread and closes it;
     ``received`` bytes and ``connections`` so far."""
@@ -157,17 +167,6 @@ class TcpSink:
                 except OSError:
                     pass
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-
-    def __enter__(self) -> "TcpSink":
-        return self
-
-    def __exit__(self, t: Optional[type[BaseException]], e: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> None:
-        self.close()
 
 
 def tcp_exchange(ns_a: str, ns_b: str, family: int, addr_b: str, count: int, size_ab: int,

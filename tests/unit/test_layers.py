@@ -17,7 +17,7 @@ import pytest
 PKG = os.path.join(os.path.dirname(__file__), "..", "..", "tcflow")
 
 # lowest first; a module may import from its own layer and the ones before it
-LAYERS = ("model", "system", "bpf", "host", "containers", "engine", "output", "cli")
+LAYERS = ("model", "system", "bpf", "host", "containers", "engine", "output", "cli", "testing")
 TOP_LEVEL = {"__init__", "__main__"}  # the public face: may import any layer; no layer imports it
 MAX_TOP_LEVEL_MODULES = 8
 MAX_MODULE_LINES = 450
