@@ -119,7 +119,7 @@ def fish(parser: argparse.ArgumentParser) -> str:
             longs = [o[2:] for o in a.option_strings if o.startswith("--")]
             if not longs:
                 continue
-            line = f"complete -c tcflow {when} -l {longs[0]}"
+            line = f"complete -c tcflow {when} " + " ".join(f"-l {o}" for o in longs)  # aliases too
             if a.nargs != 0:
                 line += " -r"
                 if a.choices:

@@ -86,10 +86,12 @@ SERVE_EPILOG = """examples:
   sudo tcflow serve --pin --match 'veth*' --follow --listen 127.0.0.1:9462
   sudo tcflow serve --containers --pin --listen 127.0.0.1:9462
   sudo tcflow serve --flows --metrics-top-flows 5 eth1
+  sudo tcflow serve --containers --web.listen-address 0.0.0.0:9462 --web.config.file /etc/tcflow/web.yml
   curl -s localhost:8080/traffic
   curl -s localhost:8080/metrics
 
-Binds 127.0.0.1:8080 unless --listen says otherwise. Endpoints are read-only:
+Binds 127.0.0.1:8080 unless --web.listen-address (or --listen) says otherwise.
+--web.config.file takes node_exporter's file: TLS, mTLS, basic auth. Endpoints are read-only:
 GET/HEAD /, /traffic, /metrics, /history, /classes, /healthz; other paths
 404, other methods 405.
 """
@@ -290,8 +292,15 @@ def parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="attach, and serve /traffic (JSON), /metrics (Prometheus) and a dashboard",
                         description="Attach like `attach`, then serve the counters over HTTP until stopped.",
                         epilog=SERVE_EPILOG, formatter_class=fmt, parents=[parents["targets"]])
-    sv.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
-                    help="where to serve (default 127.0.0.1:8080; anything else must be asked for)")
+    sv.add_argument("--web.listen-address", "--listen", dest="listen", action="append", metavar="HOST:PORT",
+                    help="where to serve; repeat for more addresses (default 127.0.0.1:8080; anything else must be "
+                         "asked for). --listen is the same option")
+    sv.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
+                    help="TLS, client certificates, basic auth (bcrypt) and response headers, in Prometheus "
+                         "exporter-toolkit's web configuration format (the file node_exporter takes); re-read "
+                         "on each connection when it or a file it names changed")
+    sv.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", metavar="PATH",
+                    help="where Prometheus metrics are served (default /metrics)")
     sv.add_argument("--metrics-top-flows", type=metrics_top, default=0, metavar="N",
                     help=f"with --flows: also a series per flow in /metrics for each interface's N busiest flows "
                          f"(default 0: only flow counts and evictions; at most {MAX_METRICS_TOP})")

@@ -15,6 +15,10 @@ from tcflow.engine.doctor import require_root
 from tcflow.model.errors import InterfaceError, TcflowError, UsageError
 from tcflow.output.history import STEP_S, History
 from tcflow.output.http import Source, is_loopback, make_server
+from tcflow.output.http.routes import PATHS
+from tcflow.output.http.webconfig import Reloading
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -22,12 +26,26 @@ def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"--listen {text} is not HOST:PORT", hint="e.g. --listen 127.0.0.1:8080")
+        raise UsageError(f"--web.listen-address {text} is not HOST:PORT",
+                         hint="e.g. --web.listen-address 127.0.0.1:8080")
     return host, int(port)
 
 
+def telemetry_path(text: str) -> str:
+    if not text.startswith("/") or text in PATHS or any(c in text for c in " ?#\r\n\0"):
+        raise UsageError(f"--web.telemetry-path {text!r} is not a path of its own",
+                         hint=f"give one that starts with / and is not {', '.join(PATHS)}")
+    return text
+
+
+def web_config(path: str | None) -> Reloading | None:
+    return Reloading(path, note) if path else None
+
+
 def run(args: argparse.Namespace) -> int:
-    host, port = parse_listen(args.listen)
+    listen = list(dict.fromkeys(parse_listen(a) for a in (args.listen or [DEFAULT_LISTEN])))
+    metrics_path = telemetry_path(args.telemetry_path)
+    web = web_config(args.web_config_file)  # a bad file stops here, before anything is attached
     settings, targets = settings_of(args)
     agent = Agent(settings)
     require_root()
@@ -43,10 +61,10 @@ def run(args: argparse.Namespace) -> int:
         return True
 
     try:
-        server = make_server(host, port, source)
+        server = make_server(listen, source, web, metrics_path)
     except OSError as e:
-        raise InterfaceError(f"cannot listen on {host}:{port}: {e.strerror}",
-                             hint="choose another port with --listen HOST:PORT") from None
+        raise InterfaceError(f"cannot listen on {' '.join(_shown(h, p) for h, p in listen)}: {e.strerror}",
+                             hint="choose another port with --web.listen-address HOST:PORT") from None
     stats_fd = -1
     serving = False
     try:
@@ -58,11 +76,15 @@ def run(args: argparse.Namespace) -> int:
                     note(f"BPF run-time statistics unavailable ({e}); /metrics leaves out tcflow's own cost")
                 server.start()
                 serving = True
-                shown = f"[{host}]" if ":" in host else host
-                if not is_loopback(host):
-                    note(f"listening on {shown}:{port}, reachable from other hosts (read-only endpoints)")
-                note(f"attached to {attached_line(agent)}; serving http://{shown}:{port}/ "
-                     "(/traffic, /metrics, /healthz); Ctrl-C stops")
+                scheme = "https" if web is not None and web.config.ssl is not None else "http"
+                guarded = web is not None and (web.config.ssl is not None or web.config.users)
+                for host, port in listen:
+                    if not is_loopback(host):
+                        note(f"listening on {_shown(host, port)}, reachable from other hosts (read-only endpoints"
+                             f"{'' if guarded else '; --web.config.file adds TLS and basic auth'})")
+                urls = " ".join(f"{scheme}://{_shown(h, p)}/" for h, p in listen)
+                note(f"attached to {attached_line(agent)}; serving {urls} "
+                     f"(/traffic, {metrics_path}, /healthz); Ctrl-C stops")
                 record()
                 loop.run(agent, sig, STEP_S, record, lambda: source.lock, note)
                 return Exit.OK
@@ -74,3 +96,7 @@ def run(args: argparse.Namespace) -> int:
         server.close()  # also when the start failed (closing twice is harmless)
         if args.pin and serving:
             left_pinned(args, agent)
+
+
+def _shown(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -160,9 +160,12 @@ def test_read_only_and_safe_defaults(silent_pair: VethPair, pin_env: dict[str, s
         srv.stop()
     # the default is loopback only
     from tcflow.cli.parser import parser
+    from tcflow.cli.serve import DEFAULT_LISTEN
 
     args = parser().parse_args(["serve", "eth0"])
-    assert args.listen == "127.0.0.1:8080"
+    assert args.listen is None and DEFAULT_LISTEN == "127.0.0.1:8080"  # serve.run() takes the default then
+    args = parser().parse_args(["serve", "eth0", "--listen", "127.0.0.1:1", "--web.listen-address", "[::1]:2"])
+    assert args.listen == ["127.0.0.1:1", "[::1]:2"]  # --listen is --web.listen-address, repeatable
 
 
 def test_counters_never_decrease_across_a_pin_restart(silent_pair: VethPair, pin_env: dict[str, str],

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -24,9 +26,11 @@ def free_port() -> int:
 class Serve:
     """A `tcflow serve` subprocess on a free loopback port."""
 
-    def __init__(self, *args: str, env: dict[str, str], port: Optional[int] = None):
+    def __init__(self, *args: str, env: dict[str, str], port: Optional[int] = None,
+                 tls: Optional[ssl.SSLContext] = None, auth: Optional[tuple[str, str]] = None):
         self.port = port or free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.tls, self.auth = tls, auth
+        self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.p = subprocess.Popen([sys.executable, "-m", "tcflow", "serve", "--listen", f"127.0.0.1:{self.port}",
                                    *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                                   env=env)
@@ -44,10 +48,14 @@ class Serve:
 
     def get(self, path: str, method: str = "GET", gzip_ok: bool = False, decompress: bool = True,
             headers: Optional[dict[str, str]] = None) -> tuple[int, dict[str, str], bytes]:
+        auth = {}
+        if self.auth is not None:
+            auth = {"Authorization": "Basic " + base64.b64encode(":".join(self.auth).encode()).decode()}
         req = urllib.request.Request(self.base + path, method=method,
-                                     headers={**({"Accept-Encoding": "gzip"} if gzip_ok else {}), **(headers or {})})
+                                     headers={**({"Accept-Encoding": "gzip"} if gzip_ok else {}), **auth,
+                                              **(headers or {})})
         try:
-            with urllib.request.urlopen(req, timeout=30) as r:
+            with urllib.request.urlopen(req, timeout=30, context=self.tls) as r:
                 body = r.read()
                 if r.headers.get("Content-Encoding") == "gzip" and decompress:
                     import gzip

@@ -35,7 +35,7 @@ from tcflow.output.http.coalesce import AsyncCoalesced, Coalesced
 STATIC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static")
 CSP = ("default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self' 'unsafe-inline'; "
        "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
-NOT_FOUND = b"not found: try /, /traffic, /metrics, /history, /classes, /healthz\n"
+PATHS = ("/", "/dashboard.js", "/traffic", "/history", "/classes", "/healthz")  # and the metrics path
 
 Reply = tuple[int, str, bytes, dict[str, str]]
 
@@ -90,8 +90,9 @@ def _page(name: str) -> bytes:
 class Endpoints:
     """Request -> reply. Runs in the event loop; renderings go to the workers."""
 
-    def __init__(self, source: Source, pool: concurrent.futures.Executor):
-        self.source, self.pool = source, pool
+    def __init__(self, source: Source, pool: concurrent.futures.Executor, metrics_path: str = "/metrics"):
+        self.source, self.pool, self.metrics_path = source, pool, metrics_path
+        self.not_found = f"not found: try /, /traffic, {metrics_path}, /history, /classes, /healthz\n".encode()
         registry = prometheus.registry(prometheus.TcflowCollector(
             source.snapshot, source.program_stats if source.has_program_stats else None,
             source.health if source.has_health else None, source.top_flows))
@@ -114,7 +115,7 @@ class Endpoints:
             return 200, ctype, body, {"Content-Security-Policy": CSP} if path == "/" else {}
         if path == "/traffic":
             return 200, "application/json", await self.traffic(), {}
-        if path == "/metrics":
+        if path == self.metrics_path:
             if "gzip" in headers.get("accept-encoding", ""):
                 return 200, CONTENT_TYPE_LATEST, await self.metrics_gz(), {"Content-Encoding": "gzip",
                                                                            "Vary": "Accept-Encoding"}
@@ -127,7 +128,7 @@ class Endpoints:
             h["status"] = "ok" if counting else ("waiting" if h.get("following") else "no interface attached")
             code = 200 if counting or h.get("following") else 503
             return code, "application/json", json.dumps(h).encode(), {}
-        return 404, "text/plain; charset=utf-8", NOT_FOUND, {}
+        return 404, "text/plain; charset=utf-8", self.not_found, {}
 
 
     async def history_reply(self, query: str) -> Reply:
