@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         return True
 
     try:
-        server = make_server(listen, source, web, metrics_path)
+        server = make_server(listen, source, web, metrics_path, note)
     except OSError as e:
         raise InterfaceError(f"cannot listen on {' '.join(_shown(h, p) for h, p in listen)}: {e.strerror}",
                              hint="choose another port with --web.listen-address HOST:PORT") from None

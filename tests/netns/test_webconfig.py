@@ -220,3 +220,42 @@ def test_several_listen_addresses_and_a_telemetry_path(veth_pair: VethPair, pin_
         srv.stop()
     r = run("serve", f"{p.ns_a}/{p.dev_a}", "--web.telemetry-path", "/traffic", env=pin_env)
     one_line_error(r, "--web.telemetry-path", code=2)
+
+
+def test_the_process_that_accepts_connections_has_no_privilege(veth_pair: VethPair, pin_env: dict[str, str]) -> None:
+    """Privilege separation: the HTTP front is a child of serve running as a
+    user, with empty capability sets (bounding set included), no_new_privs,
+    and no BPF object among its descriptors; figures through it stay exact."""
+    p = veth_pair
+    srv = Serve(f"{p.ns_a}/{p.dev_a}", env=pin_env)
+    try:
+        p.exec_a("ping", "-c", "2", "-i", "0.05", "-W", "2", p.ip4_b)
+        kids = subprocess.run(["pgrep", "-P", str(srv.p.pid)], capture_output=True, text=True).stdout.split()
+        assert len(kids) == 1, kids
+        front = int(kids[0])
+        status = dict(ln.split(":", 1) for ln in Path(f"/proc/{front}/status").read_text().splitlines() if ":" in ln)
+        assert int(status["Uid"].split()[0]) != 0 and int(status["Gid"].split()[0]) != 0
+        assert set(status["Uid"].split()) == {status["Uid"].split()[0]}  # real, effective, saved, fs: one user
+        for field in ("CapEff", "CapPrm", "CapBnd", "CapAmb", "CapInh"):
+            assert int(status[field], 16) == 0, (field, status[field])
+        assert status["NoNewPrivs"].strip() == "1"
+        fds = [os.readlink(f"/proc/{front}/fd/{fd}") for fd in os.listdir(f"/proc/{front}/fd")]
+        assert not [f for f in fds if "bpf" in f], fds
+        # its listening socket is the one scraped: the figures stay exact through it
+        assert subprocess.run(["ss", "-Hltnp", f"sport = :{srv.port}"], capture_output=True,
+                              text=True).stdout.count(f"pid={front},") == 1
+        want = {("direction", "send"), ("family", "ipv4"), ("protocol", "other")}
+        sent = [v for (name, labels), v in parse_metrics(srv.metrics()).items()
+                if name == "tcflow_ip_bytes_total" and want <= labels]
+        assert sent == [2 * 84], sent
+        # a front that dies is started again, and serves
+        os.kill(front, 9)
+        for _ in range(100):
+            kids = subprocess.run(["pgrep", "-P", str(srv.p.pid)], capture_output=True, text=True).stdout.split()
+            if kids and int(kids[0]) != front:
+                break
+            time.sleep(0.1)
+        assert srv.get("/healthz")[0] == 200
+    finally:
+        err = srv.stop()
+    assert "the HTTP front exited" in err and "Traceback" not in err, err

@@ -43,8 +43,12 @@ class Serve:
                     return
             except OSError:
                 time.sleep(0.1)
-        self.stop()
-        raise AssertionError("serve did not come up")
+        last: object = None
+        try:
+            last = self.get("/healthz")
+        except OSError as e:
+            last = e
+        raise AssertionError(f"serve did not come up: {last!r}; {self.stop()[-2000:]}")
 
     def get(self, path: str, method: str = "GET", gzip_ok: bool = False, decompress: bool = True,
             headers: Optional[dict[str, str]] = None) -> tuple[int, dict[str, str], bytes]:

@@ -12,7 +12,7 @@ import pytest
 import trustme
 
 from tcflow.model.errors import UsageError
-from tcflow.output.http.webconfig import Reloading, load
+from tcflow.output.http.webconfig import Auth, Reloading, load
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_node_exporters_file_loads(tmp_path: Path, certs: dict[str, str]) -> Non
     assert cfg.ssl is not None and cfg.ssl.verify_mode == ssl.CERT_REQUIRED
     assert cfg.ssl.minimum_version == ssl.TLSVersion.TLSv1_3
     assert cfg.headers == {"X-Frame-Options": "deny"} and set(cfg.users) == {"alice"}
-    r = Reloading(cfg.path)
+    r = Auth()
     good = "Basic " + base64.b64encode(b"alice:pw").decode()
     assert r.authorized(cfg, good) and r.authorized(cfg, good)  # the second from the remembered check
     for bad in (None, "Basic " + base64.b64encode(b"alice:no").decode(), "Basic !!", "Bearer x",
@@ -76,3 +76,19 @@ def test_a_key_that_is_not_the_certificates_own_is_refused(tmp_path: Path, certs
     other.private_key_pem.write_to_path(str(tmp_path / "other.key"))
     with pytest.raises(UsageError, match="the certificate and key do not load"):
         load(config(tmp_path, tls({**certs, "key": str(tmp_path / "other.key")})))
+
+
+def test_a_changed_file_is_loaded_again_and_a_broken_one_keeps_the_last_good(tmp_path: Path,
+                                                                            certs: dict[str, str]) -> None:
+    path = config(tmp_path, tls(certs))
+    said: list[str] = []
+    r = Reloading(path, said.append)
+    first = r.current()
+    assert r.current() is first and r.version == 0  # nothing changed: no load
+    Path(path).write_text(tls(certs, "  min_version: TLS13"))
+    assert r.current() is not first and r.version == 1
+    Path(path).write_text("tls_server_config: [\n")
+    good = r.current()
+    assert good.ssl is not None and good.ssl.minimum_version == ssl.TLSVersion.TLSv1_3 and r.version == 1
+    r.current()
+    assert len(said) == 1 and "keeping the configuration loaded before" in said[0]

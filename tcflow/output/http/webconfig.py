@@ -86,22 +86,33 @@ class WebConfig:
     files: tuple[str, ...] = ()
 
 
-def _read(path: str, key: str, file: str) -> bytes:
+Reader = Callable[[str], bytes]
+
+
+def read_file(file: str) -> bytes:
+    with open(file, "rb") as f:
+        return f.read(MAX_FILE + 1)
+
+
+def _read(path: str, key: str, file: str, read: Reader) -> bytes:
     try:
-        with open(file, "rb") as f:
-            data = f.read(MAX_FILE + 1)
+        data = read(file)
     except OSError as e:
         raise _fail(path, key, f"cannot read {file}: {e.strerror}", "name a readable file") from None
+    except KeyError:
+        raise _fail(path, key, f"{file} was not handed over", "name a readable file") from None
     if len(data) > MAX_FILE:
         raise _fail(path, key, f"{file} is larger than 1 MiB", "name the PEM file itself")
     return data
 
 
-def load(path: str) -> WebConfig:
-    """Read and check the file; UsageError naming the key if anything is wrong."""
+def load(path: str, read: Reader = read_file) -> WebConfig:
+    """Read and check the file; UsageError naming the key if anything is
+    wrong. ``read``: how a file's bytes are had (the HTTP front, which may
+    open nothing, gets them from the agent)."""
     import yaml
 
-    raw = _read(path, "file", path)
+    raw = _read(path, "file", path, read)
     try:
         doc = yaml.safe_load(raw) or {}
     except yaml.YAMLError as e:
@@ -118,7 +129,7 @@ def load(path: str) -> WebConfig:
     files = [path]
     tls = doc.get("tls_server_config")
     if tls is not None:
-        cfg.ssl, tls_files, cfg.client_allowed_sans = _tls(path, tls)
+        cfg.ssl, tls_files, cfg.client_allowed_sans = _tls(path, tls, read)
         files += tls_files
     cfg.headers = _http(path, doc.get("http_server_config"))
     cfg.users = _users(path, doc.get("basic_auth_users"))
@@ -135,12 +146,12 @@ def _mapping(path: str, key: str, value: Any, allowed: set[str]) -> dict[str, An
     return value
 
 
-def _tls(path: str, value: Any) -> tuple[ssl.SSLContext, list[str], list[str]]:
+def _tls(path: str, value: Any, read: Reader) -> tuple[ssl.SSLContext, list[str], list[str]]:
     t = _mapping(path, "tls_server_config", value, TLS_KEYS)
     k = "tls_server_config."
     files: list[str] = []
-    cert = _pem(path, t, "cert", files)
-    key = _pem(path, t, "key", files)
+    cert = _pem(path, t, "cert", files, read)
+    key = _pem(path, t, "key", files, read)
     if cert is None or key is None:
         raise _fail(path, k + ("cert_file" if cert is None else "key_file"), "missing",
                     "give both cert_file and key_file (or cert and key)")
@@ -158,7 +169,7 @@ def _tls(path: str, value: Any) -> tuple[ssl.SSLContext, list[str], list[str]]:
     if auth not in CLIENT_AUTH:
         raise _fail(path, k + "client_auth_type", f"unknown value {auth!r}",
                     f"use one of {', '.join(CLIENT_AUTH)}")
-    ca = _pem(path, t, "client_ca", files)
+    ca = _pem(path, t, "client_ca", files, read)
     if auth != "NoClientCert":
         if ca is None:
             raise _fail(path, k + "client_ca_file", f"missing (client_auth_type {auth} verifies against it)",
@@ -191,13 +202,13 @@ def _tls(path: str, value: Any) -> tuple[ssl.SSLContext, list[str], list[str]]:
     return ctx, files, [str(s) for s in sans]
 
 
-def _pem(path: str, t: dict[str, Any], name: str, files: list[str]) -> Optional[bytes]:
+def _pem(path: str, t: dict[str, Any], name: str, files: list[str], read: Reader) -> Optional[bytes]:
     inline, file = t.get(name), t.get(f"{name}_file")
     if inline and file:
         raise _fail(path, f"tls_server_config.{name}", f"given inline and as {name}_file", "give one of them")
     if file:
         files.append(str(file))
-        return _read(path, f"tls_server_config.{name}_file", str(file))
+        return _read(path, f"tls_server_config.{name}_file", str(file), read)
     return str(inline).encode() if inline else None
 
 
@@ -268,18 +279,17 @@ def _users(path: str, value: Any) -> dict[str, bytes]:
 class Reloading:
     """The configuration in use: on each new connection, one stat of every
     file it came from; if any changed, the file is loaded again. A file that
-    no longer loads keeps the last good configuration (``error`` says why)."""
+    no longer loads keeps the last good configuration (``error`` says why).
+    ``version`` counts the loads."""
 
     def __init__(self, path: str, note: Callable[[str], None] = lambda s: None):
         self.path = path
         self.note = note
         self.config = load(path)
         self.stamp = _stamp(self.config.files)
+        self.version = 0
         self.error = ""
         self._lock = threading.Lock()
-        self._checked: dict[bytes, bool] = {}  # keyed digest of (user, password) -> ok, for the current users
-        self._key = os.urandom(32)
-        self._dummy: Optional[bytes] = None
 
     def current(self) -> WebConfig:
         stamp = _stamp(self.config.files)
@@ -290,7 +300,7 @@ class Reloading:
                     try:
                         self.config = load(self.path)
                         self.stamp = _stamp(self.config.files)
-                        self._checked.clear()
+                        self.version += 1
                         self.error = ""
                     except UsageError as e:
                         if str(e) != self.error:
@@ -298,10 +308,21 @@ class Reloading:
                             self.note(f"{e}; keeping the configuration loaded before")
         return self.config
 
+
+class Auth:
+    """Basic auth against a configuration's users. A checked password is
+    remembered (bcrypt costs ~100 ms by design), only while the
+    configuration stays the same one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._checked: dict[bytes, bool] = {}  # keyed digest of (user, password) -> ok
+        self._for: Optional[WebConfig] = None
+        self._key = os.urandom(32)
+        self._dummy: Optional[bytes] = None
+
     def authorized(self, cfg: WebConfig, header: Optional[str]) -> bool:
-        """Basic auth against ``cfg``'s users (True when it has none). A
-        checked password is remembered (bcrypt costs ~100 ms by design), only
-        until the users change."""
+        """True when ``cfg`` has no users or the header names one with its password."""
         if not cfg.users:
             return True
         if not header or not header.startswith("Basic "):
@@ -313,6 +334,9 @@ class Reloading:
         hashed = cfg.users.get(user)
         key = hmac.digest(self._key, user.encode() + b"\0" + password.encode(), "sha256")
         with self._lock:
+            if self._for is not cfg:
+                self._checked.clear()
+                self._for = cfg
             known = self._checked.get(key)
         if known is not None:
             return known
@@ -326,7 +350,7 @@ class Reloading:
         else:
             ok = bcrypt.checkpw(password.encode(), hashed)
         with self._lock:
-            if len(self._checked) < 256:
+            if self._for is cfg and len(self._checked) < 256:
                 self._checked[key] = ok
         return ok
 
