@@ -11,6 +11,7 @@ import os
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -259,3 +260,53 @@ def test_the_process_that_accepts_connections_has_no_privilege(veth_pair: VethPa
     finally:
         err = srv.stop()
     assert "the HTTP front exited" in err and "Traceback" not in err, err
+
+
+def test_without_the_capabilities_to_drop_privilege_serve_stops_in_one_line(
+        veth_pair: VethPair, pin_env: dict[str, str]) -> None:
+    """The front is never started with privilege: where it cannot drop it
+    (no CAP_SETPCAP), serve refuses, says why, and leaves nothing attached."""
+    from tests.support.cli import REPO
+
+    p = veth_pair
+    r = subprocess.run(["capsh", "--drop=cap_setpcap", "--", "-c",
+                        f"exec {sys.executable} -m tcflow serve {p.ns_a}/{p.dev_a} --listen 127.0.0.1:{free_port()}"],
+                       capture_output=True, text=True, env=pin_env, cwd=REPO, timeout=120)
+    one_line_error(r, "the HTTP front did not start: could not drop its privileges", "CAP_SETPCAP")
+    assert leftovers(p.ns_a, p.dev_a) == []
+
+
+def test_serve_runs_with_the_systemd_units_bounding_set(veth_pair: VethPair, pin_env: dict[str, str]) -> None:
+    """Every capability the unit leaves out dropped from the bounding set
+    (capsh): serve attaches, and its front serves exact figures."""
+    from tests.support.cli import REPO
+
+    unit = (Path(REPO) / "deploy" / "tcflow.service").read_text()
+    keep = {c.lower() for c in next(ln for ln in unit.splitlines()
+                                    if ln.startswith("CapabilityBoundingSet=")).split("=", 1)[1].split()}
+    last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    names = subprocess.run(["capsh", "--decode=" + format((1 << (last + 1)) - 1, "x")], capture_output=True,
+                           text=True, check=True).stdout.split("=", 1)[1].strip().split(",")
+    drop = [n for n in names if n not in keep]
+    p = veth_pair
+    port = free_port()
+    proc = subprocess.Popen(["capsh", f"--drop={','.join(drop)}", "--", "-c",
+                             f"exec {sys.executable} -m tcflow serve {p.ns_a}/{p.dev_a} --listen 127.0.0.1:{port}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=pin_env, cwd=REPO)
+    try:
+        body = b""
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                    body = r.read()
+                    break
+            except OSError:
+                time.sleep(0.2)
+        assert json.loads(body)["interfaces"] == 1
+        bnd = int(dict(ln.split(":", 1) for ln in Path(f"/proc/{proc.pid}/status").read_text().splitlines())
+                  ["CapBnd"], 16)
+        assert bnd and not bnd & (1 << 22)  # the unit's bounding set: CAP_SYS_BOOT (22) is not in it
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "Traceback" not in err, err

@@ -21,6 +21,8 @@ def test_systemd_unit_pins_so_a_restart_loses_nothing() -> None:
     exec_start = next(ln for ln in text.splitlines() if ln.startswith("ExecStart="))
     assert " serve " in exec_start and "--pin" in exec_start and "127.0.0.1:" in exec_start
     assert "Restart=on-failure" in text
+    bounding = next(ln for ln in text.splitlines() if ln.startswith("CapabilityBoundingSet=")).split("=", 1)[1]
+    assert {"CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"} <= set(bounding.split())  # the HTTP front's drop to nobody
 
 
 def test_daemonset_serves_every_container_and_states_limits() -> None:

@@ -128,6 +128,7 @@ async def serve(spec: dict[str, Any]) -> None:
     front = Front(socks, agent.backend, agent if spec.get("web") else None)
     asyncio.get_running_loop().set_exception_handler(lambda loop, context: None)  # a client's failure is not news
     await front.start()
+    writer.write(ipc.frame({"id": 0, "ready": True}))  # privileges dropped, listening: the agent may go on
     try:
         await agent.closed  # until the agent closes its end (or dies)
     finally:
@@ -136,14 +137,19 @@ async def serve(spec: dict[str, Any]) -> None:
 
 
 def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the agent's to handle; it stops us
     spec = json.loads(sys.argv[1])
     try:
         drop_privileges()
-    except OSError as e:
-        print(f"tcflow: error: the HTTP front could not drop its privileges: {e}", file=sys.stderr)
+    except OSError as e:  # told to the agent, which says it in its one line
+        os.write(int(spec["ipc"]), ipc.frame({"id": 0, "error": f"could not drop its privileges ({e})"}))
         return 1
     os.chdir("/")
-    asyncio.run(serve(spec))
+    try:
+        asyncio.run(serve(spec))
+    except Exception as e:  # one line, never a traceback; the agent starts another front
+        print(f"tcflow: the HTTP front failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -31,6 +31,7 @@ import sys
 import threading
 from typing import Any, Optional
 
+from tcflow.model.errors import TcflowError
 from tcflow.output.http import ipc
 from tcflow.output.http.front import MAX_CONNECTIONS, MAX_HEAD_BYTES, is_loopback
 from tcflow.output.http.routes import Endpoints, Source
@@ -39,6 +40,7 @@ from tcflow.output.http.webconfig import MAX_FILE, Reloading, read_file
 WORKERS = 4
 MAX_IN_FLIGHT = 256  # requests the front may have open at the agent at once
 RESTARTS = 5
+READY_S = 30.0  # for the front to start, drop its privileges and listen
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
@@ -80,9 +82,11 @@ class Server:
     def start(self) -> "Server":
         _enough_fds(MAX_CONNECTIONS + 256)
         self.thread.start()
-        self._ready.wait(30)
+        self._ready.wait(READY_S + 10)
         if self._error is not None:
             raise self._error
+        if not self._ready.is_set():
+            raise TcflowError("the HTTP front did not start", hint="run `tcflow doctor`")
         return self
 
     def _spawn(self) -> socket.socket:
@@ -112,6 +116,20 @@ class Server:
         while not self._closing:
             sock = self._spawn()
             reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_HEAD_BYTES * 4)
+            try:  # the front says it dropped its privileges and listens
+                header, _ = await asyncio.wait_for(ipc.read_frame(reader, max_body=0), READY_S)
+                if header.get("ready") is not True:
+                    raise ValueError(str(header.get("error", "not ready"))[:200])
+            except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError, ValueError) as e:
+                writer.close()
+                code = await self.loop.run_in_executor(None, self._reap)
+                why = str(e) if isinstance(e, ValueError) else f"exit {code}"
+                if not self._ready.is_set():  # at start: serve fails with this one line
+                    raise TcflowError(f"the HTTP front did not start: {why}",
+                                      hint="tcflow needs CAP_SETUID, CAP_SETGID and CAP_SETPCAP to start it "
+                                           "without privilege") from None
+                self.note(f"the HTTP front did not start again ({why}); serving stopped")
+                return
             self._ready.set()
             await self._answer(reader, writer)
             writer.close()
