@@ -33,6 +33,7 @@ from tcflow.output.http.webconfig import Auth, WebConfig, load
 
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
 FALLBACK_ID = 65534  # nobody / nogroup
+REPLY_S = 60.0  # for the agent to answer a request
 
 
 def drop_privileges() -> tuple[int, int]:
@@ -97,13 +98,21 @@ class Agent:
     async def call(self, request: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
         self.next_id += 1
         fut: asyncio.Future[tuple[dict[str, Any], bytes]] = asyncio.get_running_loop().create_future()
-        self.waiting[self.next_id] = fut
-        self.writer.write(ipc.frame({"id": self.next_id, **request}))
-        return await fut
+        rid = self.next_id
+        self.waiting[rid] = fut
+        self.writer.write(ipc.frame({"id": rid, **request}))
+        try:
+            return await fut
+        finally:
+            self.waiting.pop(rid, None)  # also when the caller gave up waiting
 
     async def backend(self, method: str, target: str, headers: dict[str, str]) -> Reply:
-        h, body = await self.call({"op": "get", "method": method, "target": target,
-                                   "accept_encoding": headers.get("accept-encoding", "")})
+        try:
+            h, body = await asyncio.wait_for(self.call({"op": "get", "method": method, "target": target,
+                                                        "accept_encoding": headers.get("accept-encoding", "")}),
+                                             REPLY_S)
+        except asyncio.TimeoutError:
+            return 503, "text/plain; charset=utf-8", b"tcflow: the agent did not answer in time\n", {}
         return int(h["code"]), str(h["ctype"]), body, {str(k): str(v) for k, v in h["headers"].items()}
 
     # the WebSource of front.Front

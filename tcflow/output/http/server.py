@@ -41,6 +41,7 @@ WORKERS = 4
 MAX_IN_FLIGHT = 256  # requests the front may have open at the agent at once
 RESTARTS = 5
 READY_S = 30.0  # for the front to start, drop its privileges and listen
+REPLY_S = 60.0  # for the front to take a reply
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
@@ -189,6 +190,9 @@ class Server:
                 code, ctype, body, extra = 500, "text/plain; charset=utf-8", \
                     f"tcflow: {type(e).__name__}: {e}\n".encode(), {}
             writer.write(ipc.frame({"id": rid, "code": code, "ctype": ctype, "headers": extra}, body))
+            await asyncio.wait_for(writer.drain(), REPLY_S)  # a front that does not read holds no more
+        except (asyncio.TimeoutError, ConnectionError):
+            writer.close()  # it is let go, and started again
         finally:
             slots.release()
 
