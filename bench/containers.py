@@ -20,17 +20,14 @@ import time
 import urllib.request
 from typing import Any
 
+from bench.procs import rss_mib
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _get(port: int, path: str) -> Any:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as r:
         return json.loads(r.read())
-
-
-def _rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:")) / 1024
 
 
 def run(count: int = 30) -> dict[str, Any]:
@@ -55,7 +52,7 @@ def run(count: int = 30) -> dict[str, Any]:
                 if serve.poll() is not None or time.monotonic() > end:
                     raise RuntimeError("tcflow serve did not come up") from None
                 time.sleep(0.05)
-        rss0 = _rss_mib(serve.pid)
+        rss0 = rss_mib(serve.pid)
         latencies = []
         for i in range(count):
             name = f"tcfb-c{i}"
@@ -78,7 +75,7 @@ def run(count: int = 30) -> dict[str, Any]:
             latencies.append(time.perf_counter() - t0)
         time.sleep(1)
         full = _get(port, "/healthz")
-        rss_full = _rss_mib(serve.pid)
+        rss_full = rss_mib(serve.pid)
         docker.run("rm", "-f", *[f"tcfb-c{i}" for i in range(count)], timeout=300)
         end = time.monotonic() + 60
         while _get(port, "/healthz")["interfaces"] and time.monotonic() < end:

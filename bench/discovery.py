@@ -33,6 +33,8 @@ import time
 import urllib.request
 from typing import Any, Optional
 
+from bench.procs import rss_mib
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTLE_S = 15.0
 
@@ -52,11 +54,6 @@ def _port() -> int:
 def _get(port: int, path: str) -> bytes:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=60) as r:
         return bytes(r.read())
-
-
-def _rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:")) / 1024
 
 
 def stop(p: subprocess.Popen, timeout: float = 30) -> None:
@@ -141,7 +138,7 @@ def _node(docker: Any, containers: int, scrapes: int, first_packets: int, settle
     try:
         _counting(port, containers, 300)
         time.sleep(settle_s)
-        rss = _rss_mib(serve.pid)
+        rss = rss_mib(serve.pid)
         lat: dict[str, list[float]] = {"/metrics": [], "/traffic": []}
         sizes: dict[str, int] = {}
         for _ in range(scrapes):
@@ -164,7 +161,7 @@ def _node(docker: Any, containers: int, scrapes: int, first_packets: int, settle
                 time.sleep(0.005)
             first.append(time.perf_counter() - t0)
             docker.run("rm", "-f", name)
-        rss_after = _rss_mib(serve.pid)
+        rss_after = rss_mib(serve.pid)
 
         def pct(v: list[float], q: float) -> float:
             v = sorted(v)

@@ -20,6 +20,7 @@ import time
 import urllib.request
 from typing import Any
 
+from bench.procs import children, rss_mib
 from tcflow.host.sandbox import Sandbox
 
 
@@ -30,10 +31,12 @@ def _free_port() -> int:
 
 
 def _proc(pid: int) -> tuple[int, float]:
-    """(threads, RSS MiB) of a process."""
-    with open(f"/proc/{pid}/status") as f:
-        st = dict(line.split(":", 1) for line in f)
-    return int(st["Threads"]), int(st["VmRSS"].split()[0]) / 1024
+    """(threads, RSS MiB) of serve: its HTTP front's included."""
+    threads = 0
+    for p in [pid] + children(pid):
+        with open(f"/proc/{p}/status") as f:
+            threads += int(dict(line.split(":", 1) for line in f)["Threads"])
+    return threads, rss_mib(pid)
 
 
 def _held(port: int, pid: int, idle: int, slow: int, probes: int = 20) -> dict[str, Any]:

@@ -60,11 +60,14 @@ def _get(url: str) -> Any:
 
 
 def _proc(pid: int) -> dict[str, float]:
+    """serve's RSS (its HTTP front's included), threads, fds and CPU."""
+    from bench.procs import rss_mib
+
     with open(f"/proc/{pid}/status") as f:
         status = {ln.split(":")[0]: ln.split(":", 1)[1].split() for ln in f}
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return {"rss_mib": int(status["VmRSS"][0]) / 1024, "threads": int(status["Threads"][0]),
+    return {"rss_mib": rss_mib(pid), "threads": int(status["Threads"][0]),
             "fds": len(os.listdir(f"/proc/{pid}/fd")),
             "cpu_s": (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")}  # utime + stime
 

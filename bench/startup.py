@@ -26,15 +26,11 @@ import time
 import urllib.request
 from typing import Any
 
+from bench.procs import rss_mib
 from tcflow.bpf.loader import PROG_TC_EGRESS, PROG_TC_INGRESS, Datapath
 from tcflow.host.sandbox import Sandbox
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:")) / 1024
 
 
 def _first_snapshot(argv: list[str], env: dict[str, str]) -> float:
@@ -55,7 +51,7 @@ def _steady_rss(argv: list[str], probe: Any) -> float:
                          text=True, cwd=ROOT)
     try:
         probe(p)
-        return _rss_mib(p.pid)
+        return rss_mib(p.pid)
     finally:
         p.terminate()
         p.communicate(timeout=30)

@@ -2,11 +2,32 @@
 the front, answers it), child.py and front.py (the front: a process without
 privilege that parses HTTP, does TLS and auth), ipc.py (between the two),
 routes.py (the endpoints), coalesce.py (shared renderings), webconfig.py
-(--web.config.file)."""
+(--web.config.file).
 
-from tcflow.output.http.coalesce import AsyncCoalesced, Coalesced
-from tcflow.output.http.front import is_loopback
-from tcflow.output.http.routes import Endpoints, Source
-from tcflow.output.http.server import Server, make_server
+The names below are imported when first used (PEP 562): the front's process
+imports this package too, and must not load the agent's side (the
+endpoints, prometheus_client) into its memory.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tcflow.output.http.coalesce import AsyncCoalesced, Coalesced
+    from tcflow.output.http.front import is_loopback
+    from tcflow.output.http.routes import Endpoints, Source
+    from tcflow.output.http.server import Server, make_server
 
 __all__ = ["AsyncCoalesced", "Coalesced", "Endpoints", "Server", "Source", "is_loopback", "make_server"]
+_LAZY = {"AsyncCoalesced": "coalesce", "Coalesced": "coalesce", "is_loopback": "front", "Endpoints": "routes",
+         "Source": "routes", "Server": "server", "make_server": "server"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"tcflow.output.http.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tcflow.output.http' has no attribute {name!r}")

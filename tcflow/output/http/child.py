@@ -27,7 +27,7 @@ import socket
 import sys
 from typing import Any, Optional
 
-from tcflow.output.http import ipc
+from tcflow.output.http import ipc  # noqa: I001
 from tcflow.output.http.front import Front, Reply
 from tcflow.output.http.webconfig import Auth, WebConfig, load
 

@@ -96,9 +96,9 @@ class Server:
         fds = [s.fileno() for s, _ in self.socks] + [theirs.fileno()]
         spec = {"ipc": theirs.fileno(), "listen": [[s.fileno(), lb] for s, lb in self.socks],
                 "web": self.web is not None}
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": PACKAGE_ROOT}
-        try:
-            self.front = subprocess.Popen([sys.executable, "-m", "tcflow.output.http.child", json.dumps(spec)],
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": ":".join(_front_path())}
+        try:  # -S: no site (its .pth files cost memory); the path holds what the front imports
+            self.front = subprocess.Popen([sys.executable, "-S", "-m", "tcflow.output.http.child", json.dumps(spec)],
                                           pass_fds=fds, env=env, cwd="/", stdin=subprocess.DEVNULL)
         finally:
             theirs.close()
@@ -227,6 +227,20 @@ class Server:
         self.pool.shutdown(wait=False, cancel_futures=True)
         if not self.thread.is_alive() and not self.loop.is_closed():
             self.loop.close()
+
+
+def _front_path() -> list[str]:
+    """Where the front finds tcflow, and PyYAML and bcrypt (for a web configuration), if this Python has them."""
+    out = [PACKAGE_ROOT]
+    for name in ("yaml", "bcrypt"):
+        try:
+            mod = __import__(name)
+        except ImportError:
+            continue
+        root = os.path.dirname(os.path.dirname(os.path.abspath(mod.__file__ or "")))
+        if root not in out:
+            out.append(root)
+    return out
 
 
 def _enough_fds(want: int) -> None:
