@@ -120,8 +120,14 @@ class Agent:
         h, _ = await self.call({"op": "web", "version": self.version})
         if h.get("version") != self.version:
             files = {p: base64.b64decode(b) for p, b in h.get("files", {}).items()}
-            self.config = load(h["path"], read=files.__getitem__) if h.get("path") else None
-            self.version = int(h["version"])
+            try:
+                self.config = load(h["path"], read=files.__getitem__) if h.get("path") else None
+                self.version = int(h["version"])
+            except Exception:  # the agent loaded these a moment ago; keep the last, ask again next time
+                if self.config is None:
+                    raise ConnectionError("no web configuration yet") from None  # fail closed: no plain HTTP
+        if self.config is None and h.get("path"):
+            raise ConnectionError("no web configuration yet")
         return self.config
 
     def authorized(self, cfg: WebConfig, header: Optional[str]) -> bool:
