@@ -25,6 +25,7 @@ from tcflow.system.safepath import trusted_dir
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
 CAP_BPF = 39
+CAP_SETGID, CAP_SETUID, CAP_SETPCAP = 6, 7, 8
 
 
 @dataclass
@@ -69,6 +70,20 @@ def check_root() -> Check:
     if not missing:
         return Check("root and capabilities", True, f"uid {os.geteuid()}, CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN")
     return Check("root and capabilities", False, "missing " + ", ".join(missing), "run tcflow with sudo")
+
+
+def check_front_privileges() -> Check:
+    """What `serve` needs to start its HTTP front without privilege (user
+    nobody, no capability): CAP_SETUID, CAP_SETGID, CAP_SETPCAP."""
+    caps = effective_caps()
+    missing = [n for n, c in (("CAP_SETUID", CAP_SETUID), ("CAP_SETGID", CAP_SETGID), ("CAP_SETPCAP", CAP_SETPCAP))
+               if not caps & (1 << c)]
+    name = "serve's HTTP front without privilege"
+    if not missing:
+        return Check(name, True, "CAP_SETUID, CAP_SETGID, CAP_SETPCAP: it can become nobody with no capability")
+    return Check(name, False, f"missing {', '.join(missing)}: `tcflow serve` refuses to start",
+                 "grant them (deploy/tcflow.service's CapabilityBoundingSet has them); attach and top do not need "
+                 "them", required=False)
 
 
 def check_bpf_syscall() -> Check:
@@ -216,7 +231,7 @@ def check_btf() -> Check:
 
 def run_checks() -> list[Check]:
     checks = [check_root(), check_bpf_syscall(), check_bcc(), check_headers(), check_btf(), check_bpffs(),
-              check_cache()]
+              check_cache(), check_front_privileges()]
     have_basics = checks[0].ok and checks[2].ok and checks[3].ok
     dp = None
     if have_basics:

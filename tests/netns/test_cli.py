@@ -525,6 +525,17 @@ def test_doctor_as_a_user_says_what_is_missing_and_exits_1() -> None:
     assert "  [FAIL] root and capabilities: missing " in r.stdout and "fix: run tcflow with sudo" in r.stdout
     assert any(ln.startswith("  [warn] compiled-program cache: cannot read ") for ln in lines), r.stdout
     assert lines[-1] == "some checks failed or could not run: see the fixes above"
+    assert "  [warn] serve's HTTP front without privilege: missing CAP_SETUID, CAP_SETGID, CAP_SETPCAP" in r.stdout
+
+
+def test_doctor_names_what_serves_http_front_needs() -> None:
+    """Root without CAP_SETPCAP (capsh): a warning that names it and says
+    serve would refuse; the required checks still pass."""
+    r = subprocess.run(["capsh", "--drop=cap_setpcap", "--", "-c", f"exec {sys.executable} -m tcflow doctor"],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "[warn] serve's HTTP front without privilege: missing CAP_SETPCAP: `tcflow serve` refuses to start" \
+        in r.stdout, r.stdout
 
 
 def test_completion_lists_the_interfaces_inside_a_namespace(make_netns: Callable[[], str], tmp_path: Any) -> None:
