@@ -5,6 +5,8 @@ from __future__ import annotations
 import pathlib
 import subprocess
 
+import pytest
+
 from tests.support.tools import require
 
 DEPLOY = pathlib.Path(__file__).resolve().parents[2] / "deploy"
@@ -79,3 +81,81 @@ def test_grafana_dashboard_expressions_parse_and_use_only_tcflow_metrics(tmp_pat
     assert r.returncode == 0, r.stdout + r.stderr
     used = {m for e in exprs + queries for m in re.findall(r"\b(?:tcflow|process)_[a-z_]+\b", e)}
     assert used and used <= _exported_names(), used - _exported_names()
+
+
+K8S_VERSION = "1.30.0"  # the schemas kubernetes-validate carries offline; 1.25 on are there
+CORE = ("daemonset.yaml", "networkpolicy.yaml", "web-config.yaml")
+OPERATOR = ("servicemonitor.yaml", "prometheusrule.yaml")  # CRDs: no schema offline (checked by hand below)
+
+
+def _docs(name: str) -> list[dict]:
+    import yaml
+
+    return [d for d in yaml.safe_load_all((DEPLOY / name).read_text()) if d]
+
+
+def test_every_kubernetes_manifest_validates_against_the_api_schemas() -> None:
+    import kubernetes_validate
+
+    kinds = []
+    for name in CORE:
+        for doc in _docs(name):
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)  # raises on any unknown or wrong field
+            kinds.append(doc["kind"])
+    assert sorted(kinds) == ["DaemonSet", "NetworkPolicy", "Secret", "Service"]
+    for name in OPERATOR:  # the Prometheus Operator's kinds are not in kubernetes-validate: said, not skipped silently
+        with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+            kubernetes_validate.validate(_docs(name)[0], K8S_VERSION, strict=True)
+
+
+def test_the_prometheusrule_is_the_promtool_tested_rules(tmp_path: pathlib.Path) -> None:
+    import yaml
+
+    [rule] = _docs("prometheusrule.yaml")
+    assert (rule["apiVersion"], rule["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
+    assert set(rule) == {"apiVersion", "kind", "metadata", "spec"} and set(rule["spec"]) == {"groups"}
+    assert rule["spec"]["groups"] == yaml.safe_load((DEPLOY / "prometheus-rules.yml").read_text())["groups"]
+    out = tmp_path / "rules.yml"
+    out.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    r = subprocess.run([_promtool(), "check", "rules", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_servicemonitor_networkpolicy_and_daemonset_agree() -> None:
+    daemonset, service = _docs("daemonset.yaml")
+    [monitor] = _docs("servicemonitor.yaml")
+    [policy] = _docs("networkpolicy.yaml")
+    assert set(monitor) == {"apiVersion", "kind", "metadata", "spec"}
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [service["metadata"]["namespace"]]
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]} and endpoint["scheme"] == "https"
+    assert set(endpoint["tlsConfig"]) == {"serverName", "ca", "cert", "keySecret"} and "basicAuth" in endpoint
+    pod = daemonset["spec"]["template"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    [port] = policy["spec"]["ingress"][0]["ports"]
+    container = pod["spec"]["containers"][0]
+    assert port["port"] == container["ports"][0]["containerPort"] == 9462
+    args = container["args"]
+    assert args[args.index("--web.config.file") + 1] == "/etc/tcflow/web/web.yml"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["spec"]["volumes"] if "secret" in v}
+    assert secrets == {"web-config": "tcflow-web-config", "tls": "tcflow-tls"}
+    assert mounts["web-config"] == "/etc/tcflow/web" and mounts["tls"] == "/etc/tcflow/tls"
+
+
+def test_the_web_config_secret_is_a_file_tcflow_takes() -> None:
+    import trustme
+
+    from tcflow.output.http.webconfig import load
+
+    [secret] = _docs("web-config.yaml")
+    ca, client_ca = trustme.CA(), trustme.CA()
+    cert = ca.issue_cert("tcflow.monitoring.svc")
+    files = {"/etc/tcflow/web/web.yml": secret["stringData"]["web.yml"].encode(),
+             "/etc/tcflow/tls/tls.crt": cert.cert_chain_pems[0].bytes(),
+             "/etc/tcflow/tls/tls.key": cert.private_key_pem.bytes(),
+             "/etc/tcflow/tls/ca.crt": client_ca.cert_pem.bytes()}
+    cfg = load("/etc/tcflow/web/web.yml", read=files.__getitem__)
+    assert cfg.ssl is not None and set(cfg.users) == {"prometheus"}
+    assert cfg.files == tuple(files)
