@@ -23,16 +23,20 @@ def capture(ns: str, dev: str, path: str, *, direction: str = "out", snaplen: in
     return proc
 
 
-def drain(cap: subprocess.Popen, path: str) -> list[tuple[bytes, int]]:
-    """Stop tcpdump once its file stops growing (SIGINT drops what is
-    still in its ring buffer), and return the frames."""
-    last = -1
-    for _ in range(100):
+def drain(cap: subprocess.Popen, path: str, quiet_s: float = 0.6) -> list[tuple[bytes, int]]:
+    """Stop tcpdump once its file stopped growing for ``quiet_s`` (longer
+    than TCP's 200 ms delayed ACK: a connection's last ACK may come after
+    the sockets returned; SIGINT drops what is still in its ring buffer),
+    and return the frames. At most 20 s."""
+    last, since = -1, time.monotonic()
+    end = since + 20
+    while time.monotonic() < end:
         size = os.path.getsize(path)
-        if size == last:
+        if size != last:
+            last, since = size, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
             break
-        last = size
-        time.sleep(0.2)
+        time.sleep(0.1)
     cap.send_signal(signal.SIGINT)
     cap.wait(10)
     return pcap_frames(path)
