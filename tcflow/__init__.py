@@ -29,8 +29,9 @@ if (sys.argv[:1] == ["-m"] or os.path.basename(sys.argv[0] if sys.argv else "") 
         and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
     signal.signal(signal.SIGINT, _quiet_exit)
 
-import importlib  # noqa: E402
-from typing import TYPE_CHECKING, Any, Optional  # noqa: E402
+from typing import TYPE_CHECKING, Optional  # noqa: E402
+
+from tcflow.model.lazy import exports  # noqa: E402
 
 if TYPE_CHECKING:
     from tcflow.engine.monitor import Monitor
@@ -47,12 +48,7 @@ _LAZY = {"Monitor": "tcflow.engine.monitor", "CLASSES": "tcflow.model.classes", 
          "__version__": "tcflow.model.version"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'tcflow' has no attribute {name!r}")
+__getattr__ = exports(globals(), _LAZY)
 
 
 def __dir__() -> list[str]:

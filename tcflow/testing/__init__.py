@@ -17,8 +17,9 @@ See docs/ci.md. Needs root.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tcflow.model.lazy import exports
 
 if TYPE_CHECKING:
     from tcflow.testing.lab import Endpoint, Lab, Veth
@@ -30,9 +31,4 @@ _LAZY = {"Endpoint": "tcflow.testing.lab", "Lab": "tcflow.testing.lab", "Veth": 
          "Flow": "tcflow.testing.meter", "Meter": "tcflow.testing.meter", "flow_matcher": "tcflow.testing.meter"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'tcflow.testing' has no attribute {name!r}")
+__getattr__ = exports(globals(), _LAZY)

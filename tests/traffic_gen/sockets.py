@@ -46,11 +46,23 @@ class Sent:
 
 
 class _Sink:
-    """A socket served by a thread of its own until close()."""
+    """A socket in namespace ``ns`` bound to ``address`` (port 0: any free
+    one), served by ``_serve()`` in a thread of its own until close();
+    ``received`` bytes so far."""
 
-    sock: socket.socket
-    _stop: threading.Event
-    _thread: threading.Thread
+    def __init__(self, ns: str, address: str, port: int, kind: int):
+        self.sock = socket_in(ns, family_of(address), kind)
+        self.sock.bind((address, port))
+        if kind == socket.SOCK_STREAM:
+            self.sock.listen(16)
+        self.sock.settimeout(0.1)  # so that the thread sees close() within 0.1 s
+        self.address: tuple[str, int] = self.sock.getsockname()[:2]
+        self.received = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        raise NotImplementedError
 
     def close(self) -> None:
         self._stop.set()
@@ -66,22 +78,16 @@ class _Sink:
 
 
 class UdpSink(_Sink):
-    """A UDP socket in namespace ``ns`` bound to ``address`` (port 0: any
-    free one), taking every datagram in a thread of its own, so a sender
-    meets no ICMP "port unreachable". ``received``/``datagrams`` so far;
-    ``wait_for(n)`` waits (bounded) until n bytes came."""
+    """A UDP socket in namespace ``ns`` on ``address`` taking every datagram,
+    so a sender meets no ICMP "port unreachable". ``received``/``datagrams``
+    so far; ``wait_for(n)`` waits (bounded) until n bytes came."""
 
     def __init__(self, ns: str, address: str, port: int = 0):
-        self.sock = socket_in(ns, family_of(address), socket.SOCK_DGRAM)
-        self.sock.bind((address, port))
-        self.sock.settimeout(0.1)
-        self.address: tuple[str, int] = self.sock.getsockname()[:2]
-        self.received = self.datagrams = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._drain, daemon=True)
+        super().__init__(ns, address, port, socket.SOCK_DGRAM)
+        self.datagrams = 0
         self._thread.start()
 
-    def _drain(self) -> None:
+    def _serve(self) -> None:
         while not self._stop.is_set():
             try:
                 data = self.sock.recv(65535)
@@ -135,19 +141,13 @@ def tcp_send(ns: str, dst: str, port: int, payload: int, chunk: int = 65536) -> 
 
 
 class TcpSink(_Sink):
-    """A TCP listener in namespace ``ns`` on ``address`` (port 0: any free
-    one) that reads every connection to its end in a thread and closes it;
-    ``received`` bytes and ``connections`` so far."""
+    """A TCP listener in namespace ``ns`` on ``address`` that reads every
+    connection to its end and closes it; ``received`` bytes and
+    ``connections`` so far."""
 
     def __init__(self, ns: str, address: str, port: int = 0):
-        self.sock = socket_in(ns, family_of(address), socket.SOCK_STREAM)
-        self.sock.bind((address, port))
-        self.sock.listen(16)
-        self.sock.settimeout(0.1)
-        self.address: tuple[str, int] = self.sock.getsockname()[:2]
-        self.received = self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
+        super().__init__(ns, address, port, socket.SOCK_STREAM)
+        self.connections = 0
         self._thread.start()
 
     def _serve(self) -> None:
@@ -166,7 +166,6 @@ class TcpSink(_Sink):
                         self.received += len(chunk)
                 except OSError:
                     pass
-
 
 
 def tcp_exchange(ns_a: str, ns_b: str, family: int, addr_b: str, count: int, size_ab: int,

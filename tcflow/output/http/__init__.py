@@ -11,8 +11,9 @@ endpoints, prometheus_client) into its memory.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tcflow.model.lazy import exports
 
 if TYPE_CHECKING:
     from tcflow.output.http.coalesce import AsyncCoalesced, Coalesced
@@ -23,11 +24,4 @@ if TYPE_CHECKING:
 __all__ = ["AsyncCoalesced", "Coalesced", "Endpoints", "Server", "Source", "is_loopback", "make_server"]
 _LAZY = {"AsyncCoalesced": "coalesce", "Coalesced": "coalesce", "is_loopback": "front", "Endpoints": "routes",
          "Source": "routes", "Server": "server", "make_server": "server"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"tcflow.output.http.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'tcflow.output.http' has no attribute {name!r}")
+__getattr__ = exports(globals(), {name: f"tcflow.output.http.{module}" for name, module in _LAZY.items()})
