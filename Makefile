@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 .DEFAULT_GOAL := help
 
-.PHONY: help setup install uninstall demo test test-unit test-bpf test-netns fuzz bench soak lint image clean
+.PHONY: help setup install uninstall demo test test-unit test-bpf test-netns fuzz bench soak lint image image-proof clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -42,10 +42,13 @@ soak: setup ## one hour of container churn under serve --containers --flows --pi
 	@$(PY) -m bench.soak --minutes 60
 
 lint: setup ## ruff (package, bench, tests) and mypy (package, bench)
-	@$(PY) -m pip install -q ruff mypy && $(PY) -m ruff check tcflow bench tests examples && $(PY) -m mypy tcflow bench
+	@$(PY) -m pip install -q ruff mypy && $(PY) -m ruff check tcflow bench tests examples scripts && $(PY) -m mypy tcflow bench
 
 image: ## build the DaemonSet's image tcflow:VERSION with this machine's docker (base made locally; see scripts/image.sh)
 	@bash scripts/image.sh
+
+image-proof: setup ## run the image as the DaemonSet does (--cap-drop ALL plus its six, read-only root) beside two containers
+	@$(PY) scripts/image_proof.py
 
 clean: ## remove the venv, caches and test artifacts
 	rm -rf .venv *.egg-info .pytest_cache test-artifacts

@@ -10,7 +10,8 @@
 # bridge or NAT is needed in dockerd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' tcflow/model/version.py)
+[ -n "$version" ] || { echo "tcflow image: no __version__ in tcflow/model/version.py" >&2; exit 1; }
 base=${BASE:-tcflow-base:bookworm}
 docker=${DOCKER:-docker}
 

@@ -9,11 +9,11 @@ import sys
 import threading
 from typing import Optional
 
-from tcflow.cli.parser import settings_of
+from tcflow.cli.parser import mode_of, settings_of
 from tcflow.cli.screen import Exit, Live, attached_line, left_pinned, note, out, terminal_size
 from tcflow.engine import loop
 from tcflow.engine.agent import Agent
-from tcflow.engine.doctor import require_root
+from tcflow.engine.privileges import require
 from tcflow.model.errors import InterfaceError
 from tcflow.model.snapshot import Snapshot, document
 from tcflow.output.table import header, render, screen
@@ -21,8 +21,8 @@ from tcflow.output.table import header, render, screen
 
 def run(args: argparse.Namespace) -> int:
     settings, targets = settings_of(args)
+    require(mode_of(args))
     agent = Agent(settings)
-    require_root()
     live = Live(not args.json and sys.stdout.isatty())
     shown = [0]
     prev: list[Optional[Snapshot]] = [None, None]  # the last snapshot, and the one before it

@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import math
+import os
 from typing import Callable, NoReturn, Sequence
 
 from tcflow.bpf.loader import DEFAULT_FLOW_ENTRIES, DEFAULT_MAX_IFACES
 from tcflow.cli.completion import subcommands
 from tcflow.engine.flows import DEFAULT_TOP, IDLE_S
+from tcflow.engine.privileges import Mode
 from tcflow.engine.settings import (
     INGRESS_CHOICES,
     MAX_FLOW_ENTRIES,
@@ -24,7 +26,7 @@ from tcflow.engine.settings import (
 )
 from tcflow.host import pins
 from tcflow.model.errors import UsageError, shell_words
-from tcflow.model.targets import Target, Where, group
+from tcflow.model.targets import Target, Where, group, split
 from tcflow.model.version import __version__
 from tcflow.output.top import SORTS
 
@@ -180,6 +182,26 @@ def settings_of(args: argparse.Namespace) -> tuple[Settings, list[Target]]:
     return Settings(args.ingress, args.xdp_mode, args.include_local, args.pin, args.pin_dir if args.pin else None,
                     args.containers, args.max_interfaces, flows, args.flow_entries, args.flow_idle,
                     args.flows_top), targets
+
+
+def mode_of(args: argparse.Namespace) -> Mode:
+    """What this command line does, for the capability check (engine/privileges.py)."""
+    default = Where(getattr(args, "netns", None), getattr(args, "pid", None))
+    wheres = [default]
+    if args.command in ("attach", "top", "serve"):
+        wheres += [t.where for t in settings_of(args)[1]]
+    elif args.command == "detach":
+        wheres += [split(word, default)[0] for word in args.interfaces or ()]
+    containers = bool(getattr(args, "containers", False))
+    proc = containers or any(w.pid is not None or (w.netns or "").startswith("/proc/") for w in wheres)
+    # show --containers only names the pins' namespaces (a stat of /proc/PID/ns/net); the others enter them
+    netns = args.command != "show" and (proc or any(w.netns is not None for w in wheres))
+    load = args.command in ("attach", "top", "serve")
+    pin_dir = getattr(args, "pin_dir", None)
+    mount = load and bool(getattr(args, "pin", False)) and pin_dir is not None \
+        and os.path.dirname(pin_dir) == pins.BPFFS and not pins.is_bpffs(pins.BPFFS)
+    return Mode(load=load, unhook=args.command == "detach", netns=netns, proc=proc, mount=mount,
+                front=args.command == "serve")
 
 
 class Parser(argparse.ArgumentParser):

@@ -7,11 +7,11 @@ import argparse
 import os
 
 from tcflow.bpf import libbpf
-from tcflow.cli.parser import settings_of
+from tcflow.cli.parser import mode_of, settings_of
 from tcflow.cli.screen import Exit, attached_line, left_pinned, note
-from tcflow.engine import loop
+from tcflow.engine import loop, privileges
 from tcflow.engine.agent import Agent
-from tcflow.engine.doctor import require_root
+from tcflow.engine.privileges import require
 from tcflow.model.errors import InterfaceError, TcflowError, UsageError
 from tcflow.output.history import STEP_S, History
 from tcflow.output.http import Source, is_loopback, make_server
@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
     metrics_path = telemetry_path(args.telemetry_path)
     web = web_config(args.web_config_file)  # a bad file stops here, before anything is attached
     settings, targets = settings_of(args)
+    require(mode_of(args))
     agent = Agent(settings)
-    require_root()
     history = History()
     if args.metrics_top_flows and not args.flows:
         raise UsageError("--metrics-top-flows needs --flows", hint="add --flows")
@@ -73,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     stats_fd = libbpf.enable_stats()
                 except TcflowError as e:
-                    note(f"BPF run-time statistics unavailable ({e}); /metrics leaves out tcflow's own cost")
+                    if not privileges.stats_enabled():  # else the administrator's sysctl keeps them on
+                        note(f"BPF run-time statistics unavailable ({e}): /metrics leaves out tcflow's own cost "
+                             "(they need CAP_SYS_ADMIN, or sysctl kernel.bpf_stats_enabled=1)")
                 server.start()
                 serving = True
                 scheme = "https" if web is not None and web.config.ssl is not None else "http"

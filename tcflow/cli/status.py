@@ -6,14 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from tcflow.cli.parser import mode_of
 from tcflow.cli.screen import Exit, out
-from tcflow.engine.doctor import require_root
+from tcflow.engine.privileges import require
 from tcflow.engine.status import collect
 from tcflow.output.status import render_containers, render_status
 
 
 def run(args: argparse.Namespace) -> int:
-    require_root()
+    require(mode_of(args))
     if args.containers:
         from tcflow.containers import status as container_status
 

@@ -17,11 +17,11 @@ import time
 import tty
 from typing import Iterator, Optional
 
-from tcflow.cli.parser import settings_of
+from tcflow.cli.parser import mode_of, settings_of
 from tcflow.cli.screen import Exit, Live, out, terminal_size
 from tcflow.engine import loop
 from tcflow.engine.agent import Agent
-from tcflow.engine.doctor import require_root
+from tcflow.engine.privileges import require
 from tcflow.output.top import Filters, View
 
 FLOWS_READ = 500  # flows per interface the view reads a tick (its averages need more than fit)
@@ -51,8 +51,8 @@ def keyboard(on: bool) -> Iterator[Optional[int]]:
 
 def run(args: argparse.Namespace) -> int:
     settings, targets = settings_of(args)
+    require(mode_of(args))
     agent = Agent(settings)
-    require_root()
     live = Live(not args.json and sys.stdout.isatty())
     view = View(Filters(port=args.port, host=args.host, proto=args.proto, where=args.where), args.sort, args.units)
     agent.flows_top = max(FLOWS_READ, args.top)

@@ -17,15 +17,11 @@ from typing import Callable, Optional
 from tcflow.bpf import build, kheaders, libbpf
 from tcflow.bpf.abi import BPF_MAP_TYPE_ARRAY
 from tcflow.bpf.loader import PROG_XDP, PROGRAMS, Datapath
+from tcflow.engine import privileges
 from tcflow.host.pins import BPFFS, is_bpffs
-from tcflow.model.errors import PermissionError_, TcflowError
+from tcflow.model.errors import TcflowError
 from tcflow.system.netns import cookie_of_current, run_in_scratch
 from tcflow.system.safepath import trusted_dir
-
-CAP_NET_ADMIN = 12
-CAP_SYS_ADMIN = 21
-CAP_BPF = 39
-CAP_SETGID, CAP_SETUID, CAP_SETPCAP = 6, 7, 8
 
 
 @dataclass
@@ -37,53 +33,39 @@ class Check:
     required: bool = True
 
 
-def effective_caps() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                return int(line.split()[1], 16)
-    return 0
+def check_modes() -> list[Check]:
+    """One check a mode: what this process lacks for it, each capability
+    named with what it is for (engine/privileges.py); after the first, only
+    what a mode needs beyond it."""
+    caps = privileges.effective()
+    user = caps == 0 and os.geteuid() != 0
+    out: list[Check] = []
+    base: set[str] = set()
+    for name, mode, required in MODES:
+        lacking = privileges.missing(privileges.needs(mode), caps)
+        granted = ", ".join(privileges.grant(privileges.needs(mode)))
+        more = [n for n in lacking if n.cap not in base]
+        if not lacking:
+            out.append(Check(name, True, granted, required=required))
+        else:
+            text = "; ".join(f"{n.cap} ({n.why})" for n in more)
+            detail = ("missing " + text if len(more) == len(lacking) else
+                      "missing what the first check names" + (f", and {text}" if text else ""))
+            fix = "run tcflow with sudo" if user else f"run tcflow as root, or grant {granted} (docs/privileges.md)"
+            out.append(Check(name, False, detail, fix, required=required))
+        if not base:
+            base = {n.cap for n in lacking}
+    return out
 
 
-def missing_caps() -> list[str]:
-    """The capabilities tcflow needs and this process lacks (empty for root)."""
-    caps = effective_caps()
-    missing = []
-    if not caps & (1 << CAP_NET_ADMIN):
-        missing.append("CAP_NET_ADMIN")
-    if not caps & ((1 << CAP_BPF) | (1 << CAP_SYS_ADMIN)):
-        missing.append("CAP_BPF")
-    if not caps & (1 << CAP_SYS_ADMIN):
-        missing.append("CAP_SYS_ADMIN")  # setns() into other namespaces, mounting bpffs
-    return missing
-
-
-def require_root() -> None:
-    missing = missing_caps()
-    if missing:
-        raise PermissionError_(f"tcflow needs root (missing {', '.join(missing)})",
-                               hint="run it with sudo")
-
-
-def check_root() -> Check:
-    missing = missing_caps()
-    if not missing:
-        return Check("root and capabilities", True, f"uid {os.geteuid()}, CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN")
-    return Check("root and capabilities", False, "missing " + ", ".join(missing), "run tcflow with sudo")
-
-
-def check_front_privileges() -> Check:
-    """What `serve` needs to start its HTTP front without privilege (user
-    nobody, no capability): CAP_SETUID, CAP_SETGID, CAP_SETPCAP."""
-    caps = effective_caps()
-    missing = [n for n, c in (("CAP_SETUID", CAP_SETUID), ("CAP_SETGID", CAP_SETGID), ("CAP_SETPCAP", CAP_SETPCAP))
-               if not caps & (1 << c)]
-    name = "serve's HTTP front without privilege"
-    if not missing:
-        return Check(name, True, "CAP_SETUID, CAP_SETGID, CAP_SETPCAP: it can become nobody with no capability")
-    return Check(name, False, f"missing {', '.join(missing)}: `tcflow serve` refuses to start",
-                 "grant them (deploy/tcflow.service's CapabilityBoundingSet has them); attach and top do not need "
-                 "them", required=False)
+# (check name, mode, whether doctor fails without it)
+MODES = (
+    ("root and capabilities (attach, top, serve in its own namespace)", privileges.Mode(load=True), True),
+    ("capabilities for other namespaces (--netns, NETNS/IFACE)", privileges.Mode(load=True, netns=True), False),
+    ("capabilities for containers (--containers, --pid)", privileges.Mode(load=True, netns=True, proc=True),
+     False),
+    ("serve's HTTP front without privilege", privileges.Mode(load=True, front=True), False),
+)
 
 
 def check_bpf_syscall() -> Check:
@@ -230,15 +212,15 @@ def check_btf() -> Check:
 
 
 def run_checks() -> list[Check]:
-    checks = [check_root(), check_bpf_syscall(), check_bcc(), check_headers(), check_btf(), check_bpffs(),
-              check_cache(), check_front_privileges()]
-    have_basics = checks[0].ok and checks[2].ok and checks[3].ok
+    modes = check_modes()
+    bcc, headers = check_bcc(), check_headers()
+    checks = [*modes, check_bpf_syscall(), bcc, headers, check_btf(), check_bpffs(), check_cache()]
     dp = None
-    if have_basics:
+    if modes[0].ok and bcc.ok and headers.ok:
         compiled, dp = check_compile()
         checks.append(compiled)
     try:
-        if checks[0].ok:
+        if modes[0].ok:
             checks.append(check_clsact())
             if dp is not None:
                 checks.append(check_xdp(dp))

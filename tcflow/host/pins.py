@@ -140,7 +140,8 @@ def ensure_bpffs(pin_dir: str) -> None:
         if libc.mount(b"bpf", BPFFS.encode(), b"bpf", 0, b"mode=0700") != 0:
             err = ctypes.get_errno()
             if err == errno.EPERM:
-                raise PermissionError_(f"mounting bpffs at {BPFFS} needs root", hint="run tcflow with sudo")
+                raise PermissionError_(f"mounting bpffs at {BPFFS} needs CAP_SYS_ADMIN",
+                                       hint=f"run tcflow as root, or mount it first: mount -t bpf bpf {BPFFS}")
             raise PinError(f"bpffs is not mounted at {BPFFS} and mounting it failed: {os.strerror(err)}",
                            hint=f"mount it as root: mount -t bpf bpf {BPFFS} -o mode=0700")
     if verify(pin_dir):

@@ -6,6 +6,7 @@ Every netns argument is normalised here, once, before it reaches netlink.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import socket
 import threading
@@ -109,7 +110,7 @@ def resolve(name: Optional[str] = None, pid: Optional[int] = None) -> Netns:
         raise InterfaceError("give a namespace name or a pid, not both")
     if pid is not None:
         path = f"/proc/{int(pid)}/ns/net"
-        if not os.path.exists(path):
+        if not os.path.exists(f"/proc/{int(pid)}"):
             raise InterfaceError("no such process", pid=pid, hint="check the pid with `ps`")
         label = f"pid:{pid}"
     elif name:
@@ -126,7 +127,9 @@ def resolve(name: Optional[str] = None, pid: Optional[int] = None) -> Netns:
         inode = os.stat(path).st_ino
         cookie = run_in(path, cookie_of_current) if label else cookie_of_current()
     except OSError as e:
-        raise InterfaceError(f"cannot enter network namespace: {e.strerror}",
+        why = {errno.EACCES: " (opening a process's namespace needs CAP_SYS_PTRACE)",
+               errno.EPERM: " (setns needs CAP_SYS_ADMIN)"}.get(e.errno or 0, "") if label else ""
+        raise InterfaceError(f"cannot enter network namespace: {e.strerror}{why}",
                              netns=shown(label) if label else None, hint="run tcflow as root") from None
     return Netns(label, path, inode, cookie)
 

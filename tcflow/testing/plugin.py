@@ -71,11 +71,13 @@ def _probe() -> str:
         return "tcflow fixtures need root: they make network namespaces and load BPF programs (run pytest as root)"
     if shutil.which("ip") is None:
         return "tcflow fixtures need iproute2's `ip` (apt-get install iproute2)"
-    from tcflow.engine.doctor import check_bpf_syscall, missing_caps
+    from tcflow.engine import privileges
+    from tcflow.engine.doctor import check_bpf_syscall
 
-    missing = missing_caps()
+    missing = privileges.missing(privileges.needs(privileges.Mode(load=True, netns=True)))
     if missing:
-        return f"tcflow fixtures need {', '.join(missing)} (run pytest as root, not in a restricted container)"
+        return (f"tcflow fixtures need {', '.join(n.cap for n in missing)} "
+                "(run pytest as root, not in a restricted container)")
     bpf = check_bpf_syscall()
     if not bpf.ok:
         return f"tcflow fixtures need the bpf() system call: {bpf.detail} ({bpf.fix})"

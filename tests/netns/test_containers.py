@@ -353,3 +353,27 @@ def test_flows_per_container_with_names(docker: Dockerd, web_and_db: tuple[str, 
         top.kill()
     named = {(f["interface"], f["protocol"]) for line in lines for f in line["flows"]}
     assert {(f"{web}/eth0", "icmp"), (f"{db}/eth0", "icmp")} <= named, named
+
+
+def test_containers_need_net_admin_sys_admin_and_sys_ptrace_and_nothing_else(docker: Dockerd) -> None:
+    """--containers with exactly the DaemonSet's measured set finds and
+    attaches to a running container; without any one of the three it does
+    not (unchecked: the kernel refuses setns, the /proc/PID/ns/net open or
+    the qdisc), and tcflow's check names the missing one."""
+    from tcflow.engine.privileges import Mode, grant, needs
+    from tests.support.caps import measure, tcflow
+
+    name = f"{PREFIX}caps"
+    docker.container(name, "198.18.200.40")
+    try:
+        caps = grant(needs(Mode(load=True, netns=True, proc=True)))
+        assert caps == ["CAP_NET_ADMIN", "CAP_SYS_PTRACE", "CAP_SYS_ADMIN"]
+
+        def works(p: subprocess.CompletedProcess) -> bool:
+            lines = p.stdout.strip().splitlines()
+            return p.returncode == 0 and bool(lines) and f"{name}/eth0" in json.loads(lines[-1])["interfaces"]
+
+        assert measure(caps, lambda c, checked: tcflow(c, "attach", "--containers", "--count", "3", "--interval",
+                                                       "0.5", "--json", checked=checked), works) == []
+    finally:
+        docker.run("rm", "-f", name, check=False)

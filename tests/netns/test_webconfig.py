@@ -266,47 +266,71 @@ def test_without_the_capabilities_to_drop_privilege_serve_stops_in_one_line(
         veth_pair: VethPair, pin_env: dict[str, str]) -> None:
     """The front is never started with privilege: where it cannot drop it
     (no CAP_SETPCAP), serve refuses, says why, and leaves nothing attached."""
+    from tcflow.engine.privileges import UNSET
     from tests.support.cli import REPO
 
     p = veth_pair
-    r = subprocess.run(["capsh", "--drop=cap_setpcap", "--", "-c",
-                        f"exec {sys.executable} -m tcflow serve {p.ns_a}/{p.dev_a} --listen 127.0.0.1:{free_port()}"],
-                       capture_output=True, text=True, env=pin_env, cwd=REPO, timeout=120)
+    cmd = ["capsh", "--drop=cap_setpcap", "--", "-c",
+           f"exec {sys.executable} -m tcflow serve {p.ns_a}/{p.dev_a} --listen 127.0.0.1:{free_port()}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=pin_env, cwd=REPO, timeout=120)
+    one_line_error(r, "tcflow lacks CAP_SETPCAP", "serve's HTTP front")  # said before anything is attached
+    assert leftovers(p.ns_a, p.dev_a) == []
+    # and without that check, the front itself refuses to serve with privilege
+    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(pin_env, **{UNSET: "1"}), cwd=REPO, timeout=120)
     one_line_error(r, "the HTTP front did not start: could not drop its privileges", "CAP_SETPCAP")
     assert leftovers(p.ns_a, p.dev_a) == []
 
 
-def test_serve_runs_with_the_systemd_units_bounding_set(veth_pair: VethPair, pin_env: dict[str, str]) -> None:
-    """Every capability the unit leaves out dropped from the bounding set
-    (capsh): serve attaches, and its front serves exact figures."""
+def test_serve_runs_in_the_systemd_units_sandbox(veth_pair: VethPair, pin_env: dict[str, str]) -> None:
+    """The unit's command in the unit's confinement, emulated: its bounding
+    set (setpriv; every other capability gone, CAP_KILL too, so the agent
+    cannot signal its front), no_new_privs, and ProtectSystem=strict's
+    read-only file system but for RuntimeDirectory, CacheDirectory, /tmp and
+    bpffs. serve attaches with --pin in its own namespace, its front
+    serves, and SIGTERM stops both cleanly."""
+    from tests.support.caps import setpriv
     from tests.support.cli import REPO
 
     unit = (Path(REPO) / "deploy" / "tcflow.service").read_text()
-    keep = {c.lower() for c in next(ln for ln in unit.splitlines()
-                                    if ln.startswith("CapabilityBoundingSet=")).split("=", 1)[1].split()}
-    last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
-    names = subprocess.run(["capsh", "--decode=" + format((1 << (last + 1)) - 1, "x")], capture_output=True,
-                           text=True, check=True).stdout.split("=", 1)[1].strip().split(",")
-    drop = [n for n in names if n not in keep]
+    keep = next(ln for ln in unit.splitlines() if ln.startswith("CapabilityBoundingSet=")).split("=", 1)[1].split()
     p = veth_pair
+    subprocess.run(["ip", "-n", p.ns_a, "link", "set", "lo", "up"], check=True)
     port = free_port()
-    proc = subprocess.Popen(["capsh", f"--drop={','.join(drop)}", "--", "-c",
-                             f"exec {sys.executable} -m tcflow serve {p.ns_a}/{p.dev_a} --listen 127.0.0.1:{port}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=pin_env, cwd=REPO)
+    # (/tmp stays writable, as PrivateTmp's is, but is not replaced: a checkout may live there)
+    confine = ("set -e; mount --make-rprivate /; "
+               "for d in /run/tcflow /var/cache/tcflow /tmp; do mkdir -p $d; mount --bind $d $d; done; "
+               "mount -o remount,bind,ro /; if touch /var/tcflow-rw-probe 2>/dev/null; then exit 99; fi; "
+               'exec "$@"')
+    serve = [*setpriv(keep), "--no-new-privs", sys.executable, "-m", "tcflow", "serve", "--pin", p.dev_a,
+             "--listen", f"127.0.0.1:{port}"]
+    proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{p.ns_a}", "unshare", "--mount", "sh", "-c", confine,
+                             "confine", *serve], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=pin_env, cwd=REPO)
+    get = ("import json, urllib.request as u; "
+           f"print(json.load(u.urlopen('http://127.0.0.1:{port}/healthz', timeout=5))['interfaces'])")
     try:
-        body = b""
+        seen = ""
         for _ in range(100):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
-                    body = r.read()
-                    break
-            except OSError:
-                time.sleep(0.2)
-        assert json.loads(body)["interfaces"] == 1
+            if proc.poll() is not None:
+                break
+            seen = subprocess.run(["nsenter", f"--net=/run/netns/{p.ns_a}", sys.executable, "-c", get],
+                                  capture_output=True, text=True).stdout.strip()
+            if seen:
+                break
+            time.sleep(0.2)
+        if seen != "1":
+            proc.terminate()
+            raise AssertionError(f"serve in the unit's sandbox: {seen!r}, exit {proc.wait()}: {proc.communicate()}")
+        # nsenter, unshare, sh, setpriv each exec'd the next: proc is the agent
         bnd = int(dict(ln.split(":", 1) for ln in Path(f"/proc/{proc.pid}/status").read_text().splitlines())
                   ["CapBnd"], 16)
-        assert bnd and not bnd & (1 << 22)  # the unit's bounding set: CAP_SYS_BOOT (22) is not in it
+        assert bnd and not bnd & (1 << 5) and not bnd & (1 << 21)  # no CAP_KILL (5), no CAP_SYS_ADMIN (21)
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
-    assert "Traceback" not in err, err
+    assert proc.returncode == 0 and "error" not in err and "Traceback" not in err, (proc.returncode, err)
+    assert leftovers(p.ns_a, p.dev_a) != []  # --pin: left attached, as the unit wants
+    r = subprocess.run([sys.executable, "-m", "tcflow", "detach", "--all"], env=pin_env, cwd=REPO,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert leftovers(p.ns_a, p.dev_a, pin_env["TCFLOW_PIN_DIR"]) == []

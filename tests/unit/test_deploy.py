@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pathlib
+import shlex
+import shutil
 import subprocess
 
 import pytest
@@ -23,13 +25,61 @@ def test_systemd_unit_pins_so_a_restart_loses_nothing() -> None:
     exec_start = next(ln for ln in text.splitlines() if ln.startswith("ExecStart="))
     assert " serve " in exec_start and "--pin" in exec_start and "127.0.0.1:" in exec_start
     assert "Restart=on-failure" in text
+
+
+def _needs(argv: list[str]) -> list[str]:
+    """What tcflow's table (engine/privileges.py, measured by tests/netns/test_capabilities.py) says this
+    command line needs, where bpffs is mounted (systemd mounts it; the DaemonSet mounts the host's)."""
+    from unittest import mock
+
+    from tcflow.cli.parser import mode_of, parser
+    from tcflow.engine.privileges import grant, needs
+
+    with mock.patch("tcflow.host.pins.is_bpffs", return_value=True):
+        return grant(needs(mode_of(parser().parse_args(argv))))
+
+
+def test_the_unit_grants_exactly_what_its_command_needs_and_verifies() -> None:
+    text = (DEPLOY / "tcflow.service").read_text()
+    exec_start = next(ln for ln in text.splitlines() if ln.startswith("ExecStart=")).split("=", 1)[1]
     bounding = next(ln for ln in text.splitlines() if ln.startswith("CapabilityBoundingSet=")).split("=", 1)[1]
-    assert {"CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"} <= set(bounding.split())  # the HTTP front's drop to nobody
+    want = _needs(shlex.split(exec_start)[1:])
+    assert sorted(bounding.split()) == sorted(want), (bounding, want)
+    assert "CAP_SYS_ADMIN" not in want and {"CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"} <= set(want)
+    for line in ("NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
+                 "RuntimeDirectory=tcflow", "RuntimeDirectoryPreserve=yes", "CacheDirectory=tcflow"):
+        assert line in text.splitlines(), line
+    assert "AmbientCapabilities" not in text  # root with a bounding set: nothing to add
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (Debian's systemd package has it)")
+    r = subprocess.run([analyze, "verify", str(DEPLOY / "tcflow.service")], capture_output=True, text=True)
+    # a missing /usr/local/sbin/tcflow (no `make install` here) is the one thing it may say
+    said = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip() and "/usr/local/sbin/tcflow" not in ln]
+    assert said == [], said
+
+
+def test_the_daemonset_grants_exactly_what_its_command_needs() -> None:
+    import yaml
+
+    docs = list(yaml.safe_load_all((DEPLOY / "daemonset.yaml").read_text()))
+    pod = next(d for d in docs if d and d.get("kind") == "DaemonSet")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    ctx = container["securityContext"]
+    assert ctx.get("privileged") is False and ctx["readOnlyRootFilesystem"] is True
+    assert ctx["capabilities"]["drop"] == ["ALL"]
+    want = [c.removeprefix("CAP_") for c in _needs(container["args"])]
+    assert sorted(ctx["capabilities"]["add"]) == sorted(want), (ctx["capabilities"]["add"], want)
+    # what a read-only root leaves writable is what tcflow writes: pins, its run and cache directories, /tmp
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    for path in ("/sys/fs/bpf", "/run/tcflow", "/var/cache/tcflow", "/tmp"):
+        assert not mounts[path].get("readOnly"), path
+    assert mounts["/sys/fs/bpf"].get("mountPropagation") != "Bidirectional"  # privileged pods only
 
 
 def test_daemonset_serves_every_container_and_states_limits() -> None:
     text = (DEPLOY / "daemonset.yaml").read_text()
-    for needle in ("hostNetwork: true", "hostPID: true", "privileged: true", "mountPath: /sys/fs/bpf", "--pin",
+    for needle in ("hostNetwork: true", "hostPID: true", "privileged: false", "mountPath: /sys/fs/bpf", "--pin",
                    '"--containers"', "Limitations", "prometheus.io/port", "kind: Service", "detach", "--all",
                    "limits: {memory:"):
         assert needle in text, needle

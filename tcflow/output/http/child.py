@@ -3,7 +3,8 @@ server.py with the listening sockets and its end of the agent's socketpair
 (``pass_fds``: no other descriptor), as root, which it stops being before it
 reads a byte from the network:
 
-1. it dies with the agent (PR_SET_PDEATHSIG);
+1. it dies with the agent (PR_SET_PDEATHSIG, set again after the change of
+   user, which clears it);
 2. it empties its capability bounding set, then takes user and group
    `nobody` (setgroups([]), setresgid, setresuid: the permitted, effective
    and ambient sets empty with them), then sets no_new_privs;
@@ -58,6 +59,9 @@ def drop_privileges() -> tuple[int, int]:
     os.setgroups([])
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the change of credentials cleared it
+    if os.getppid() == 1:
+        os._exit(0)
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
     caps = [int(status[k].strip(), 16) for k in ("CapEff", "CapPrm", "CapBnd", "CapAmb", "CapInh")]

@@ -72,6 +72,7 @@ class Server:
         self.thread = threading.Thread(target=self._run, name="tcflow-http", daemon=True)
         self.front: Optional[subprocess.Popen[bytes]] = None
         self.restarts = 0
+        self._ipc: Optional[socket.socket] = None
         self._closing = False
         self._ready = threading.Event()
         self._error: Optional[BaseException] = None
@@ -102,6 +103,7 @@ class Server:
                                           pass_fds=fds, env=env, cwd="/", stdin=subprocess.DEVNULL)
         finally:
             theirs.close()
+        self._ipc = ours
         return ours
 
     def _run(self) -> None:
@@ -149,7 +151,7 @@ class Server:
         try:
             return self.front.wait(10)
         except subprocess.TimeoutExpired:
-            self.front.kill()
+            _kill(self.front)
             return self.front.wait()
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -214,11 +216,18 @@ class Server:
     def close(self) -> None:
         self._closing = True
         if self.front is not None and self.front.poll() is None:
-            self.front.terminate()
+            # The front runs as nobody: without CAP_KILL (a unit or pod that
+            # grants only what tcflow needs) the agent cannot signal it. It
+            # exits when its end of the socketpair reads end-of-file.
+            if self._ipc is not None:
+                try:
+                    self._ipc.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
             try:
                 self.front.wait(10)
             except subprocess.TimeoutExpired:
-                self.front.kill()
+                _kill(self.front)
                 self.front.wait()
         if self.thread.is_alive():
             self.thread.join(timeout=10)
@@ -227,6 +236,14 @@ class Server:
         self.pool.shutdown(wait=False, cancel_futures=True)
         if not self.thread.is_alive() and not self.loop.is_closed():
             self.loop.close()
+
+
+def _kill(front: subprocess.Popen) -> None:
+    """SIGKILL, where the agent may (root with CAP_KILL); else the front dies with the agent (PR_SET_PDEATHSIG)."""
+    try:
+        front.kill()
+    except PermissionError:
+        pass
 
 
 def _front_path() -> list[str]:
