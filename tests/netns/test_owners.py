@@ -168,6 +168,14 @@ def test_detach_all_refuses_pins_a_live_serve_counts(silent_pair: VethPair, pin_
     assert leftovers(p.ns_a, p.dev_a, pin_env["TCFLOW_PIN_DIR"]) == []
 
 
+def _sigint_default() -> None:
+    """In the child before exec: SIGINT as a terminal's Ctrl-C finds it. A
+    suite started in the background by a shell without job control (`make
+    test &`) inherits SIGINT ignored, and tcflow leaves an ignored SIGINT
+    ignored until it takes the signal over: one sent before that is lost."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_at_start_prints_no_traceback(silent_pair: VethPair, pin_env: dict[str, str]) -> None:
     """SIGINT at any moment of the first 0.4 s of `attach`: a quiet exit, and
     nothing left attached. Python's own start (site, before any of tcflow's
@@ -177,7 +185,8 @@ def test_ctrl_c_at_start_prints_no_traceback(silent_pair: VethPair, pin_env: dic
     bad = []
     for i in range(20):
         proc = subprocess.Popen([sys.executable, "-m", "tcflow", "attach", "--netns", p.ns_a, p.dev_a],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO, env=pin_env)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO, env=pin_env,
+                                preexec_fn=_sigint_default)
         time.sleep(i * 0.02)
         proc.send_signal(signal.SIGINT)
         try:
