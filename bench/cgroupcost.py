@@ -19,6 +19,14 @@ do, one at a time, interleaved round by round, on clsact ingress and egress:
   two-entry per-CPU array (found or not), to tell the helpers' cost from
   the hash's.
 
+And the other way to know a received packet's socket: a cgroup_skb
+ingress program at the root of the cgroup v2 tree (found from
+/proc/self/mounts: /sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid
+host), which the kernel runs once the socket is known; ``cgskb_count``
+classifies from the IP header into the cgroup's 14 classes (a per-CPU hash
+keyed by ``bpf_skb_cgroup_id``), against ``cgskb_empty``. It is measured
+alone (nothing on clsact), run for run.
+
 Added ns = cgroup - minimal, same run. The issue's targets: at most +25 ns
 a packet on egress, +60 ns on ingress. ``attributed`` is the share of packets
 that found a cgroup (egress) or a socket (ingress) (iperf3's sockets are
@@ -104,6 +112,53 @@ static __always_inline u64 lookup(struct __sk_buff *skb)
 	return 1;
 }
 
+/* cgroup_skb ingress, at the root of the cgroup v2 tree: it runs once the
+   socket is known (the skb starts at its IP header); the cgroup's 14 classes
+   in a per-CPU hash keyed by the cgroup id */
+BPF_PERCPU_HASH(cgclasses, u64, struct counters, 4096);
+
+int cgskb_empty(struct __sk_buff *skb) { return 1; }
+
+int cgskb_count(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
+	u64 cg = bpf_skb_cgroup_id(skb);
+	struct counters zero = {};
+	struct counters *c = cgclasses.lookup_or_try_init(&cg, &zero);
+	u8 *first = data;
+	if (!c || (void *)(first + 1) > data_end)
+		return 1;
+	void *l4;
+	u32 l3len, hlen, v6;
+	u8 proto;
+	if ((*first >> 4) == 4) {
+		struct iphdr *ip = data;
+		if ((void *)(ip + 1) > data_end)
+			return 1;
+		hlen = ip->ihl * 4; l3len = bpf_ntohs(ip->tot_len); proto = ip->protocol; v6 = 0;
+		l4 = (void *)ip + hlen;
+	} else {
+		struct ipv6hdr *ip6 = data;
+		if ((void *)(ip6 + 1) > data_end)
+			return 1;
+		hlen = 40; l3len = 40 + bpf_ntohs(ip6->payload_len); proto = ip6->nexthdr; v6 = 1;
+		l4 = ip6 + 1;
+	}
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *t = l4;
+		if ((void *)(t + 1) > data_end)
+			return 1;
+		add(c, v6 ? C_L4_TCP_RECV_V6 : C_L4_TCP_RECV_V4, l3len - hlen - t->doff * 4);
+		add(c, v6 ? C_L3_TCP_RECV_V6 : C_L3_TCP_RECV_V4, l3len);
+	} else if (proto == IPPROTO_UDP) {
+		add(c, v6 ? C_L4_UDP_RECV_V6 : C_L4_UDP_RECV_V4, l3len - hlen - 8);
+		add(c, v6 ? C_L3_UDP_RECV_V6 : C_L3_UDP_RECV_V4, l3len);
+	} else {
+		add(c, v6 ? C_L3_RAW_RECV_V6 : C_L3_RAW_RECV_V4, l3len);
+	}
+	return 1;
+}
+
 /* "cgroup": the helper, then a per-CPU hash keyed by what it found */
 int cg_tc_egress(struct __sk_buff *skb)
 {
@@ -147,6 +202,40 @@ def _attributed(lo: insitu._Loaded) -> dict[str, float]:
     return {"attributed": got[1] / total if total else 0.0, "packets": total}
 
 
+BPF_CGROUP_INET_INGRESS, BPF_F_ALLOW_MULTI = 0, 2
+
+
+def cgroup2_root() -> str:
+    """Where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid host."""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 2 and fields[2] == "cgroup2":
+                return fields[1]
+    raise RuntimeError("no cgroup v2 hierarchy is mounted")
+
+
+def _cgroup_skb(pair: Any, fd: int, family: str, proto: str, seconds: int) -> float:
+    """ns a run of ``fd`` attached at the cgroup v2 root for inet ingress, under one iperf3 run."""
+    import ctypes
+
+    lb = ctypes.CDLL("libbpf.so.1", use_errno=True)
+    root = os.open(cgroup2_root(), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if lb.bpf_prog_attach(fd, root, BPF_CGROUP_INET_INGRESS, BPF_F_ALLOW_MULTI) != 0:
+            raise OSError(ctypes.get_errno(), "bpf_prog_attach(cgroup inet ingress)")
+        try:
+            before = insitu._stats({"p": fd})["p"]
+            insitu._iperf(pair, family, proto, seconds)
+            after = insitu._stats({"p": fd})["p"]
+        finally:
+            lb.bpf_prog_detach2(fd, root, BPF_CGROUP_INET_INGRESS)
+    finally:
+        os.close(root)
+    runs = after[0] - before[0]
+    return (after[1] - before[1]) / runs if runs else float("nan")
+
+
 def run(rounds: int = 3, seconds: int = 2,
         traffic: tuple[tuple[str, str], ...] = (("ipv4", "udp"), ("ipv6", "udp"), ("ipv4", "tcp"),
                                                  ("ipv6", "tcp"))) -> dict[str, Any]:
@@ -159,6 +248,10 @@ def run(rounds: int = 3, seconds: int = 2,
                                                               "tc_egress": "min_tc_egress"})
         loaded["cgroup"] = insitu._Loaded(CGROUP_C, {"tc_ingress": "cg_tc_ingress", "tc_egress": "cg_tc_egress"})
         loaded["helper"] = insitu._Loaded(CGROUP_C, {"tc_ingress": "h_tc_ingress", "tc_egress": "h_tc_egress"})
+        from bcc import BPF
+
+        cgskb = {name: loaded["cgroup"].bpf.load_func(name.encode(), BPF.CGROUP_SKB).fd
+                 for name in ("cgskb_empty", "cgskb_count")}
         with Sandbox("tcfg-") as box:
             pair = box.pair(dev_a="veth-a", dev_b="veth-b")
             ns = netns.resolve(pair.ns_b)
@@ -184,12 +277,21 @@ def run(rounds: int = 3, seconds: int = 2,
                             samples.setdefault((family, proto, point, variant), []).append(ns_run)
                         if variant == "cgroup":
                             shares.setdefault((family, proto), []).append(_attributed(loaded["cgroup"])["attributed"])
+                    for name, fd in cgskb.items():
+                        samples.setdefault((family, proto, "cgroup_skb_ingress", name), []).append(
+                            _cgroup_skb(pair, fd, family, proto, seconds))
     finally:
         for lo in loaded.values():
             lo.close()
         os.close(stats_fd)
     rows: list[dict[str, Any]] = []
     for (family, proto, point, variant), vals in sorted(samples.items()):
+        if variant == "cgskb_count":
+            empty = statistics.median(samples[(family, proto, point, "cgskb_empty")])
+            rows.append({"family": family, "proto": proto, "point": point, "empty_ns": empty,
+                         "count_ns": statistics.median(vals), "added_ns": statistics.median(vals) - empty,
+                         "samples": {v: samples[(family, proto, point, v)] for v in ("cgskb_empty", "cgskb_count")}})
+            continue
         if variant != "cgroup":
             continue
         base = statistics.median(samples[(family, proto, point, "minimal")])
@@ -200,7 +302,7 @@ def run(rounds: int = 3, seconds: int = 2,
                      "attributed": min(shares[(family, proto)]),
                      "samples": {v: samples[(family, proto, point, v)] for v in VARIANTS}})
     worst = {p: max((r["added_ns"] for r in rows if r["point"] == p), default=None)
-             for p in ("tc_egress", "tc_ingress")}
+             for p in ("tc_egress", "tc_ingress", "cgroup_skb_ingress")}
     return {"rounds": rounds, "seconds": seconds, "rows": rows, "worst_added_ns": worst,
             "programs": loaded_facts(loaded) if loaded else {},
             "target": {"what": "cgroup attribution added over the minimal counter, in situ: egress <= +25 ns, "
@@ -230,6 +332,10 @@ def main() -> None:
     with open(path, "w") as f:
         json.dump(res, f, indent=1)
     for r in res["rows"]:
+        if r["point"] == "cgroup_skb_ingress":
+            print(f"{r['family']} {r['proto']} {r['point']}: empty {r['empty_ns']:.1f} ns, counting "
+                  f"{r['count_ns']:.1f} ns ({r['added_ns']:+.1f})")
+            continue
         print(f"{r['family']} {r['proto']} {r['point']}: minimal {r['minimal_ns']:.1f} ns, helper "
               f"{r['helper_added_ns']:+.1f}, helper and hash {r['added_ns']:+.1f}, found {r['attributed']:.3f}")
     print(f"written {path}")
