@@ -67,6 +67,7 @@ def test_the_daemonset_grants_exactly_what_its_command_needs() -> None:
     (container,) = pod["containers"]
     ctx = container["securityContext"]
     assert ctx.get("privileged") is False and ctx["readOnlyRootFilesystem"] is True
+    assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
     assert ctx["capabilities"]["drop"] == ["ALL"]
     want = [c.removeprefix("CAP_") for c in _needs(container["args"])]
     assert sorted(ctx["capabilities"]["add"]) == sorted(want), (ctx["capabilities"]["add"], want)
