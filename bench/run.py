@@ -361,6 +361,39 @@ def report(res: dict[str, Any]) -> str:
         out += ["", f"Prometheus over the run: `resets()` summed over every series of tcflow_ip_bytes_total and "
                 f"tcflow_packets_total: **{pr['resets']:g}**; {pr['series_at_end']:g} tcflow_ip_bytes_total "
                 f"series at the end; {pr['scrapes_up']:g} successful scrapes.", ""]
+    cg = res.get("cgroupcost")
+    if cg:
+        out += ["## 12. Cgroup attribution, a design probe (`python -m bench.cgroupcost`, run on its own)", "",
+                f"{cg['date']}" + (f" (commit {cg['commit']})" if cg.get("commit") else "") +
+                ": what issue 25's `--cgroups` would add a packet, before it is built (bench/cgroupcost.py). "
+                "The section 1 harness (a veth, iperf3 both ways, BPF statistics), the bench's minimal "
+                "counter against the same counter plus the attribution, interleaved, median of "
+                f"{cg['rounds']} rounds. Egress: `bpf_skb_cgroup_id`. Clsact ingress: the packet's own tuple "
+                "looked up (`bpf_skc_lookup_tcp`/`bpf_sk_lookup_udp`, then `bpf_sk_release`); the verifier "
+                "refuses `bpf_sk_cgroup_id` to clsact programs, so finding the socket is all clsact ingress "
+                "can do. *helper*: the helpers, their answer in a two-entry array; *with hash*: bytes and "
+                "packets in a per-CPU hash keyed by the cgroup id. *found*: the share of packets whose "
+                "cgroup (egress) or socket (ingress) was found.", "",
+                "| traffic | hook | minimal ns | helper, added ns | with hash, added ns | found | target |",
+                "|---|---|---|---|---|---|---|"]
+        for r in cg["rows"]:
+            if r["point"] == "cgroup_skb_ingress":
+                continue
+            limit = 25 if r["point"] == "tc_egress" else 60
+            out.append(f"| {r['family']} {r['proto']} | {r['point']} | {r['minimal_ns']:.1f} | "
+                       f"{r['helper_added_ns']:+.1f} | {r['added_ns']:+.1f} | {r['attributed']:.3f} | "
+                       f"<= +{limit} ({_met(r['added_ns'] <= limit)}) |")
+        rows = [r for r in cg["rows"] if r["point"] == "cgroup_skb_ingress"]
+        if rows:
+            out += ["", "The other way to a received packet's socket: a cgroup_skb ingress program at the root "
+                    "of the cgroup v2 tree, which the kernel runs once the socket is known (measured alone, "
+                    "nothing on clsact): an empty one, and one that classifies from the IP header into the "
+                    "cgroup's 14 classes in a per-CPU hash keyed by `bpf_skb_cgroup_id`.", "",
+                    "| traffic | empty ns | counting ns | added ns |", "|---|---|---|---|"]
+            for r in rows:
+                out.append(f"| {r['family']} {r['proto']} | {r['empty_ns']:.1f} | {r['count_ns']:.1f} | "
+                           f"{r['added_ns']:+.1f} |")
+        out.append("")
     return "\n".join(out)
 
 
@@ -371,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="where the JSON and report go")
     ap.add_argument("--only", action="append", metavar="NAME",
                     help="run just this section (repeatable); the report takes the others from their saved JSON")
+    ap.add_argument("--report", action="store_true", help="run nothing: write the report from the saved JSON")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("bench: run as root (it loads BPF and makes namespaces)", file=sys.stderr)
@@ -378,15 +412,18 @@ def main(argv: list[str] | None = None) -> int:
     params = SMOKE if args.smoke else FULL
     os.makedirs(args.out, exist_ok=True)
     res: dict[str, Any] = {"smoke": args.smoke, "machine": machine()}
-    soak = os.path.join(args.out, "soak.json")
-    if not args.smoke and os.path.exists(soak):  # `make soak` runs on its own; the report shows its last run
-        with open(soak) as f:
-            res["soak"] = json.load(f)
+    for alone in ("soak", "cgroupcost"):  # run on their own; the report shows their last run
+        path = os.path.join(args.out, f"{alone}.json")
+        if not args.smoke and os.path.exists(path):
+            with open(path) as f:
+                res[alone] = json.load(f)
     steps: list[tuple[str, Callable[..., dict[str, Any]]]] = [
         ("insitu", insitu.run), ("perpacket", perpacket.run), ("throughput", throughput.run), ("scale", scale.run),
         ("startup", startup.run), ("scrape", scrape.run), ("containers", containers.run), ("flows", flows.run),
         ("discovery", discovery.run), ("flowscale", flowscale.run)]
-    if args.only:
+    if args.report:
+        args.only = []
+    if args.only is not None:
         unknown = set(args.only) - {n for n, _ in steps}
         if unknown:
             print(f"bench: no section {', '.join(sorted(unknown))}", file=sys.stderr)
