@@ -412,7 +412,8 @@ def main() -> None:
 
     res = run(rounds=int(sys.argv[1]) if len(sys.argv) > 1 else 3)
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"],
+                           capture_output=True, text=True)  # changes to code, not to earlier results
     res["commit"] = (rev.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")) if rev.returncode == 0 else None
     res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     res["kernel"] = os.uname().release
