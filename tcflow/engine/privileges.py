@@ -6,9 +6,8 @@ each mode as root with exactly these capabilities in its bounding set (as a
 systemd unit's CapabilityBoundingSet or a pod's `drop: [ALL]` plus `add`
 do), sees it count, then removes each capability in turn with this check
 switched off and sees the kernel refuse the mode. docs/privileges.md has the
-table for people; deploy/tcflow.service and deploy/daemonset.yaml grant the
-union of the modes they run, and tests/unit/test_privileges.py holds them to
-it.
+table for people; deploy/tcflow.service and deploy/daemonset.yaml grant what
+the command each runs needs, and tests/unit/test_deploy.py holds them to it.
 
 CAP_SYS_ADMIN grants everything CAP_BPF and CAP_PERFMON do (the kernel's
 bpf_capable() and perfmon_capable()), so a mode that needs CAP_SYS_ADMIN
