@@ -12,8 +12,8 @@ line, which imports tcflow.cli, starts without loading the engine first.
 
 from __future__ import annotations
 
+import _signal  # the C module: `import signal` first builds its enums, a millisecond a Ctrl-C could land in
 import os
-import signal
 import sys
 
 
@@ -26,8 +26,8 @@ def _quiet_exit(signum: int, frame: object) -> None:
 # nothing is attached yet) instead of printing a traceback from the middle of
 # an import. A library user's SIGINT is left alone, as is one the parent ignores.
 if (sys.argv[:1] == ["-m"] or os.path.basename(sys.argv[0] if sys.argv else "") == "tcflow") \
-        and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-    signal.signal(signal.SIGINT, _quiet_exit)
+        and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+    _signal.signal(_signal.SIGINT, _quiet_exit)
 
 from typing import TYPE_CHECKING, Optional  # noqa: E402
 
