@@ -151,8 +151,7 @@ class Server:
         try:
             return self.front.wait(10)
         except subprocess.TimeoutExpired:
-            _kill(self.front)
-            return self.front.wait()
+            return _kill(self.front)
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Until the front goes: each request checked, then answered in a task of its own."""
@@ -228,7 +227,6 @@ class Server:
                 self.front.wait(10)
             except subprocess.TimeoutExpired:
                 _kill(self.front)
-                self.front.wait()
         if self.thread.is_alive():
             self.thread.join(timeout=10)
         for sock, _ in self.socks:
@@ -238,12 +236,17 @@ class Server:
             self.loop.close()
 
 
-def _kill(front: subprocess.Popen) -> None:
-    """SIGKILL, where the agent may (root with CAP_KILL); else the front dies with the agent (PR_SET_PDEATHSIG)."""
+def _kill(front: subprocess.Popen) -> Optional[int]:
+    """SIGKILL and its exit status, where the agent may (root with CAP_KILL); else None, never a wait
+    without end: the front then dies with the agent (PR_SET_PDEATHSIG)."""
     try:
         front.kill()
     except PermissionError:
-        pass
+        return None
+    try:
+        return front.wait(10)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def _front_path() -> list[str]:
